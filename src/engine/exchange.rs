@@ -1,0 +1,310 @@
+//! One request and its response on one connection.
+//!
+//! Writes the prepared request bytes, reads the head, then streams the body
+//! through the framing decoder into either the SSE parser (for an event
+//! stream) or a bounded body buffer (for JSON), and finally asks the
+//! protocol adapter what it all meant. Every timestamp is taken here, once
+//! per read: TTFB at the first byte, TTFT at the first content-bearing
+//! event, an ITL gap between consecutive content-bearing events. Events that
+//! arrive in the same read share its timestamp, which is when the generator
+//! could first have seen them.
+//!
+//! Nothing here allocates per request once the scratch buffers have grown
+//! to the largest response seen, and nothing panics on what the server
+//! sends.
+
+use crate::http::response::{self, BodyDecoder, HeadParse, HttpError};
+use crate::limits;
+use crate::metrics::ErrorClass;
+use crate::protocol::{EventKind, Protocol, ProtocolError, Reply};
+use crate::rt;
+use crate::sse::SseParser;
+use std::io;
+use std::time::{Duration, Instant};
+
+/// An open connection with its read buffer.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: rt::TcpStream,
+    /// Read buffer, `limits::READ_BUFFER_BYTES`, allocated once per connection.
+    buf: Box<[u8]>,
+    /// Whether a response has already been read on it (a reused connection
+    /// may have been closed by the server while idle).
+    pub reused: bool,
+}
+
+impl Conn {
+    /// Wraps a freshly connected stream.
+    pub fn new(stream: rt::TcpStream) -> Self {
+        Conn {
+            stream,
+            buf: vec![0; limits::READ_BUFFER_BYTES].into_boxed_slice(),
+            reused: false,
+        }
+    }
+}
+
+/// Per-user buffers reused for every request.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// The request being sent (head and body).
+    pub request: Vec<u8>,
+    /// A non-streamed response body.
+    pub body: Vec<u8>,
+    /// SSE state for a streamed body.
+    pub sse: SseParser,
+    /// What the adapter decoded.
+    pub reply: Reply,
+    /// Inter-token gaps of the current response, in microseconds.
+    pub itl_gaps_us: Vec<u32>,
+}
+
+/// What one exchange observed, beyond the adapter's `Reply`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Observed {
+    /// Status code (0 when no head arrived).
+    pub status: u16,
+    /// The connection may be reused.
+    pub keep_alive: bool,
+    /// `Retry-After` seconds, when sent.
+    pub retry_after_s: Option<u32>,
+    /// Time to the first response byte.
+    pub ttfb: Option<Duration>,
+    /// Time to the first content-bearing event (streamed only).
+    pub ttft: Option<Duration>,
+    /// When the response was complete.
+    pub done_at: Option<Instant>,
+    /// SSE events received.
+    pub sse_events: u64,
+    /// SSE events that carried content.
+    pub content_events: u64,
+    /// Gaps not kept because `itl_gaps_us` was full.
+    pub itl_gaps_dropped: u64,
+    /// The response was an event stream.
+    pub streamed: bool,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A reused connection failed before any response byte: the server
+    /// closed it while idle. The caller may retry once on a new connection.
+    Stale,
+    /// Anything else.
+    Class(ErrorClass),
+}
+
+impl From<ErrorClass> for Failure {
+    fn from(class: ErrorClass) -> Self {
+        Failure::Class(class)
+    }
+}
+
+fn io_class(error: &io::Error) -> ErrorClass {
+    match error.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            ErrorClass::ConnReset
+        }
+        io::ErrorKind::UnexpectedEof => ErrorClass::Eof,
+        io::ErrorKind::TimedOut => ErrorClass::Timeout,
+        _ => ErrorClass::IoOther,
+    }
+}
+
+fn http_class(_: HttpError) -> ErrorClass {
+    ErrorClass::BadResponse
+}
+
+fn protocol_class(error: ProtocolError) -> ErrorClass {
+    match error {
+        ProtocolError::BadJson => ErrorClass::BadJson,
+        ProtocolError::ErrorEvent => ErrorClass::StreamErrorEvent,
+        ProtocolError::EventTooLarge => ErrorClass::BadResponse,
+    }
+}
+
+/// Most interim (1xx) responses skipped before the real one.
+const INTERIM_RESPONSES_MAX: usize = 8;
+
+/// Sends `scratch.request` on `conn` and reads the whole response.
+///
+/// `t0` is when the request started (the caller's clock, so open-loop
+/// callers can pass the intended instant). On success `observed` and
+/// `scratch.reply` describe the response; a non-2xx status is a success of
+/// the exchange (the caller classifies it).
+pub async fn exchange(
+    conn: &mut Conn,
+    protocol: &dyn Protocol,
+    scratch: &mut Scratch,
+    t0: Instant,
+    observed: &mut Observed,
+) -> Result<(), Failure> {
+    *observed = Observed::default();
+    scratch.reply.clear();
+    scratch.body.clear();
+    scratch.sse.reset();
+    scratch.itl_gaps_us.clear();
+    let reused = conn.reused;
+    if let Err(e) = conn.stream.write_all(&scratch.request).await {
+        let class = io_class(&e);
+        return Err(if reused && class == ErrorClass::ConnReset {
+            Failure::Stale
+        } else {
+            class.into()
+        });
+    }
+
+    // Head.
+    let mut filled = 0;
+    let mut interim = 0;
+    let (head, mut now) = loop {
+        let n = match conn.stream.read(&mut conn.buf[filled..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                let class = io_class(&e);
+                return Err(if reused && filled == 0 && observed.ttfb.is_none() && class == ErrorClass::ConnReset {
+                    Failure::Stale
+                } else {
+                    class.into()
+                });
+            }
+        };
+        let now = Instant::now();
+        if n == 0 {
+            return Err(if reused && filled == 0 && observed.ttfb.is_none() {
+                Failure::Stale
+            } else {
+                ErrorClass::Eof.into()
+            });
+        }
+        observed.ttfb.get_or_insert(now - t0);
+        filled += n;
+        match response::parse_head(&conn.buf[..filled]).map_err(http_class)? {
+            HeadParse::Incomplete => continue,
+            HeadParse::Complete(head) if (100..200).contains(&head.status) && head.status != 101 => {
+                // An interim response (e.g. 100 Continue): drop it and keep reading.
+                interim += 1;
+                if interim > INTERIM_RESPONSES_MAX {
+                    return Err(ErrorClass::BadResponse.into());
+                }
+                conn.buf.copy_within(head.head_bytes..filled, 0);
+                filled -= head.head_bytes;
+                if let Ok(HeadParse::Complete(next)) = response::parse_head(&conn.buf[..filled]) {
+                    break (next, now);
+                }
+            }
+            HeadParse::Complete(head) => break (head, now),
+        }
+    };
+    conn.reused = true;
+    observed.status = head.status;
+    observed.keep_alive = head.keep_alive;
+    observed.retry_after_s = head.retry_after_s;
+    let success = (200..300).contains(&head.status);
+    let sse_mode = success && head.event_stream;
+    observed.streamed = sse_mode;
+
+    // Body.
+    let mut decoder = BodyDecoder::new(head.framing);
+    let mut state = StreamState::default();
+    let mut pos = head.head_bytes;
+    loop {
+        while pos < filled && !decoder.is_done() {
+            let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
+            pos += step.consumed;
+            if step.data.is_empty() || !success {
+                continue;
+            }
+            if sse_mode {
+                consume_events(protocol, scratch, &mut state, observed, step.data, t0, now)?;
+            } else {
+                if scratch.body.len() + step.data.len() > limits::BODY_BYTES_MAX {
+                    return Err(ErrorClass::BodyTooLarge.into());
+                }
+                scratch.body.extend_from_slice(step.data);
+            }
+        }
+        if decoder.is_done() {
+            if pos < filled {
+                // We never pipeline, so bytes after the response mean the
+                // framing was wrong; do not trust this connection again.
+                observed.keep_alive = false;
+            }
+            break;
+        }
+        pos = 0;
+        let n = conn.stream.read(&mut conn.buf[..]).await.map_err(|e| io_class(&e))?;
+        now = Instant::now();
+        if n == 0 {
+            decoder.finish_at_eof().map_err(|_| ErrorClass::Eof)?;
+            observed.keep_alive = false;
+            break;
+        }
+        filled = n;
+        // Long streams must not hold the shard: other users' timestamps
+        // depend on it getting back to the reactor.
+        rt::yield_if_needed().await;
+    }
+    observed.done_at = Some(now);
+    if !success {
+        return Ok(());
+    }
+    if sse_mode {
+        if !scratch.reply.saw_end || scratch.sse.has_partial() {
+            return Err(ErrorClass::TruncatedStream.into());
+        }
+    } else {
+        protocol
+            .parse_body(&scratch.body, &mut scratch.reply)
+            .map_err(protocol_class)?;
+    }
+    if scratch.reply.content_bytes == 0 {
+        return Err(ErrorClass::EmptyCompletion.into());
+    }
+    Ok(())
+}
+
+/// Timing state across the events of one stream.
+#[derive(Debug, Default)]
+struct StreamState {
+    /// When the previous content-bearing event arrived.
+    last_content: Option<Instant>,
+}
+
+fn consume_events(
+    protocol: &dyn Protocol,
+    scratch: &mut Scratch,
+    state: &mut StreamState,
+    observed: &mut Observed,
+    data: &[u8],
+    t0: Instant,
+    now: Instant,
+) -> Result<(), Failure> {
+    let Scratch {
+        sse,
+        reply,
+        itl_gaps_us,
+        ..
+    } = scratch;
+    sse.feed::<ProtocolError>(data, |event| {
+        observed.sse_events += 1;
+        if protocol.parse_event(event, reply)? == EventKind::Content {
+            observed.content_events += 1;
+            match state.last_content {
+                None => observed.ttft = Some(now - t0),
+                Some(last) => {
+                    if itl_gaps_us.len() < limits::ITL_GAPS_PER_RESPONSE_MAX {
+                        let gap = u32::try_from((now - last).as_micros()).unwrap_or(u32::MAX);
+                        itl_gaps_us.push(gap);
+                    } else {
+                        observed.itl_gaps_dropped += 1;
+                    }
+                }
+            }
+            state.last_content = Some(now);
+        }
+        Ok(())
+    })
+    .map_err(|e| Failure::Class(protocol_class(e)))
+}

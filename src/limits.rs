@@ -1,0 +1,144 @@
+//! Every bound the engine relies on, in one place.
+//!
+//! Each constant says what it costs (memory allocated at start-up, latency
+//! added) with the arithmetic written out. Related bounds are tied together by
+//! `const` assertions at the bottom, so changing one without the other fails
+//! to compile. Nothing here is read from the network or a profile: profile
+//! values are validated *against* these bounds in `plan`.
+
+use std::time::Duration;
+
+/// Bytes of the per-connection read buffer.
+///
+/// Cost: one buffer per open connection, allocated when the connection is
+/// made and reused for every response on it. 16 KiB × 10,000 connections =
+/// 160 MiB, which is the most a single host can open here anyway (the file
+/// descriptor limit is 20,000 and a loopback test needs two per connection).
+/// A response head must fit in it (see `HEAD_BYTES_MAX`); bodies stream
+/// through it and need not fit.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Largest response head (status line plus headers) we accept.
+///
+/// Gateways send a few hundred bytes; 8 KiB matches common server limits.
+/// Anything larger is reported as `bad_response` rather than grown into.
+pub const HEAD_BYTES_MAX: usize = 8 * 1024;
+
+/// Most response headers parsed per response.
+///
+/// Cost: `HEADERS_MAX` × 32 bytes of `httparse::Header` on the stack per
+/// parse attempt (2 KiB). More headers than this is `bad_response`.
+pub const HEADERS_MAX: usize = 64;
+
+/// Largest non-streamed response body we keep for JSON decoding.
+///
+/// Cost: the body buffer grows up to this size per virtual user, at most
+/// once; 4 MiB × 1,000 users would be 4 GiB, but real bodies are a few KiB,
+/// and the buffer only grows to the largest body actually seen.
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest single SSE line (one `data:` field) or event.
+///
+/// OpenAI and Anthropic chunks are well under 2 KiB; 256 KiB leaves room
+/// for gateways that put a whole tool-call argument in one chunk. The carry
+/// buffer that holds a line split across reads grows at most to this size.
+pub const SSE_EVENT_BYTES_MAX: usize = 256 * 1024;
+
+/// Most content-bearing SSE events whose gaps we keep per response.
+///
+/// Cost: 4 bytes per gap per virtual user (`u32` microseconds), 64 KiB at
+/// this bound. Gaps past the bound are still counted as events but not
+/// recorded as inter-token latency, and the overflow is counted.
+pub const ITL_GAPS_PER_RESPONSE_MAX: usize = 16 * 1024;
+
+/// Largest request we build (head plus body).
+///
+/// Long-context scenarios send ~12.5k tokens ≈ 50 KiB; 8 MiB is far above any
+/// provider's context window in bytes.
+pub const REQUEST_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Most connects in progress at once on one shard.
+///
+/// A burst of thousands of simultaneous SYNs overflows the target's accept
+/// queue (Linux backlog 128 to 4096), and each overflowed SYN costs a 1 s
+/// retransmit, which shows up as a false latency spike. 256 per shard keeps
+/// two shards below nginx's default backlog of 511.
+pub const CONNECTS_IN_FLIGHT_PER_SHARD_MAX: u64 = 256;
+
+/// Default connect timeout.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+
+/// Default whole-request timeout (connect not included), as in the seed tool.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
+
+/// How often a shard's watchdog looks for requests past their timeout.
+///
+/// A timeout therefore fires up to this much late. The watchdog is one timer
+/// wake-up per tick per shard (10/s), instead of one timer per request, which
+/// the research notes price at ~35 µs CPU each.
+pub const TIMEOUT_TICK: Duration = Duration::from_millis(100);
+
+/// Most virtual users in one closed-loop stage (all shards together).
+///
+/// Each VU holds at most one connection, so this is also bounded by the file
+/// descriptor limit; the plan checks that separately.
+pub const USERS_MAX: u64 = 1_000_000;
+
+/// Most stages in one run.
+pub const STAGES_MAX: usize = 1_000;
+
+/// Longest stage.
+pub const STAGE_DURATION_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Largest value a latency histogram records, in microseconds (one hour).
+///
+/// Cost: an HDR histogram with 3 significant digits over 1 µs..1 h holds
+/// 2,048 sub-buckets × 23 buckets ÷ 2 ≈ 24k `u64` counters ≈ 190 KiB. Each
+/// shard keeps four per stage (latency, TTFT, TTFB, ITL). Larger values are
+/// clamped to this and counted as `histogram_clamped`.
+pub const HISTOGRAM_US_MAX: u64 = 3_600_000_000;
+
+/// Significant decimal digits kept by every histogram (0.1 % resolution).
+pub const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// Depth of the bounded channels between the coordinator and each shard.
+///
+/// Messages are stage commands and stage snapshots, one per stage per
+/// direction, so two is enough; four leaves room for a stop command.
+pub const CONTROL_CHANNEL_DEPTH: usize = 4;
+
+/// io_uring submission queue depth per shard.
+///
+/// The research notes saw no difference between 16 and 2048 at 64–1024
+/// connections but one SQ-overflow stall at 128; 1024 costs ~64 KiB.
+pub const RING_DEPTH: usize = 1024;
+
+/// glommio's registered I/O memory per executor.
+///
+/// Registered buffers serve only DMA file I/O, which we never do; the
+/// default 10 MiB is locked three times per executor and warns as non-root.
+pub const IO_MEMORY_BYTES: usize = 64 * 1024;
+
+/// glommio's preemption timer: how long a task may run before the executor
+/// asks it to yield. Short, so a long SSE parse cannot delay other users'
+/// timestamps by more than this.
+pub const PREEMPT_TIMER: Duration = Duration::from_millis(2);
+
+/// Mock server: most concurrent connections per mock shard.
+pub const MOCK_CONNECTIONS_PER_SHARD_MAX: usize = 20_000;
+
+/// Mock server: largest request body it reads.
+pub const MOCK_REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Mock server: most output tokens it will generate for one response.
+pub const MOCK_OUTPUT_TOKENS_MAX: u32 = 1_000_000;
+
+/// Mock server: listen backlog. Large, so the generator's connect bursts are
+/// never turned into 1 s SYN retransmits by the mock itself.
+pub const MOCK_LISTEN_BACKLOG: i32 = 4096;
+
+const _: () = assert!(HEAD_BYTES_MAX <= READ_BUFFER_BYTES);
+const _: () = assert!(SSE_EVENT_BYTES_MAX <= BODY_BYTES_MAX);
+const _: () = assert!(HISTOGRAM_SIGFIG <= 5);
+const _: () = assert!(CONTROL_CHANNEL_DEPTH >= 2);
+const _: () = assert!(TIMEOUT_TICK.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());

@@ -1,0 +1,436 @@
+//! Shard-local statistics for one stage, and their merge.
+//!
+//! A shard records every finished request into its own `StageMetrics`: plain
+//! counters, a fixed array of error classes, a fixed array of status codes,
+//! and bounded HDR histograms in microseconds. Nothing here is shared or
+//! atomic. At a stage boundary the coordinator receives each shard's value
+//! and merges them with `merge`, which is exact (histograms add bucket by
+//! bucket), so percentiles of the merged value are those of all requests.
+
+use crate::limits;
+use hdrhistogram::Histogram;
+use std::time::Duration;
+
+/// Why a request failed. Counted in a fixed array, never as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ErrorClass {
+    /// The target refused the connection.
+    ConnRefused,
+    /// The connect did not finish within the connect timeout.
+    ConnTimeout,
+    /// The generator ran out of ephemeral ports (EADDRNOTAVAIL).
+    GenPortExhaustion,
+    /// The generator ran out of file descriptors (EMFILE/ENFILE).
+    GenFdExhaustion,
+    /// Any other connect failure.
+    ConnOther,
+    /// The whole request exceeded its timeout.
+    Timeout,
+    /// The peer reset the connection.
+    ConnReset,
+    /// The peer closed the connection before the response was complete.
+    Eof,
+    /// Any other socket error after connecting.
+    IoOther,
+    /// The response head or framing was malformed or too large.
+    BadResponse,
+    /// A non-streamed body was larger than `limits::BODY_BYTES_MAX`.
+    BodyTooLarge,
+    /// A body or SSE event was not the protocol's JSON.
+    BadJson,
+    /// A 200 stream carried an error event.
+    StreamErrorEvent,
+    /// A stream ended before its end marker.
+    TruncatedStream,
+    /// HTTP 200 but no generated content.
+    EmptyCompletion,
+    /// HTTP 429.
+    Http429,
+    /// Any other 4xx.
+    Http4xx,
+    /// HTTP 5xx.
+    Http5xx,
+    /// Any other non-2xx status.
+    HttpOther,
+    /// The request code panicked; the shard survived and counted it.
+    Panic,
+}
+
+impl ErrorClass {
+    /// Every class, in report order.
+    pub const ALL: [ErrorClass; 20] = [
+        ErrorClass::ConnRefused,
+        ErrorClass::ConnTimeout,
+        ErrorClass::GenPortExhaustion,
+        ErrorClass::GenFdExhaustion,
+        ErrorClass::ConnOther,
+        ErrorClass::Timeout,
+        ErrorClass::ConnReset,
+        ErrorClass::Eof,
+        ErrorClass::IoOther,
+        ErrorClass::BadResponse,
+        ErrorClass::BodyTooLarge,
+        ErrorClass::BadJson,
+        ErrorClass::StreamErrorEvent,
+        ErrorClass::TruncatedStream,
+        ErrorClass::EmptyCompletion,
+        ErrorClass::Http429,
+        ErrorClass::Http4xx,
+        ErrorClass::Http5xx,
+        ErrorClass::HttpOther,
+        ErrorClass::Panic,
+    ];
+
+    /// Number of classes.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Name used in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::ConnRefused => "conn_refused",
+            ErrorClass::ConnTimeout => "conn_timeout",
+            ErrorClass::GenPortExhaustion => "gen_port_exhaustion",
+            ErrorClass::GenFdExhaustion => "gen_fd_exhaustion",
+            ErrorClass::ConnOther => "conn_other",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::ConnReset => "conn_reset",
+            ErrorClass::Eof => "eof",
+            ErrorClass::IoOther => "io_other",
+            ErrorClass::BadResponse => "bad_response",
+            ErrorClass::BodyTooLarge => "body_too_large",
+            ErrorClass::BadJson => "bad_json",
+            ErrorClass::StreamErrorEvent => "stream_error_event",
+            ErrorClass::TruncatedStream => "truncated_stream",
+            ErrorClass::EmptyCompletion => "empty_completion",
+            ErrorClass::Http429 => "http_429",
+            ErrorClass::Http4xx => "http_4xx",
+            ErrorClass::Http5xx => "http_5xx",
+            ErrorClass::HttpOther => "http_other",
+            ErrorClass::Panic => "panic",
+        }
+    }
+
+    /// Whether the generator itself, not the target, caused it.
+    pub fn is_generator_side(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::GenPortExhaustion | ErrorClass::GenFdExhaustion | ErrorClass::Panic
+        )
+    }
+
+    /// The class for a non-2xx status.
+    pub fn for_status(status: u16) -> ErrorClass {
+        match status {
+            429 => ErrorClass::Http429,
+            400..=499 => ErrorClass::Http4xx,
+            500..=599 => ErrorClass::Http5xx,
+            _ => ErrorClass::HttpOther,
+        }
+    }
+}
+
+/// Status codes 100..=599 are counted individually; others in one slot.
+const STATUS_SLOTS: usize = 501;
+
+/// One bounded histogram in microseconds.
+#[derive(Debug, Clone)]
+pub struct Hist {
+    /// The histogram (1 µs .. `limits::HISTOGRAM_US_MAX`, no auto-resize).
+    pub inner: Histogram<u64>,
+    /// Values above the bound, recorded as the bound.
+    pub clamped: u64,
+}
+
+impl Hist {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        // The bounds are constants that satisfy hdrhistogram's rules
+        // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5), so this cannot fail.
+        let inner = Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
+            .expect("histogram bounds are valid constants");
+        Hist { inner, clamped: 0 }
+    }
+
+    /// Records a duration.
+    #[inline]
+    pub fn record(&mut self, duration: Duration) {
+        self.record_us(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Records microseconds, clamping (and counting) values above the bound.
+    #[inline]
+    pub fn record_us(&mut self, us: u64) {
+        let value = if us > limits::HISTOGRAM_US_MAX {
+            self.clamped += 1;
+            limits::HISTOGRAM_US_MAX
+        } else {
+            us
+        };
+        // In range by construction, so recording cannot fail.
+        let _ = self.inner.record(value);
+    }
+
+    /// Adds another histogram's counts.
+    pub fn merge(&mut self, other: &Hist) {
+        // Same bounds on both sides, so `add` cannot fail.
+        let _ = self.inner.add(&other.inner);
+        self.clamped += other.clamped;
+    }
+
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.inner.len()
+    }
+
+    /// The value at a percentile (0–100), in milliseconds, or `None` when empty.
+    pub fn percentile_ms(&self, percentile: f64) -> Option<f64> {
+        if self.inner.is_empty() {
+            return None;
+        }
+        Some(self.inner.value_at_percentile(percentile) as f64 / 1000.0)
+    }
+
+    /// Mean in milliseconds.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.inner.is_empty()).then(|| self.inner.mean() / 1000.0)
+    }
+
+    /// Max in milliseconds.
+    pub fn max_ms(&self) -> Option<f64> {
+        (!self.inner.is_empty()).then(|| self.inner.max() as f64 / 1000.0)
+    }
+
+    /// Min in milliseconds.
+    pub fn min_ms(&self) -> Option<f64> {
+        (!self.inner.is_empty()).then(|| self.inner.min() as f64 / 1000.0)
+    }
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Hist::new()
+    }
+}
+
+/// Everything one shard measured in one stage (or their merge).
+#[derive(Debug, Clone)]
+pub struct StageMetrics {
+    /// Requests that started inside the measured window and finished.
+    pub requests: u64,
+    /// Of those, the ones that succeeded.
+    pub ok: u64,
+    /// Requests that started during warm-up (not in any other figure).
+    pub warmup_requests: u64,
+    /// Failures by class.
+    pub errors: [u64; ErrorClass::COUNT],
+    /// Responses by status code (index = code − 100; last slot: other).
+    pub status: Box<[u64; STATUS_SLOTS]>,
+    /// Highest `Retry-After` seen on a 429, in seconds.
+    pub retry_after_s_max: Option<u32>,
+    /// Whole-request latency: request written to response complete.
+    pub latency: Hist,
+    /// Time to the first content-bearing SSE event (streamed only).
+    pub ttft: Hist,
+    /// Time to the first response byte.
+    pub ttfb: Hist,
+    /// Gaps between consecutive content-bearing events.
+    pub itl: Hist,
+    /// Time to open a new connection (includes waiting for a connect slot).
+    pub connect: Hist,
+    /// Prompt tokens reported by the server.
+    pub prompt_tokens: u64,
+    /// Completion tokens reported by the server.
+    pub completion_tokens: u64,
+    /// Successful responses that carried no usage.
+    pub usage_missing: u64,
+    /// SSE events received.
+    pub sse_events: u64,
+    /// SSE events that carried content.
+    pub content_events: u64,
+    /// Generated content bytes.
+    pub content_bytes: u64,
+    /// Inter-token gaps not recorded because a response exceeded
+    /// `limits::ITL_GAPS_PER_RESPONSE_MAX`.
+    pub itl_gaps_dropped: u64,
+    /// New connections opened.
+    pub connects: u64,
+    /// Requests retried once on a fresh connection because a reused idle
+    /// connection turned out to be closed by the server.
+    pub stale_retries: u64,
+    /// Connections open at the end of the stage (peak within the stage for
+    /// a merged value is approximated by the sum over shards).
+    pub connections_open: u64,
+}
+
+impl StageMetrics {
+    /// Empty metrics.
+    pub fn new() -> Self {
+        StageMetrics {
+            requests: 0,
+            ok: 0,
+            warmup_requests: 0,
+            errors: [0; ErrorClass::COUNT],
+            status: Box::new([0; STATUS_SLOTS]),
+            retry_after_s_max: None,
+            latency: Hist::new(),
+            ttft: Hist::new(),
+            ttfb: Hist::new(),
+            itl: Hist::new(),
+            connect: Hist::new(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            usage_missing: 0,
+            sse_events: 0,
+            content_events: 0,
+            content_bytes: 0,
+            itl_gaps_dropped: 0,
+            connects: 0,
+            stale_retries: 0,
+            connections_open: 0,
+        }
+    }
+
+    /// Counts a response status.
+    #[inline]
+    pub fn count_status(&mut self, status: u16) {
+        let slot = match status {
+            100..=599 => usize::from(status - 100),
+            _ => STATUS_SLOTS - 1,
+        };
+        self.status[slot] += 1;
+    }
+
+    /// Counts a failure.
+    #[inline]
+    pub fn count_error(&mut self, class: ErrorClass) {
+        self.errors[class as usize] += 1;
+    }
+
+    /// Failures of one class.
+    pub fn error_count(&self, class: ErrorClass) -> u64 {
+        self.errors[class as usize]
+    }
+
+    /// All failures.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Non-zero status counts, by code (code 0 = outside 100..=599).
+    pub fn status_counts(&self) -> Vec<(u16, u64)> {
+        self.status
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| {
+                let code = if i == STATUS_SLOTS - 1 { 0 } else { i as u16 + 100 };
+                (code, n)
+            })
+            .collect()
+    }
+
+    /// Non-zero error counts, by class.
+    pub fn error_counts(&self) -> Vec<(ErrorClass, u64)> {
+        ErrorClass::ALL
+            .iter()
+            .map(|&c| (c, self.error_count(c)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+
+    /// Adds another shard's metrics into this one.
+    pub fn merge(&mut self, other: &StageMetrics) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.warmup_requests += other.warmup_requests;
+        for (a, b) in self.errors.iter_mut().zip(other.errors.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.status.iter_mut().zip(other.status.iter()) {
+            *a += b;
+        }
+        self.retry_after_s_max = self.retry_after_s_max.max(other.retry_after_s_max);
+        self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+        self.ttfb.merge(&other.ttfb);
+        self.itl.merge(&other.itl);
+        self.connect.merge(&other.connect);
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.usage_missing += other.usage_missing;
+        self.sse_events += other.sse_events;
+        self.content_events += other.content_events;
+        self.content_bytes += other.content_bytes;
+        self.itl_gaps_dropped += other.itl_gaps_dropped;
+        self.connects += other.connects;
+        self.stale_retries += other.stale_retries;
+        self.connections_open += other.connections_open;
+    }
+}
+
+impl Default for StageMetrics {
+    fn default() -> Self {
+        StageMetrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_clamps_and_counts() {
+        let mut h = Hist::new();
+        h.record_us(0);
+        h.record_us(1500);
+        h.record_us(limits::HISTOGRAM_US_MAX + 5);
+        h.record(Duration::from_secs(100_000));
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.clamped, 2);
+        assert!(h.percentile_ms(100.0).unwrap() >= 3_599_000.0);
+    }
+
+    #[test]
+    fn merge_is_exact() {
+        let mut a = StageMetrics::new();
+        let mut b = StageMetrics::new();
+        let mut all = StageMetrics::new();
+        for i in 0..1000u64 {
+            let target = if i % 3 == 0 { &mut a } else { &mut b };
+            target.latency.record_us(i * 37 % 5000);
+            target.requests += 1;
+            target.count_status(200);
+            all.latency.record_us(i * 37 % 5000);
+            all.requests += 1;
+            all.count_status(200);
+        }
+        b.count_error(ErrorClass::Http5xx);
+        b.count_status(503);
+        b.count_status(42);
+        a.merge(&b);
+        assert_eq!(a.requests, 1000);
+        assert_eq!(a.latency.count(), all.latency.count());
+        for p in [50.0, 90.0, 99.0, 99.9] {
+            assert_eq!(a.latency.percentile_ms(p), all.latency.percentile_ms(p));
+        }
+        assert_eq!(a.status_counts(), vec![(200, 1000), (503, 1), (0, 1)]);
+        assert_eq!(a.error_counts(), vec![(ErrorClass::Http5xx, 1)]);
+        assert_eq!(a.errors_total(), 1);
+    }
+
+    #[test]
+    fn class_names_are_unique_and_statuses_map() {
+        let mut names: Vec<_> = ErrorClass::ALL.iter().map(|c| c.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorClass::COUNT);
+        assert_eq!(ErrorClass::for_status(429), ErrorClass::Http429);
+        assert_eq!(ErrorClass::for_status(404), ErrorClass::Http4xx);
+        assert_eq!(ErrorClass::for_status(502), ErrorClass::Http5xx);
+        assert_eq!(ErrorClass::for_status(302), ErrorClass::HttpOther);
+        for (i, c) in ErrorClass::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! The built-in mock upstream: an OpenAI-compatible chat completions server
+//! on the same engine (pinned glommio shards, SO_REUSEPORT listeners).
+//!
+//! It exists so a load test runs out of the box, so the tests have a real
+//! server to talk to, and so the generator can be benchmarked against an
+//! upstream that costs little. Timing is configurable per server (flags)
+//! and per request (headers, so tests can vary it):
+//!
+//! | knob | flag | header |
+//! |---|---|---|
+//! | non-stream latency | `--latency` | `x-mock-latency-ms` |
+//! | time to first token | `--ttft` | `x-mock-ttft-ms` |
+//! | inter-token delay | `--itl` | `x-mock-itl-ms` |
+//! | output tokens | `--tokens` | `x-mock-tokens` |
+//! | force a status | | `x-mock-status` |
+//! | close after responding | | `x-mock-close: 1` |
+//! | stream fault | | `x-mock-fault: truncate` or `error-event` |
+//!
+//! Output tokens are capped by the request's `max_tokens`, and `usage`
+//! always reports the tokens actually sent. Prompt tokens are estimated as
+//! one per four characters of message content.
+
+use crate::http::{push_decimal, push_hex};
+use crate::limits;
+use crate::rt;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Mock server settings.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Delay before a non-streamed response.
+    pub latency: Duration,
+    /// Delay before the first streamed token.
+    pub ttft: Duration,
+    /// Delay between streamed tokens.
+    pub itl: Duration,
+    /// Output tokens per response (before the request's `max_tokens` cap).
+    pub tokens: u32,
+    /// One shard per CPU.
+    pub cpus: Vec<usize>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            latency: Duration::ZERO,
+            ttft: Duration::ZERO,
+            itl: Duration::ZERO,
+            tokens: 128,
+            cpus: vec![0],
+        }
+    }
+}
+
+/// A running mock server.
+pub struct MockServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    listeners: Vec<i32>,
+    handles: Vec<rt::ExecutorHandle<()>>,
+}
+
+impl MockServer {
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, and waits for the shards to exit. Open connections
+    /// are dropped.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for &fd in &self.listeners {
+            rt::shutdown_fd(fd);
+        }
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+
+    /// Runs until the process is killed.
+    pub fn wait(self) {
+        for handle in self.handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Starts the mock on `listen` (port 0 picks one), one shard per CPU.
+pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
+    if config.cpus.is_empty() {
+        return Err(io::Error::other("the mock needs at least one CPU"));
+    }
+    let first = rt::bind_reuseport(listen, limits::MOCK_LISTEN_BACKLOG)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+    let addr = rt::local_addr(&first)?;
+    let mut fds: Vec<OwnedFd> = vec![first];
+    for _ in 1..config.cpus.len() {
+        fds.push(rt::bind_reuseport(addr, limits::MOCK_LISTEN_BACKLOG)?);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let listeners = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut handles = Vec::new();
+    for (index, (fd, &cpu)) in fds.into_iter().zip(config.cpus.iter()).enumerate() {
+        let config = config.clone();
+        let stop = stop.clone();
+        let handle = rt::start_executor(&format!("mock-{index}"), Some(cpu), move || serve(fd, config, stop))?;
+        handles.push(handle);
+    }
+    Ok(MockServer {
+        addr,
+        stop,
+        listeners,
+        handles,
+    })
+}
+
+async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) {
+    let listener = rt::TcpListener::from_owned(fd);
+    let shared = Rc::new(Shared {
+        config,
+        next_id: Cell::new(0),
+        connections: Cell::new(0),
+    });
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if shared.connections.get() >= limits::MOCK_CONNECTIONS_PER_SHARD_MAX {
+                    continue; // dropped: closes the socket
+                }
+                shared.connections.set(shared.connections.get() + 1);
+                let shared = shared.clone();
+                rt::spawn(async move {
+                    let _ = serve_connection(stream, &shared).await;
+                    shared.connections.set(shared.connections.get() - 1);
+                })
+                .detach();
+            }
+            Err(_) if stop.load(Ordering::Relaxed) => return,
+            Err(_) => rt::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+struct Shared {
+    config: MockConfig,
+    next_id: Cell<u64>,
+    connections: Cell<usize>,
+}
+
+/// Per-request knobs read from `x-mock-*` headers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Knobs {
+    latency_ms: Option<u64>,
+    ttft_ms: Option<u64>,
+    itl_ms: Option<u64>,
+    tokens: Option<u64>,
+    status: Option<u16>,
+    close: bool,
+    fault: Fault,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    #[default]
+    None,
+    /// Stop the stream halfway and close the connection (no `[DONE]`).
+    Truncate,
+    /// Send an error event halfway, then end normally.
+    ErrorEvent,
+}
+
+struct RequestHead {
+    head_bytes: usize,
+    body_bytes: usize,
+    post: bool,
+    route: Route,
+    keep_alive: bool,
+    knobs: Knobs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Health,
+    NotFound,
+}
+
+fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut request = httparse::Request::new(&mut headers);
+    let head_bytes = match request.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("malformed request head"),
+    };
+    let path = request.path.unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let route = match path {
+        "/v1/chat/completions" | "/chat/completions" => Route::Chat,
+        "/health" | "/healthz" => Route::Health,
+        _ => Route::NotFound,
+    };
+    let mut head = RequestHead {
+        head_bytes,
+        body_bytes: 0,
+        post: request.method == Some("POST"),
+        route,
+        keep_alive: request.version != Some(0),
+        knobs: Knobs::default(),
+    };
+    for h in request.headers.iter() {
+        let name = h.name;
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let number = || value.parse::<u64>().ok();
+        if name.eq_ignore_ascii_case("content-length") {
+            head.body_bytes = value.parse().map_err(|_| "bad content-length")?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("chunked request bodies are not supported by the mock");
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.keep_alive = !value.eq_ignore_ascii_case("close");
+        } else if name.eq_ignore_ascii_case("x-mock-latency-ms") {
+            head.knobs.latency_ms = number();
+        } else if name.eq_ignore_ascii_case("x-mock-ttft-ms") {
+            head.knobs.ttft_ms = number();
+        } else if name.eq_ignore_ascii_case("x-mock-itl-ms") {
+            head.knobs.itl_ms = number();
+        } else if name.eq_ignore_ascii_case("x-mock-tokens") {
+            head.knobs.tokens = number();
+        } else if name.eq_ignore_ascii_case("x-mock-status") {
+            head.knobs.status = number().and_then(|s| u16::try_from(s).ok()).filter(|s| (200..600).contains(s));
+        } else if name.eq_ignore_ascii_case("x-mock-close") {
+            head.knobs.close = value == "1" || value.eq_ignore_ascii_case("true");
+        } else if name.eq_ignore_ascii_case("x-mock-fault") {
+            head.knobs.fault = match value {
+                "truncate" => Fault::Truncate,
+                "error-event" => Fault::ErrorEvent,
+                _ => Fault::None,
+            };
+        }
+    }
+    if head.body_bytes > limits::MOCK_REQUEST_BODY_BYTES_MAX {
+        return Err("request body too large");
+    }
+    Ok(Some(head))
+}
+
+/// Serves requests on one connection until it closes.
+async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Result<()> {
+    let mut buf = vec![0u8; limits::READ_BUFFER_BYTES];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let head = loop {
+            match parse_request_head(&buf[..filled]) {
+                Ok(Some(head)) => break head,
+                Ok(None) if filled < limits::HEAD_BYTES_MAX => {}
+                Ok(None) => return write_error(&mut stream, &mut out, 431, "request head too large").await,
+                Err(message) => return write_error(&mut stream, &mut out, 400, message).await,
+            }
+            let n = stream.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            filled += n;
+        };
+        let total = head.head_bytes + head.body_bytes;
+        if total > buf.len() {
+            buf.resize(total, 0);
+        }
+        while filled < total {
+            let n = stream.read(&mut buf[filled..]).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            filled += n;
+        }
+        let keep_alive = head.keep_alive && !head.knobs.close;
+        let body = &buf[head.head_bytes..total];
+        let closed = respond(&mut stream, &mut out, shared, &head, body, keep_alive).await?;
+        if closed || !keep_alive {
+            return Ok(());
+        }
+        // Keep any pipelined bytes; shrink a buffer grown for a huge body.
+        buf.copy_within(total..filled, 0);
+        filled -= total;
+        if buf.len() > limits::READ_BUFFER_BYTES && filled <= limits::READ_BUFFER_BYTES {
+            buf.truncate(limits::READ_BUFFER_BYTES);
+        }
+    }
+}
+
+/// Writes the response; returns true when the connection must be dropped.
+async fn respond(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    head: &RequestHead,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<bool> {
+    match (head.route, head.post) {
+        (Route::Health, _) => {
+            write_simple(stream, out, 200, b"{\"status\":\"ok\"}", keep_alive).await?;
+            Ok(false)
+        }
+        (Route::NotFound, _) => {
+            write_error(stream, out, 404, "no such route").await?;
+            Ok(true)
+        }
+        (Route::Chat, false) => {
+            write_error(stream, out, 405, "use POST").await?;
+            Ok(true)
+        }
+        (Route::Chat, true) => {
+            if let Some(status) = head.knobs.status.filter(|&s| s != 200) {
+                write_json_error(stream, out, status, "forced by x-mock-status", keep_alive).await?;
+                return Ok(false);
+            }
+            let request: ChatRequest = match serde_json::from_slice(body) {
+                Ok(r) => r,
+                Err(_) => {
+                    write_error(stream, out, 400, "body is not a chat completions request").await?;
+                    return Ok(true);
+                }
+            };
+            chat(stream, out, shared, &head.knobs, &request, keep_alive).await
+        }
+    }
+}
+
+/// What the mock reads from a chat request.
+#[derive(Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: PromptChars,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Total characters of message content, counted while deserializing so no
+/// message is kept. Content may be a string or a list of `{text}` parts.
+#[derive(Default)]
+struct PromptChars(u64);
+
+impl<'de> Deserialize<'de> for PromptChars {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CharsVisitor).map(PromptChars)
+    }
+}
+
+/// Sums string lengths found anywhere under `content` / `text` keys of a
+/// JSON value, and every string of a list.
+struct CharsVisitor;
+
+impl<'de> Visitor<'de> for CharsVisitor {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("messages")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<u64, E> {
+        Ok(v.chars().count() as u64)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut total = 0;
+        while let Some(PromptChars(n)) = seq.next_element()? {
+            total += n;
+        }
+        Ok(total)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
+        let mut total = 0;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "content" || key == "text" {
+                total += map.next_value::<PromptChars>()?.0;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(total)
+    }
+    fn visit_unit<E>(self) -> Result<u64, E> {
+        Ok(0)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
+        Ok(0)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
+        Ok(0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
+        Ok(0)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
+        Ok(0)
+    }
+}
+
+/// Words the mock "generates"; token i is a space and word i mod len.
+const WORDS: &[&str] = &[
+    "the", "gateway", "routes", "each", "request", "to", "a", "model", "and", "streams", "tokens",
+    "back", "while", "latency", "stays", "low", "under", "load",
+];
+
+async fn chat(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+    knobs: &Knobs,
+    request: &ChatRequest,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let config = &shared.config;
+    let wanted = knobs.tokens.unwrap_or(u64::from(config.tokens));
+    let cap = request.max_completion_tokens.or(request.max_tokens).unwrap_or(u64::MAX);
+    let tokens = wanted.min(cap).min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
+    let finish = if tokens < wanted { "length" } else { "stop" };
+    let prompt_tokens = request.messages.0.div_ceil(4);
+    let id = shared.next_id.get();
+    shared.next_id.set(id + 1);
+    let created = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let model = request.model.as_deref().unwrap_or("mock");
+    let mut prefix = Vec::with_capacity(128);
+    prefix.extend_from_slice(b"{\"id\":\"chatcmpl-mock-");
+    push_decimal(&mut prefix, id);
+    prefix.extend_from_slice(b"\",\"object\":\"chat.completion");
+    let chunk_prefix_at = prefix.len();
+    prefix.extend_from_slice(b"\",\"created\":");
+    push_decimal(&mut prefix, created);
+    prefix.extend_from_slice(b",\"model\":");
+    let _ = serde_json::to_writer(&mut prefix, model);
+    let usage = Usage {
+        prompt: prompt_tokens,
+        completion: tokens,
+    };
+    if !request.stream {
+        let delay = knobs.latency_ms.map_or(config.latency, Duration::from_millis);
+        if !delay.is_zero() {
+            rt::sleep(delay).await;
+        }
+        let mut body = Vec::with_capacity(256 + tokens as usize * 8);
+        body.extend_from_slice(&prefix);
+        body.extend_from_slice(b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+        for i in 0..tokens {
+            push_word(&mut body, i);
+        }
+        body.extend_from_slice(b"\"},\"finish_reason\":\"");
+        body.extend_from_slice(finish.as_bytes());
+        body.extend_from_slice(b"\"}],");
+        usage.write(&mut body);
+        body.push(b'}');
+        write_simple(stream, out, 200, &body, keep_alive).await?;
+        return Ok(false);
+    }
+    // Streamed: `chat.completion.chunk` objects.
+    let mut chunk_prefix = prefix[..chunk_prefix_at].to_vec();
+    chunk_prefix.extend_from_slice(b".chunk");
+    chunk_prefix.extend_from_slice(&prefix[chunk_prefix_at..]);
+    let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
+    let itl = knobs.itl_ms.map_or(config.itl, Duration::from_millis);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut events = Vec::with_capacity(256);
+    event(&mut events, &chunk_prefix, |e| {
+        e.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]")
+    });
+    if !ttft.is_zero() {
+        push_chunk(out, &events);
+        events.clear();
+        stream.write_all(out).await?;
+        out.clear();
+        rt::sleep(ttft).await;
+    }
+    for i in 0..tokens {
+        if i > 0 && !itl.is_zero() {
+            push_chunk(out, &events);
+            events.clear();
+            stream.write_all(out).await?;
+            out.clear();
+            rt::sleep(itl).await;
+        }
+        if i == tokens / 2 && knobs.fault != Fault::None {
+            if knobs.fault == Fault::Truncate {
+                push_chunk(out, &events);
+                stream.write_all(out).await?;
+                return Ok(true);
+            }
+            events.extend_from_slice(b"data: {\"error\":{\"message\":\"mock fault\",\"type\":\"server_error\"}}\n\n");
+        }
+        event(&mut events, &chunk_prefix, |e| {
+            e.extend_from_slice(b"\"content\":\"");
+            push_word(e, i);
+            e.extend_from_slice(b"\"},\"finish_reason\":null}]");
+        });
+    }
+    event(&mut events, &chunk_prefix, |e| {
+        e.extend_from_slice(b"},\"finish_reason\":\"");
+        e.extend_from_slice(finish.as_bytes());
+        e.extend_from_slice(b"\"}]");
+    });
+    if request.stream_options.as_ref().is_some_and(|o| o.include_usage) {
+        events.extend_from_slice(b"data: ");
+        events.extend_from_slice(&chunk_prefix);
+        events.extend_from_slice(b",\"choices\":[],");
+        usage.write(&mut events);
+        events.extend_from_slice(b"}\n\n");
+    }
+    events.extend_from_slice(b"data: [DONE]\n\n");
+    push_chunk(out, &events);
+    out.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(out).await?;
+    Ok(false)
+}
+
+struct Usage {
+    prompt: u64,
+    completion: u64,
+}
+
+impl Usage {
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"usage\":{\"prompt_tokens\":");
+        push_decimal(out, self.prompt);
+        out.extend_from_slice(b",\"completion_tokens\":");
+        push_decimal(out, self.completion);
+        out.extend_from_slice(b",\"total_tokens\":");
+        push_decimal(out, self.prompt + self.completion);
+        out.push(b'}');
+    }
+}
+
+fn push_word(out: &mut Vec<u8>, i: u64) {
+    out.push(b' ');
+    out.extend_from_slice(WORDS[(i % WORDS.len() as u64) as usize].as_bytes());
+}
+
+/// Appends `data: <prefix>,"choices":[{"index":0,"delta":{` + the rest + `}\n\n`.
+fn event(out: &mut Vec<u8>, chunk_prefix: &[u8], rest: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(chunk_prefix);
+    out.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
+    rest(out);
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// Frames `data` as one HTTP chunk (nothing for empty data, which would
+/// otherwise end the body).
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    push_hex(out, data.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+async fn write_simple(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<()> {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    if status == 429 {
+        out.extend_from_slice(b"Retry-After: 1\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    stream.write_all(out).await
+}
+
+async fn write_json_error(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+    keep_alive: bool,
+) -> io::Result<()> {
+    let body = serde_json::json!({"error": {"message": message, "type": "mock_error"}}).to_string();
+    write_simple(stream, out, status, body.as_bytes(), keep_alive).await
+}
+
+async fn write_error(stream: &mut rt::TcpStream, out: &mut Vec<u8>, status: u16, message: &str) -> io::Result<()> {
+    write_json_error(stream, out, status, message, false).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_chars_from_strings_and_parts() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"},{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.messages.0, 8);
+        assert_eq!(r.max_tokens, Some(5));
+        assert!(r.stream);
+    }
+
+    #[test]
+    fn request_head_knobs() {
+        let head = parse_request_head(
+            b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 12\r\nx-mock-ttft-ms: 50\r\nX-Mock-Tokens: 7\r\nx-mock-fault: truncate\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.body_bytes, 12);
+        assert_eq!(head.route, Route::Chat);
+        assert!(head.post);
+        assert!(!head.keep_alive);
+        assert_eq!(head.knobs.ttft_ms, Some(50));
+        assert_eq!(head.knobs.tokens, Some(7));
+        assert_eq!(head.knobs.fault, Fault::Truncate);
+        assert!(parse_request_head(b"GET /health HTTP/1.1\r\n").unwrap().is_none());
+        assert!(parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_err());
+    }
+}

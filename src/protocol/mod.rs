@@ -1,0 +1,204 @@
+//! Wire-format adapters and their registry.
+//!
+//! An adapter knows one API's request body and response shapes; it knows
+//! nothing of sockets, timing or statistics. The engine hands it a
+//! `TurnRequest` to encode, and each complete non-streamed body or SSE event
+//! to decode into a `Reply`. It tells the engine which events carry content,
+//! and the engine owns every timestamp, so TTFT and ITL mean the same thing
+//! for every protocol.
+//!
+//! Adding a protocol is one new module and one line in `REGISTRY`.
+
+pub mod openai;
+
+use crate::sse;
+use serde::de::{DeserializeOwned, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::marker::PhantomData;
+
+/// A message role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// One message of a conversation's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Who said it.
+    pub role: Role,
+    /// What was said.
+    pub content: String,
+}
+
+/// Everything an adapter needs to encode one request.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnRequest<'a> {
+    /// Model name sent to the gateway.
+    pub model: &'a str,
+    /// System prompt, if any.
+    pub system: Option<&'a str>,
+    /// The conversation so far, ending with the user's new message.
+    pub messages: &'a [Message],
+    /// Output token cap.
+    pub max_tokens: u32,
+    /// Ask for an SSE stream.
+    pub stream: bool,
+}
+
+/// What an adapter found in a response. Reused across requests by one
+/// virtual user; `clear` keeps the buffers' capacity.
+#[derive(Debug, Default, Clone)]
+pub struct Reply {
+    /// The generated text (joined deltas), kept so a multi-turn user can
+    /// feed it back. Bounded by `limits::BODY_BYTES_MAX`.
+    pub content: Vec<u8>,
+    /// Content bytes received, even beyond what `content` keeps.
+    pub content_bytes: u64,
+    /// Prompt tokens reported by the server.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens reported by the server.
+    pub completion_tokens: Option<u64>,
+    /// The server said why generation stopped.
+    pub finished: bool,
+    /// The stream's end marker arrived (`[DONE]` for OpenAI).
+    pub saw_end: bool,
+}
+
+impl Reply {
+    /// Forgets the previous response.
+    pub fn clear(&mut self) {
+        self.content.clear();
+        self.content_bytes = 0;
+        self.prompt_tokens = None;
+        self.completion_tokens = None;
+        self.finished = false;
+        self.saw_end = false;
+    }
+
+    /// Appends generated text, keeping at most `BODY_BYTES_MAX` of it.
+    pub fn push_content(&mut self, text: &[u8]) {
+        self.content_bytes += text.len() as u64;
+        let room = crate::limits::BODY_BYTES_MAX.saturating_sub(self.content.len());
+        self.content.extend_from_slice(&text[..text.len().min(room)]);
+    }
+}
+
+/// What one SSE event meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// It carried generated content (counts for TTFT and ITL).
+    Content,
+    /// Metadata, usage, keep-alive or role-only deltas.
+    Other,
+    /// The stream's end marker; nothing more is expected.
+    End,
+}
+
+/// A response that does not follow the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A body or event is not the JSON the protocol defines.
+    BadJson,
+    /// The server sent an error object inside a 200 stream.
+    ErrorEvent,
+    /// An SSE line or event exceeded its bound.
+    EventTooLarge,
+}
+
+impl From<sse::SseError> for ProtocolError {
+    fn from(_: sse::SseError) -> Self {
+        ProtocolError::EventTooLarge
+    }
+}
+
+/// One wire format.
+pub trait Protocol: Sync + fmt::Debug {
+    /// Name used in profiles (`openai-chat`).
+    fn name(&self) -> &'static str;
+    /// Default request path.
+    fn default_path(&self) -> &'static str;
+    /// Headers this protocol always sends (besides Host, Content-Type and
+    /// Content-Length).
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)];
+    /// Appends the JSON request body to `out`.
+    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>);
+    /// Decodes a complete non-streamed response body.
+    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError>;
+    /// Decodes one SSE event of a streamed response.
+    fn parse_event(&self, event: sse::Event<'_>, reply: &mut Reply) -> Result<EventKind, ProtocolError>;
+}
+
+/// Every protocol, by profile name.
+pub static REGISTRY: &[&dyn Protocol] = &[&openai::OpenAiChat];
+
+/// Looks a protocol up by name (also accepts common aliases).
+pub fn by_name(name: &str) -> Option<&'static dyn Protocol> {
+    let name = match name {
+        "openai" | "openai_chat" | "chat" => "openai-chat",
+        other => other,
+    };
+    REGISTRY.iter().copied().find(|p| p.name() == name)
+}
+
+/// Names of all protocols, for error messages.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|p| p.name()).collect()
+}
+
+/// Deserializes only the first element of a JSON array, skipping the rest
+/// without allocating a `Vec` per response or per SSE event.
+#[derive(Debug)]
+pub struct First<T>(pub Option<T>);
+
+impl<T> Default for First<T> {
+    fn default() -> Self {
+        First(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FirstVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstVisitor<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element::<T>()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(First(None))
+            }
+        }
+        deserializer.deserialize_any(FirstVisitor(PhantomData))
+    }
+}
+
+/// Token counts as the OpenAI and Anthropic APIs report them.
+#[derive(Debug, Default, Deserialize)]
+pub struct Usage {
+    /// OpenAI input tokens.
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    /// OpenAI output tokens.
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+}
+
+/// Helper for adapters: decodes JSON, mapping any error to `BadJson`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
+    serde_json::from_slice(bytes).map_err(|_| ProtocolError::BadJson)
+}
+
+/// Owned decoding, for the rare shapes that cannot borrow.
+pub fn decode_owned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
+    serde_json::from_slice(bytes).map_err(|_| ProtocolError::BadJson)
+}

@@ -1,0 +1,309 @@
+//! OpenAI Chat Completions (`POST /v1/chat/completions`).
+//!
+//! Request: `model`, `messages` (system first when set), `max_tokens`,
+//! `stream`, and with streaming `stream_options.include_usage` so the final
+//! chunk carries the server's token counts. Response: non-streamed JSON with
+//! `choices[0].message.content` and `usage`; or SSE chunks with
+//! `choices[0].delta.content`, a last chunk with `usage` and empty
+//! `choices`, and the `data: [DONE]` end marker.
+
+use super::{decode, EventKind, First, Protocol, ProtocolError, Reply, Role, TurnRequest, Usage};
+use crate::sse;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
+use std::borrow::Cow;
+
+/// The OpenAI Chat Completions adapter.
+#[derive(Debug)]
+pub struct OpenAiChat;
+
+struct Body<'a>(&'a TurnRequest<'a>);
+
+struct Messages<'a>(&'a TurnRequest<'a>);
+
+struct Msg<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+impl Serialize for Msg<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("role", self.role)?;
+        map.serialize_entry("content", self.content)?;
+        map.end()
+    }
+}
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut seq = s.serialize_seq(Some(r.messages.len() + usize::from(r.system.is_some())))?;
+        if let Some(system) = r.system {
+            seq.serialize_element(&Msg {
+                role: "system",
+                content: system,
+            })?;
+        }
+        for m in r.messages {
+            let role = match m.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            };
+            seq.serialize_element(&Msg {
+                role,
+                content: &m.content,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("model", r.model)?;
+        map.serialize_entry("messages", &Messages(r))?;
+        map.serialize_entry("max_tokens", &r.max_tokens)?;
+        map.serialize_entry("stream", &r.stream)?;
+        if r.stream {
+            map.serialize_entry("stream_options", &StreamOptions { include_usage: true })?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion<'a> {
+    #[serde(borrow, default)]
+    choices: First<CompletionChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice<'a> {
+    #[serde(borrow, default)]
+    message: Option<Content<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: First<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Content<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+fn take_usage(usage: Option<Usage>, reply: &mut Reply) {
+    if let Some(u) = usage {
+        if u.prompt_tokens.is_some() {
+            reply.prompt_tokens = u.prompt_tokens;
+        }
+        if u.completion_tokens.is_some() {
+            reply.completion_tokens = u.completion_tokens;
+        }
+    }
+}
+
+impl Protocol for OpenAiChat {
+    fn name(&self) -> &'static str {
+        "openai-chat"
+    }
+
+    fn default_path(&self) -> &'static str {
+        "/v1/chat/completions"
+    }
+
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[("Accept", "application/json, text/event-stream")]
+    }
+
+    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
+        // Serializing into a Vec cannot fail: every key is a string and
+        // every value a string, integer or bool.
+        let _ = serde_json::to_writer(out, &Body(request));
+    }
+
+    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
+        let completion: Completion<'_> = decode(body)?;
+        if let Some(choice) = completion.choices.0 {
+            if let Some(text) = choice.message.and_then(|m| m.content) {
+                reply.push_content(text.as_bytes());
+            }
+            reply.finished = choice.finish_reason.is_some();
+        }
+        take_usage(completion.usage, reply);
+        reply.saw_end = true;
+        Ok(())
+    }
+
+    fn parse_event(&self, event: sse::Event<'_>, reply: &mut Reply) -> Result<EventKind, ProtocolError> {
+        let data = event.data;
+        if data == b"[DONE]" {
+            reply.saw_end = true;
+            return Ok(EventKind::End);
+        }
+        let chunk: Chunk<'_> = decode(data)?;
+        if chunk.error.is_some() {
+            return Err(ProtocolError::ErrorEvent);
+        }
+        take_usage(chunk.usage, reply);
+        let mut kind = EventKind::Other;
+        if let Some(choice) = chunk.choices.0 {
+            if choice.finish_reason.is_some() {
+                reply.finished = true;
+            }
+            if let Some(text) = choice.delta.and_then(|d| d.content) {
+                if !text.is_empty() {
+                    reply.push_content(text.as_bytes());
+                    kind = EventKind::Content;
+                }
+            }
+        }
+        Ok(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Message;
+
+    fn event(data: &str) -> sse::Event<'_> {
+        sse::Event {
+            name: b"",
+            data: data.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn body_has_every_field() {
+        let messages = vec![
+            Message {
+                role: Role::User,
+                content: "hi \"there\"".into(),
+            },
+            Message {
+                role: Role::Assistant,
+                content: "hello".into(),
+            },
+        ];
+        let request = TurnRequest {
+            model: "gpt-4o-mini",
+            system: Some("be brief"),
+            messages: &messages,
+            max_tokens: 64,
+            stream: true,
+        };
+        let mut out = Vec::new();
+        OpenAiChat.write_body(&request, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o-mini");
+        assert_eq!(v["messages"][0]["role"], "system");
+        assert_eq!(v["messages"][0]["content"], "be brief");
+        assert_eq!(v["messages"][1]["content"], "hi \"there\"");
+        assert_eq!(v["messages"][2]["role"], "assistant");
+        assert_eq!(v["max_tokens"], 64);
+        assert_eq!(v["stream"], true);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+
+        let request = TurnRequest {
+            system: None,
+            stream: false,
+            ..request
+        };
+        out.clear();
+        OpenAiChat.write_body(&request, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+        assert!(v.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn non_stream_body() {
+        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello\nworld"},"finish_reason":"stop"},{"index":1,"message":{"content":"ignored"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+        let mut reply = Reply::default();
+        OpenAiChat.parse_body(body, &mut reply).unwrap();
+        assert_eq!(reply.content, b"Hello\nworld");
+        assert_eq!(reply.content_bytes, 11);
+        assert_eq!(reply.prompt_tokens, Some(12));
+        assert_eq!(reply.completion_tokens, Some(3));
+        assert!(reply.finished);
+    }
+
+    #[test]
+    fn non_stream_without_usage_or_choices() {
+        let mut reply = Reply::default();
+        OpenAiChat.parse_body(br#"{"choices":[]}"#, &mut reply).unwrap();
+        assert!(reply.content.is_empty());
+        assert_eq!(reply.completion_tokens, None);
+        assert_eq!(OpenAiChat.parse_body(b"not json", &mut reply), Err(ProtocolError::BadJson));
+        assert_eq!(OpenAiChat.parse_body(b"", &mut reply), Err(ProtocolError::BadJson));
+    }
+
+    #[test]
+    fn stream_chunks() {
+        let mut reply = Reply::default();
+        let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        assert_eq!(OpenAiChat.parse_event(event(role), &mut reply), Ok(EventKind::Other));
+        let tok = r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#;
+        assert_eq!(OpenAiChat.parse_event(event(tok), &mut reply), Ok(EventKind::Content));
+        let tok = r#"{"choices":[{"index":0,"delta":{"content":"lo \u00e9"},"finish_reason":null}]}"#;
+        assert_eq!(OpenAiChat.parse_event(event(tok), &mut reply), Ok(EventKind::Content));
+        let fin = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
+        assert_eq!(OpenAiChat.parse_event(event(fin), &mut reply), Ok(EventKind::Other));
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        assert_eq!(OpenAiChat.parse_event(event(usage), &mut reply), Ok(EventKind::Other));
+        assert!(!reply.saw_end);
+        assert_eq!(OpenAiChat.parse_event(event("[DONE]"), &mut reply), Ok(EventKind::End));
+        assert_eq!(reply.content, "Hello é".as_bytes());
+        assert_eq!(reply.prompt_tokens, Some(5));
+        assert_eq!(reply.completion_tokens, Some(2));
+        assert!(reply.finished);
+        assert!(reply.saw_end);
+    }
+
+    #[test]
+    fn stream_errors() {
+        let mut reply = Reply::default();
+        let err = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        assert_eq!(OpenAiChat.parse_event(event(err), &mut reply), Err(ProtocolError::ErrorEvent));
+        assert_eq!(OpenAiChat.parse_event(event("{bad"), &mut reply), Err(ProtocolError::BadJson));
+        assert_eq!(
+            OpenAiChat.parse_event(event(r#"{"choices":null}"#), &mut reply),
+            Ok(EventKind::Other)
+        );
+    }
+
+    #[test]
+    fn registry_finds_it() {
+        assert_eq!(crate::protocol::by_name("openai-chat").unwrap().name(), "openai-chat");
+        assert_eq!(crate::protocol::by_name("openai").unwrap().name(), "openai-chat");
+        assert!(crate::protocol::by_name("smtp").is_none());
+    }
+}

@@ -1,0 +1,307 @@
+//! The runtime seam: the only module that names glommio.
+//!
+//! Everything else uses these wrappers: pinned executors, a TCP stream with
+//! read / write-all, a listener, local task spawning, sleeping, cooperative
+//! yielding, a counting semaphore, and the bounded cross-thread channels the
+//! coordinator and shards talk through. Swapping the executor or the socket
+//! layer (for io_uring RECV/SEND, or a runtime that sets
+//! `IORING_SETUP_COOP_TASKRUN`) means rewriting this file only.
+//!
+//! Executors are built with the settings the research notes justify: small
+//! registered I/O memory (no memlock trouble as non-root), a deep ring, and
+//! a short preemption timer so no task can hold a shard for long.
+
+use crate::limits;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+pub use glommio::channels::shared_channel::{
+    new_bounded as channel, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+pub use glommio::sync::Semaphore;
+pub use glommio::Task;
+
+/// A handle to a running executor thread.
+pub struct ExecutorHandle<T: Send + 'static>(glommio::ExecutorJoinHandle<T>);
+
+impl<T: Send + 'static> ExecutorHandle<T> {
+    /// Waits for the executor's main future; an error means its thread
+    /// panicked.
+    pub fn join(self) -> Result<T, String> {
+        self.0.join().map_err(|e| e.to_string())
+    }
+}
+
+/// Starts an executor on its own thread, pinned to `cpu` when given.
+pub fn start_executor<G, F, T>(name: &str, cpu: Option<usize>, make_future: G) -> io::Result<ExecutorHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let placement = match cpu {
+        Some(cpu) => Placement::Fixed(cpu),
+        None => Placement::Unbound,
+    };
+    LocalExecutorBuilder::new(placement)
+        .name(name)
+        .io_memory(limits::IO_MEMORY_BYTES)
+        .ring_depth(limits::RING_DEPTH)
+        .preempt_timer(limits::PREEMPT_TIMER)
+        .spawn(make_future)
+        .map(ExecutorHandle)
+        .map_err(|e| io::Error::other(format!("cannot start executor {name}: {e}")))
+}
+
+/// Spawns a task on the current executor.
+pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
+    glommio::spawn_local(future)
+}
+
+/// Sleeps on the current executor.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await
+}
+
+/// Yields if the executor wants the CPU back (cheap when it does not).
+pub async fn yield_if_needed() {
+    glommio::yield_if_needed().await
+}
+
+/// A connected TCP stream.
+#[derive(Debug)]
+pub struct TcpStream {
+    inner: glommio::net::TcpStream,
+}
+
+impl TcpStream {
+    /// Connects with a timeout and sets TCP_NODELAY. The address must be
+    /// resolved already: nothing here may block the executor on DNS.
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        let inner = glommio::net::TcpStream::connect_timeout(addr, timeout)
+            .await
+            .map_err(io::Error::from)?;
+        inner.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(TcpStream { inner })
+    }
+
+    /// Reads some bytes; 0 means the peer closed.
+    #[inline]
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).await
+    }
+
+    /// Writes all of `buf`.
+    #[inline]
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf).await
+    }
+
+    /// The socket's file descriptor (for the timeout watchdog's shutdown).
+    pub fn raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
+    }
+}
+
+/// A listening socket owned by one executor.
+pub struct TcpListener {
+    inner: glommio::net::TcpListener,
+}
+
+impl TcpListener {
+    /// Takes ownership of a bound, listening socket (see `bind_reuseport`).
+    /// Must be called on the executor that will accept on it.
+    pub fn from_owned(fd: OwnedFd) -> TcpListener {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: `fd` is an open listening socket we own; ownership passes
+        // to the glommio listener, which closes it on drop.
+        let inner = unsafe { glommio::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        TcpListener { inner }
+    }
+
+    /// Accepts one connection and sets TCP_NODELAY on it.
+    pub async fn accept(&self) -> io::Result<TcpStream> {
+        let inner = self.inner.accept().await.map_err(io::Error::from)?;
+        inner.set_nodelay(true).map_err(io::Error::from)?;
+        Ok(TcpStream { inner })
+    }
+}
+
+/// Binds a non-blocking TCP listener with SO_REUSEPORT and a large backlog.
+///
+/// Several executors can each bind one on the same address; the kernel then
+/// spreads new connections across them. Port 0 picks a free port; bind the
+/// others to the port `local_addr` reports.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: `one` outlives the call and its size is passed correctly.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain listen(2) on a socket we own.
+    if unsafe { libc::listen(fd, backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
+/// The address a socket is bound to.
+pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
+    // SAFETY: `sockaddr_storage` is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are valid for writes of `len` bytes.
+    let rc = unsafe { libc::getsockname(fd.as_raw_fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the kernel wrote a sockaddr_in for an AF_INET socket.
+            let sin: libc::sockaddr_in = unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Ok(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 socket.
+            let sin6: libc::sockaddr_in6 = unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Ok(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
+        }
+        _ => Err(io::Error::other("unknown address family")),
+    }
+}
+
+fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: `sockaddr_storage` is plain data; all-zero is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Shuts a socket down in both directions, waking any pending read with EOF.
+/// Used by the timeout watchdog and to stop listeners; errors (an fd already
+/// closed) are harmless there and ignored.
+pub fn shutdown_fd(fd: RawFd) {
+    // SAFETY: shutdown(2) on an fd number has no memory effects; a stale or
+    // invalid fd only yields an error, which we ignore.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit write to / read from a local struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        limit.rlim_cur
+    }
+}
+
+/// CPU seconds (user + system) this process has used so far.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into a local struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU seconds the calling thread has used so far.
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into a local struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPUs this process may run on, in ascending order.
+pub fn allowed_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    cpus
+}
