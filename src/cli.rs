@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a load test from a profile.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the built-in mock upstream (OpenAI chat completions).
     Mock(MockArgs),
 }
@@ -130,7 +130,7 @@ fn usage(message: impl Into<String>) -> Failure {
 /// Runs a parsed command line; returns the exit code.
 pub fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Mock(args) => serve_mock(args),
     }
 }
@@ -142,7 +142,9 @@ fn duration_flag(flag: &str, text: &str) -> Result<Duration, Failure> {
 fn serve_mock(args: MockArgs) -> Result<u8, Failure> {
     let allowed = rt::allowed_cpus();
     let cpus = match &args.cpus {
-        Some(text) => plan::parse_cpus(text, &allowed).map_err(|e| usage(format!("--cpus: {e}")))?,
+        Some(text) => {
+            plan::parse_cpus(text, &allowed).map_err(|e| usage(format!("--cpus: {e}")))?
+        }
         None => allowed.last().map(|&c| vec![c]).unwrap_or_default(),
     };
     let listen = resolve_listen(&args.listen)?;
@@ -196,7 +198,11 @@ fn choose_cpus(args: &RunArgs, allowed: &[usize]) -> Result<(Vec<usize>, Vec<usi
     let mock = if let Some(text) = &args.mock_cpus {
         plan::parse_cpus(text, allowed).map_err(|e| usage(format!("--mock-cpus: {e}")))?
     } else {
-        let rest: Vec<usize> = allowed.iter().copied().filter(|c| !generator.contains(c)).collect();
+        let rest: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|c| !generator.contains(c))
+            .collect();
         if rest.is_empty() {
             vec![allowed[allowed.len() - 1]]
         } else {
@@ -220,7 +226,8 @@ fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
 fn run(args: RunArgs) -> Result<u8, Failure> {
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
-    let profile = crate::config::parse(&text).map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
+    let profile = crate::config::parse(&text)
+        .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
     let allowed = rt::allowed_cpus();
     let (generator_cpus, mock_cpus) = choose_cpus(&args, &allowed)?;
     let mut overrides = Overrides {
@@ -250,7 +257,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let plan = plan::build(&profile, &overrides, generator_cpus)
         .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
     preflight(&plan, fd_limit, args.mock)?;
-    std::fs::create_dir_all(&args.out).map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
     install_interrupt_handler();
 
     println!("{}", report::run_header(&plan));
@@ -266,10 +274,16 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(server) = mock_server {
         server.stop();
     }
-    let result = result.map_err(|e| Failure { code: 3, message: e })?;
+    let result = result.map_err(|e| Failure {
+        code: 3,
+        message: e,
+    })?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let summary = report::summary_json(&plan, &result, fd_limit, &run_id);
-    let path = args.out.join(format!("summary-{}.json", report::timestamp(result.started_at)));
+    let path = args.out.join(format!(
+        "summary-{}.json",
+        report::timestamp(result.started_at)
+    ));
     write_json(&path, &summary)?;
     println!("summary: {}", path.display());
     match &result.aborted {
@@ -286,15 +300,20 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
 }
 
 fn opt_duration(flag: &str, text: &Option<String>) -> Result<Duration, Failure> {
-    text.as_deref().map_or(Ok(Duration::ZERO), |t| duration_flag(flag, t))
+    text.as_deref()
+        .map_or(Ok(Duration::ZERO), |t| duration_flag(flag, t))
 }
 
 /// Checks, before any shard starts, that the target answers a TCP connect
 /// and that the file-descriptor limit can hold the largest stage.
 fn preflight(plan: &plan::Plan, fd_limit: u64, local_mock: bool) -> Result<(), Failure> {
     let target = &plan.target;
-    std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout)
-        .map_err(|e| usage(format!("target {} ({}) is unreachable: {e}", target.url, target.addr)))?;
+    std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout).map_err(|e| {
+        usage(format!(
+            "target {} ({}) is unreachable: {e}",
+            target.url, target.addr
+        ))
+    })?;
     // Each user holds one socket; an in-process mock holds the other end.
     let per_user = if local_mock { 2 } else { 1 };
     let needed = plan.users_max() * per_user + 64;
@@ -325,7 +344,10 @@ fn install_interrupt_handler() {
     // SAFETY: the handler only touches an atomic and calls _exit, both
     // async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
     }
 }
 
@@ -337,7 +359,7 @@ mod tests {
         let mut argv = vec!["loadtest", "run", "--config", "x.json"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(a) => a,
+            Command::Run(a) => *a,
             Command::Mock(_) => unreachable!(),
         }
     }
@@ -345,19 +367,34 @@ mod tests {
     #[test]
     fn cpu_choice() {
         let allowed = [0, 1];
-        assert_eq!(choose_cpus(&args(&["--mock"]), &allowed).unwrap(), (vec![0], vec![1]));
+        assert_eq!(
+            choose_cpus(&args(&["--mock"]), &allowed).unwrap(),
+            (vec![0], vec![1])
+        );
         assert_eq!(choose_cpus(&args(&[]), &allowed).unwrap().0, vec![0, 1]);
-        assert_eq!(choose_cpus(&args(&["--shards", "1"]), &allowed).unwrap().0, vec![0]);
+        assert_eq!(
+            choose_cpus(&args(&["--shards", "1"]), &allowed).unwrap().0,
+            vec![0]
+        );
         assert!(choose_cpus(&args(&["--shards", "3"]), &allowed).is_err());
         assert!(choose_cpus(&args(&["--cpus", "0-5"]), &allowed).is_err());
-        assert_eq!(choose_cpus(&args(&["--mock"]), &[3]).unwrap(), (vec![3], vec![3]));
-        let (g, m) = choose_cpus(&args(&["--mock", "--cpus", "1", "--mock-cpus", "0"]), &allowed).unwrap();
+        assert_eq!(
+            choose_cpus(&args(&["--mock"]), &[3]).unwrap(),
+            (vec![3], vec![3])
+        );
+        let (g, m) = choose_cpus(
+            &args(&["--mock", "--cpus", "1", "--mock-cpus", "0"]),
+            &allowed,
+        )
+        .unwrap();
         assert_eq!((g, m), (vec![1], vec![0]));
     }
 
     #[test]
     fn flag_conflicts_are_usage_errors() {
-        let argv = ["loadtest", "run", "--config", "x", "--mock", "--target", "http://a"];
+        let argv = [
+            "loadtest", "run", "--config", "x", "--mock", "--target", "http://a",
+        ];
         assert!(Cli::try_parse_from(argv).is_err());
         let argv = ["loadtest", "run", "--config", "x", "--mock-ttft", "5ms"];
         assert!(Cli::try_parse_from(argv).is_err());
@@ -368,7 +405,13 @@ mod tests {
     #[test]
     fn headers_flag() {
         let h = parse_headers(&["X-A: 1".into(), "Authorization:Bearer k".into()]).unwrap();
-        assert_eq!(h, vec![("X-A".into(), "1".into()), ("Authorization".into(), "Bearer k".into())]);
+        assert_eq!(
+            h,
+            vec![
+                ("X-A".into(), "1".into()),
+                ("Authorization".into(), "Bearer k".into())
+            ]
+        );
         assert!(parse_headers(&["nocolon".into()]).is_err());
     }
 }

@@ -86,7 +86,11 @@ pub fn parse(text: &str) -> Result<Profile, String> {
     serde_json::from_str(text).map_err(|e| {
         let message = e.to_string();
         // serde_json appends " at line L column C"; keep our own form.
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
         format!("line {} column {}: {message}", e.line(), e.column())
     })
 }

@@ -147,8 +147,9 @@ impl Hist {
     pub fn new() -> Self {
         // The bounds are constants that satisfy hdrhistogram's rules
         // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5), so this cannot fail.
-        let inner = Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
-            .expect("histogram bounds are valid constants");
+        let inner =
+            Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
+                .expect("histogram bounds are valid constants");
         Hist { inner, clamped: 0 }
     }
 
@@ -324,7 +325,11 @@ impl StageMetrics {
             .enumerate()
             .filter(|(_, &n)| n > 0)
             .map(|(i, &n)| {
-                let code = if i == STATUS_SLOTS - 1 { 0 } else { i as u16 + 100 };
+                let code = if i == STATUS_SLOTS - 1 {
+                    0
+                } else {
+                    i as u16 + 100
+                };
                 (code, n)
             })
             .collect()

@@ -62,12 +62,25 @@ impl Default for MockConfig {
     }
 }
 
+/// What a mock served, summed over its shards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MockStats {
+    /// Chat completion requests answered with 200.
+    pub chat_responses: u64,
+    /// Completion tokens sent in those responses.
+    pub completion_tokens: u64,
+    /// Prompt tokens reported in those responses.
+    pub prompt_tokens: u64,
+    /// Connections accepted.
+    pub connections: u64,
+}
+
 /// A running mock server.
 pub struct MockServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     listeners: Vec<i32>,
-    handles: Vec<rt::ExecutorHandle<()>>,
+    handles: Vec<rt::ExecutorHandle<MockStats>>,
 }
 
 impl MockServer {
@@ -76,16 +89,23 @@ impl MockServer {
         self.addr
     }
 
-    /// Stops accepting, and waits for the shards to exit. Open connections
-    /// are dropped.
-    pub fn stop(self) {
+    /// Stops accepting, waits for the shards to exit and returns what they
+    /// served. Open connections are dropped.
+    pub fn stop(self) -> MockStats {
         self.stop.store(true, Ordering::Relaxed);
         for &fd in &self.listeners {
             rt::shutdown_fd(fd);
         }
+        let mut total = MockStats::default();
         for handle in self.handles {
-            let _ = handle.join();
+            if let Ok(stats) = handle.join() {
+                total.chat_responses += stats.chat_responses;
+                total.completion_tokens += stats.completion_tokens;
+                total.prompt_tokens += stats.prompt_tokens;
+                total.connections += stats.connections;
+            }
         }
+        total
     }
 
     /// Runs until the process is killed.
@@ -114,7 +134,9 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
     for (index, (fd, &cpu)) in fds.into_iter().zip(config.cpus.iter()).enumerate() {
         let config = config.clone();
         let stop = stop.clone();
-        let handle = rt::start_executor(&format!("mock-{index}"), Some(cpu), move || serve(fd, config, stop))?;
+        let handle = rt::start_executor(&format!("mock-{index}"), Some(cpu), move || {
+            serve(fd, config, stop)
+        })?;
         handles.push(handle);
     }
     Ok(MockServer {
@@ -125,12 +147,13 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
     })
 }
 
-async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) {
+async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockStats {
     let listener = rt::TcpListener::from_owned(fd);
     let shared = Rc::new(Shared {
         config,
         next_id: Cell::new(0),
         connections: Cell::new(0),
+        stats: Cell::new(MockStats::default()),
     });
     loop {
         match listener.accept().await {
@@ -138,6 +161,7 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) {
                 if shared.connections.get() >= limits::MOCK_CONNECTIONS_PER_SHARD_MAX {
                     continue; // dropped: closes the socket
                 }
+                shared.count(|s| s.connections += 1);
                 shared.connections.set(shared.connections.get() + 1);
                 let shared = shared.clone();
                 rt::spawn(async move {
@@ -146,7 +170,7 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) {
                 })
                 .detach();
             }
-            Err(_) if stop.load(Ordering::Relaxed) => return,
+            Err(_) if stop.load(Ordering::Relaxed) => return shared.stats.get(),
             Err(_) => rt::sleep(Duration::from_millis(1)).await,
         }
     }
@@ -156,6 +180,15 @@ struct Shared {
     config: MockConfig,
     next_id: Cell<u64>,
     connections: Cell<usize>,
+    stats: Cell<MockStats>,
+}
+
+impl Shared {
+    fn count(&self, update: impl FnOnce(&mut MockStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
+    }
 }
 
 /// Per-request knobs read from `x-mock-*` headers.
@@ -238,7 +271,9 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'static str> {
         } else if name.eq_ignore_ascii_case("x-mock-tokens") {
             head.knobs.tokens = number();
         } else if name.eq_ignore_ascii_case("x-mock-status") {
-            head.knobs.status = number().and_then(|s| u16::try_from(s).ok()).filter(|s| (200..600).contains(s));
+            head.knobs.status = number()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (200..600).contains(s));
         } else if name.eq_ignore_ascii_case("x-mock-close") {
             head.knobs.close = value == "1" || value.eq_ignore_ascii_case("true");
         } else if name.eq_ignore_ascii_case("x-mock-fault") {
@@ -265,7 +300,9 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
             match parse_request_head(&buf[..filled]) {
                 Ok(Some(head)) => break head,
                 Ok(None) if filled < limits::HEAD_BYTES_MAX => {}
-                Ok(None) => return write_error(&mut stream, &mut out, 431, "request head too large").await,
+                Ok(None) => {
+                    return write_error(&mut stream, &mut out, 431, "request head too large").await
+                }
                 Err(message) => return write_error(&mut stream, &mut out, 400, message).await,
             }
             let n = stream.read(&mut buf[filled..]).await?;
@@ -324,7 +361,8 @@ async fn respond(
         }
         (Route::Chat, true) => {
             if let Some(status) = head.knobs.status.filter(|&s| s != 200) {
-                write_json_error(stream, out, status, "forced by x-mock-status", keep_alive).await?;
+                write_json_error(stream, out, status, "forced by x-mock-status", keep_alive)
+                    .await?;
                 return Ok(false);
             }
             let request: ChatRequest = match serde_json::from_slice(body) {
@@ -436,8 +474,13 @@ async fn chat(
 ) -> io::Result<bool> {
     let config = &shared.config;
     let wanted = knobs.tokens.unwrap_or(u64::from(config.tokens));
-    let cap = request.max_completion_tokens.or(request.max_tokens).unwrap_or(u64::MAX);
-    let tokens = wanted.min(cap).min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
+    let cap = request
+        .max_completion_tokens
+        .or(request.max_tokens)
+        .unwrap_or(u64::MAX);
+    let tokens = wanted
+        .min(cap)
+        .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
     let finish = if tokens < wanted { "length" } else { "stop" };
     let prompt_tokens = request.messages.0.div_ceil(4);
     let id = shared.next_id.get();
@@ -459,14 +502,30 @@ async fn chat(
         prompt: prompt_tokens,
         completion: tokens,
     };
+    // Counted before writing: a client can finish reading before this task
+    // resumes after its last write. A truncated stream sends half.
+    let sent = if request.stream && knobs.fault == Fault::Truncate {
+        tokens / 2
+    } else {
+        tokens
+    };
+    shared.count(|s| {
+        s.chat_responses += 1;
+        s.completion_tokens += sent;
+        s.prompt_tokens += prompt_tokens;
+    });
     if !request.stream {
-        let delay = knobs.latency_ms.map_or(config.latency, Duration::from_millis);
+        let delay = knobs
+            .latency_ms
+            .map_or(config.latency, Duration::from_millis);
         if !delay.is_zero() {
             rt::sleep(delay).await;
         }
         let mut body = Vec::with_capacity(256 + tokens as usize * 8);
         body.extend_from_slice(&prefix);
-        body.extend_from_slice(b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+        body.extend_from_slice(
+            b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
+        );
         for i in 0..tokens {
             push_word(&mut body, i);
         }
@@ -515,7 +574,9 @@ async fn chat(
                 stream.write_all(out).await?;
                 return Ok(true);
             }
-            events.extend_from_slice(b"data: {\"error\":{\"message\":\"mock fault\",\"type\":\"server_error\"}}\n\n");
+            events.extend_from_slice(
+                b"data: {\"error\":{\"message\":\"mock fault\",\"type\":\"server_error\"}}\n\n",
+            );
         }
         event(&mut events, &chunk_prefix, |e| {
             e.extend_from_slice(b"\"content\":\"");
@@ -528,7 +589,11 @@ async fn chat(
         e.extend_from_slice(finish.as_bytes());
         e.extend_from_slice(b"\"}]");
     });
-    if request.stream_options.as_ref().is_some_and(|o| o.include_usage) {
+    if request
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage)
+    {
         events.extend_from_slice(b"data: ");
         events.extend_from_slice(&chunk_prefix);
         events.extend_from_slice(b",\"choices\":[],");
@@ -622,7 +687,12 @@ async fn write_json_error(
     write_simple(stream, out, status, body.as_bytes(), keep_alive).await
 }
 
-async fn write_error(stream: &mut rt::TcpStream, out: &mut Vec<u8>, status: u16, message: &str) -> io::Result<()> {
+async fn write_error(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+) -> io::Result<()> {
     write_json_error(stream, out, status, message, false).await
 }
 
@@ -670,7 +740,9 @@ mod tests {
         assert_eq!(head.knobs.ttft_ms, Some(50));
         assert_eq!(head.knobs.tokens, Some(7));
         assert_eq!(head.knobs.fault, Fault::Truncate);
-        assert!(parse_request_head(b"GET /health HTTP/1.1\r\n").unwrap().is_none());
+        assert!(parse_request_head(b"GET /health HTTP/1.1\r\n")
+            .unwrap()
+            .is_none());
         assert!(parse_request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_err());
     }
 }

@@ -95,7 +95,11 @@ impl Plan {
             env!("CARGO_PKG_VERSION")
         );
         for (name, value) in self.protocol.fixed_headers() {
-            if !self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            if !self
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 head.push_str(&format!("{name}: {value}\r\n"));
             }
         }
@@ -148,8 +152,11 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     if stages.len() > limits::STAGES_MAX {
         return Err(format!("/stages: more than {}", limits::STAGES_MAX));
     }
-    let warmup = duration_field("/warmup", overrides.warmup.as_deref().or(profile.warmup.as_deref()))?
-        .unwrap_or(Duration::ZERO);
+    let warmup = duration_field(
+        "/warmup",
+        overrides.warmup.as_deref().or(profile.warmup.as_deref()),
+    )?
+    .unwrap_or(Duration::ZERO);
     if let Some(short) = stages.iter().position(|s| s.duration <= warmup) {
         if !warmup.is_zero() {
             return Err(format!(
@@ -160,10 +167,16 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
             ));
         }
     }
-    let timeout = duration_field("/defaults/timeout", d.timeout.as_deref().or(profile.timeout.as_deref()))?
-        .unwrap_or(limits::REQUEST_TIMEOUT_DEFAULT);
+    let timeout = duration_field(
+        "/defaults/timeout",
+        d.timeout.as_deref().or(profile.timeout.as_deref()),
+    )?
+    .unwrap_or(limits::REQUEST_TIMEOUT_DEFAULT);
     if timeout < limits::TIMEOUT_TICK {
-        return Err(format!("/defaults/timeout: must be at least {:?}", limits::TIMEOUT_TICK));
+        return Err(format!(
+            "/defaults/timeout: must be at least {:?}",
+            limits::TIMEOUT_TICK
+        ));
     }
     let connect_timeout = duration_field("/connect_timeout", profile.connect_timeout.as_deref())?
         .unwrap_or(limits::CONNECT_TIMEOUT_DEFAULT);
@@ -221,9 +234,10 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
 fn stage_list(list: &[config::StageEntry]) -> Result<Vec<Stage>, String> {
     let mut stages = Vec::with_capacity(list.len());
     for (i, entry) in list.iter().enumerate() {
-        let duration =
-            stage::parse_duration(&entry.duration).map_err(|e| format!("/stages/{i}/duration: {e}"))?;
-        let stage = stage::closed_stage(entry.concurrency, duration).map_err(|e| format!("/stages/{i}: {e}"))?;
+        let duration = stage::parse_duration(&entry.duration)
+            .map_err(|e| format!("/stages/{i}/duration: {e}"))?;
+        let stage = stage::closed_stage(entry.concurrency, duration)
+            .map_err(|e| format!("/stages/{i}: {e}"))?;
         stages.push(stage);
     }
     Ok(stages)
@@ -256,7 +270,9 @@ pub fn parse_target(url: &str, protocol: &dyn Protocol) -> Result<Target, String
     let rest = if let Some(rest) = url.strip_prefix("http://") {
         rest
     } else if url.starts_with("https://") {
-        return Err("https targets need TLS, which this build does not support yet; use http://".into());
+        return Err(
+            "https targets need TLS, which this build does not support yet; use http://".into(),
+        );
     } else {
         return Err("must start with http://".into());
     };
@@ -323,8 +339,12 @@ pub fn parse_cpus(text: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let lo: usize = lo.parse().map_err(|_| format!("`{part}` is not a CPU number or range"))?;
-        let hi: usize = hi.parse().map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+        let lo: usize = lo
+            .parse()
+            .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+        let hi: usize = hi
+            .parse()
+            .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
         if lo > hi {
             return Err(format!("`{part}`: range is backwards"));
         }
@@ -333,7 +353,10 @@ pub fn parse_cpus(text: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
         }
         for cpu in lo..=hi {
             if !allowed.contains(&cpu) {
-                return Err(format!("CPU {cpu} is not available (available: {})", format_cpus(allowed)));
+                return Err(format!(
+                    "CPU {cpu} is not available (available: {})",
+                    format_cpus(allowed)
+                ));
             }
             if cpus.contains(&cpu) {
                 return Err(format!("CPU {cpu} listed twice"));
@@ -379,10 +402,18 @@ mod tests {
         assert_eq!(t.path, "/gw/v1/chat?x=1");
         let t = parse_target("http://[::1]:9000/", &OpenAiChat).unwrap();
         assert_eq!(t.addr, "[::1]:9000".parse().unwrap());
-        assert!(parse_target("https://x", &OpenAiChat).unwrap_err().contains("TLS"));
-        assert!(parse_target("ftp://x", &OpenAiChat).unwrap_err().contains("http://"));
-        assert!(parse_target("http://:80", &OpenAiChat).unwrap_err().contains("host"));
-        assert!(parse_target("http://h:99999", &OpenAiChat).unwrap_err().contains("port"));
+        assert!(parse_target("https://x", &OpenAiChat)
+            .unwrap_err()
+            .contains("TLS"));
+        assert!(parse_target("ftp://x", &OpenAiChat)
+            .unwrap_err()
+            .contains("http://"));
+        assert!(parse_target("http://:80", &OpenAiChat)
+            .unwrap_err()
+            .contains("host"));
+        assert!(parse_target("http://h:99999", &OpenAiChat)
+            .unwrap_err()
+            .contains("port"));
         assert!(parse_target("http://no-such-host.invalid", &OpenAiChat)
             .unwrap_err()
             .contains("resolve"));
@@ -392,8 +423,12 @@ mod tests {
     fn cpu_lists() {
         let allowed = [0, 1, 2, 3, 6];
         assert_eq!(parse_cpus("0,2-3", &allowed).unwrap(), vec![0, 2, 3]);
-        assert!(parse_cpus("5", &allowed).unwrap_err().contains("not available"));
-        assert!(parse_cpus("3-1", &allowed).unwrap_err().contains("backwards"));
+        assert!(parse_cpus("5", &allowed)
+            .unwrap_err()
+            .contains("not available"));
+        assert!(parse_cpus("3-1", &allowed)
+            .unwrap_err()
+            .contains("backwards"));
         assert!(parse_cpus("x", &allowed).unwrap_err().contains("not a CPU"));
         assert!(parse_cpus("1,1", &allowed).unwrap_err().contains("twice"));
         assert_eq!(format_cpus(&allowed), "0-3,6");
@@ -425,7 +460,10 @@ mod tests {
         let plan = build(&p, &over, vec![0]).unwrap();
         assert_eq!(plan.users_max(), 3);
         assert_eq!(plan.model, "p/m");
-        assert_eq!(plan.headers, vec![("authorization".to_string(), "Bearer B".to_string())]);
+        assert_eq!(
+            plan.headers,
+            vec![("authorization".to_string(), "Bearer B".to_string())]
+        );
         let head = String::from_utf8(plan.request_head_prefix()).unwrap();
         assert!(head.starts_with("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:1\r\n"));
         assert!(head.contains("authorization: Bearer B\r\n"));
@@ -445,13 +483,34 @@ mod tests {
         let cases = [
             (r#"{"stages":"1:1s"}"#, "/defaults/target"),
             (r#"{"defaults":{"target":"http://127.0.0.1:1"}}"#, "/stages"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1","protocol":"x"},"stages":"1:1s"}"#, "/defaults/protocol"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":[{"concurrency":0,"duration":"1s"}]}"#, "/stages/0"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":[{"concurrency":1,"duration":"1x"}]}"#, "/stages/0/duration"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:5s","warmup":"5s"}"#, "/warmup"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1","max_tokens":0},"stages":"1:5s"}"#, "/defaults/max_tokens"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1","timeout":"1ms"},"stages":"1:5s"}"#, "/defaults/timeout"),
-            (r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:5s","prompts":[]}"#, "/prompts"),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1","protocol":"x"},"stages":"1:1s"}"#,
+                "/defaults/protocol",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":[{"concurrency":0,"duration":"1s"}]}"#,
+                "/stages/0",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":[{"concurrency":1,"duration":"1x"}]}"#,
+                "/stages/0/duration",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:5s","warmup":"5s"}"#,
+                "/warmup",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1","max_tokens":0},"stages":"1:5s"}"#,
+                "/defaults/max_tokens",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1","timeout":"1ms"},"stages":"1:5s"}"#,
+                "/defaults/timeout",
+            ),
+            (
+                r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:5s","prompts":[]}"#,
+                "/prompts",
+            ),
         ];
         for (text, pointer) in cases {
             let err = build(&profile(text), &Overrides::default(), vec![0]).unwrap_err();

@@ -16,20 +16,38 @@ use std::time::SystemTime;
 pub fn table_header() -> String {
     format!(
         "{:<14} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}  {}",
-        "stage", "requests", "rps", "ok%", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "ttft p95", "itl p50", "out tok/s", "errors"
+        "stage",
+        "requests",
+        "rps",
+        "ok%",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "ttft p50",
+        "ttft p95",
+        "itl p50",
+        "out tok/s",
+        "errors"
     )
 }
 
 /// One table row for a finished stage.
 pub fn table_row(result: &StageResult) -> String {
     let m = &result.metrics;
-    let ms = |h: &Hist, p: f64| h.percentile_ms(p).map_or("-".to_string(), |v| format!("{v:.2}"));
+    let ms = |h: &Hist, p: f64| {
+        h.percentile_ms(p)
+            .map_or("-".to_string(), |v| format!("{v:.2}"))
+    };
     let errors: Vec<String> = m
         .error_counts()
         .iter()
         .map(|(class, n)| format!("{}={n}", class.name()))
         .collect();
-    let errors = if errors.is_empty() { "none".to_string() } else { errors.join(" ") };
+    let errors = if errors.is_empty() {
+        "none".to_string()
+    } else {
+        errors.join(" ")
+    };
     let mut label = result.stage.label();
     if result.stopped_early {
         label.push('*');
@@ -86,18 +104,32 @@ pub fn run_header(plan: &Plan) -> String {
 
 /// `YYYYMMDDTHHMMSSZ` in UTC.
 pub fn timestamp(at: SystemTime) -> String {
-    let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!("{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// RFC 3339 in UTC.
 pub fn rfc3339(at: SystemTime) -> String {
-    let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -38,7 +38,11 @@ impl<T: Send + 'static> ExecutorHandle<T> {
 }
 
 /// Starts an executor on its own thread, pinned to `cpu` when given.
-pub fn start_executor<G, F, T>(name: &str, cpu: Option<usize>, make_future: G) -> io::Result<ExecutorHandle<T>>
+pub fn start_executor<G, F, T>(
+    name: &str,
+    cpu: Option<usize>,
+    make_future: G,
+) -> io::Result<ExecutorHandle<T>>
 where
     G: FnOnce() -> F + Send + 'static,
     F: Future<Output = T> + 'static,
@@ -138,9 +142,19 @@ impl TcpListener {
 /// spreads new connections across them. Port 0 picks a free port; bind the
 /// others to the port `local_addr` reports.
 pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -180,20 +194,28 @@ pub fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: `storage` and `len` are valid for writes of `len` bytes.
-    let rc = unsafe { libc::getsockname(fd.as_raw_fd(), (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in for an AF_INET socket.
-            let sin: libc::sockaddr_in = unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let sin: libc::sockaddr_in =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Ok(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: the kernel wrote a sockaddr_in6 for an AF_INET6 socket.
-            let sin6: libc::sockaddr_in6 = unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
+            let sin6: libc::sockaddr_in6 =
+                unsafe { *(&storage as *const libc::sockaddr_storage).cast() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             Ok(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
         }

@@ -285,7 +285,10 @@ mod tests {
     fn crlf_and_bare_cr_line_ends_split_everywhere() {
         let crlf = b"data: x\r\n\r\n: c\r\ndata: y\r\ndata: z\r\n\r\n";
         let cr = b"data: x\r\rdata: y\rdata: z\r\r";
-        let want = vec![("".to_string(), "x".to_string()), ("".into(), "y\nz".into())];
+        let want = vec![
+            ("".to_string(), "x".to_string()),
+            ("".into(), "y\nz".into()),
+        ];
         for input in [&crlf[..], &cr[..]] {
             for cut in 0..=input.len() {
                 assert_eq!(parse_in_pieces(input, &[cut]), want, "cut at {cut}");

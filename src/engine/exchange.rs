@@ -103,9 +103,9 @@ impl From<ErrorClass> for Failure {
 
 fn io_class(error: &io::Error) -> ErrorClass {
     match error.kind() {
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
-            ErrorClass::ConnReset
-        }
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionAborted => ErrorClass::ConnReset,
         io::ErrorKind::UnexpectedEof => ErrorClass::Eof,
         io::ErrorKind::TimedOut => ErrorClass::Timeout,
         _ => ErrorClass::IoOther,
@@ -163,11 +163,17 @@ pub async fn exchange(
             Ok(n) => n,
             Err(e) => {
                 let class = io_class(&e);
-                return Err(if reused && filled == 0 && observed.ttfb.is_none() && class == ErrorClass::ConnReset {
-                    Failure::Stale
-                } else {
-                    class.into()
-                });
+                return Err(
+                    if reused
+                        && filled == 0
+                        && observed.ttfb.is_none()
+                        && class == ErrorClass::ConnReset
+                    {
+                        Failure::Stale
+                    } else {
+                        class.into()
+                    },
+                );
             }
         };
         let now = Instant::now();
@@ -182,7 +188,9 @@ pub async fn exchange(
         filled += n;
         match response::parse_head(&conn.buf[..filled]).map_err(http_class)? {
             HeadParse::Incomplete => continue,
-            HeadParse::Complete(head) if (100..200).contains(&head.status) && head.status != 101 => {
+            HeadParse::Complete(head)
+                if (100..200).contains(&head.status) && head.status != 101 =>
+            {
                 // An interim response (e.g. 100 Continue): drop it and keep reading.
                 interim += 1;
                 if interim > INTERIM_RESPONSES_MAX {
@@ -234,10 +242,23 @@ pub async fn exchange(
             break;
         }
         pos = 0;
-        let n = conn.stream.read(&mut conn.buf[..]).await.map_err(|e| io_class(&e))?;
+        // A stream cut off mid-body ended before its end marker: that is a
+        // truncated stream, whatever the socket said.
+        let cut = if sse_mode {
+            Some(ErrorClass::TruncatedStream)
+        } else {
+            None
+        };
+        let n = conn
+            .stream
+            .read(&mut conn.buf[..])
+            .await
+            .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
         now = Instant::now();
         if n == 0 {
-            decoder.finish_at_eof().map_err(|_| ErrorClass::Eof)?;
+            decoder
+                .finish_at_eof()
+                .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
             observed.keep_alive = false;
             break;
         }

@@ -88,7 +88,13 @@ impl StageResult {
         let wall = self.elapsed.as_secs_f64();
         self.shard_cpu_s
             .iter()
-            .map(|cpu| if wall > 0.0 { (cpu / wall).min(1.0) } else { 0.0 })
+            .map(|cpu| {
+                if wall > 0.0 {
+                    (cpu / wall).min(1.0)
+                } else {
+                    0.0
+                }
+            })
             .collect()
     }
 }
@@ -144,8 +150,10 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
             commands: command_rx,
             reports: report_tx,
         };
-        let handle = rt::start_executor(&format!("shard-{index}"), Some(cpu), move || shard::run(ctx))
-            .map_err(|e| format!("shard {index} on CPU {cpu}: {e}"))?;
+        let handle = rt::start_executor(&format!("shard-{index}"), Some(cpu), move || {
+            shard::run(ctx)
+        })
+        .map_err(|e| format!("shard {index} on CPU {cpu}: {e}"))?;
         command_senders.push(command_tx);
         report_receivers.push(report_rx);
         handles.push(handle);
@@ -157,7 +165,12 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
     let (result_tx, result_rx) = std::sync::mpsc::channel();
     let plan_for_coordinator = plan.clone();
     let coordinator = rt::start_executor("coordinator", None, move || {
-        coordinate(plan_for_coordinator, command_senders, report_receivers, result_tx)
+        coordinate(
+            plan_for_coordinator,
+            command_senders,
+            report_receivers,
+            result_tx,
+        )
     })
     .map_err(|e| format!("coordinator: {e}"))?;
     let mut stages = Vec::with_capacity(plan.stages.len());
@@ -204,7 +217,11 @@ async fn coordinate(
         }
         let start = Instant::now();
         for command in &commands {
-            if command.send(Command::RunStage { index, start }).await.is_err() {
+            if command
+                .send(Command::RunStage { index, start })
+                .await
+                .is_err()
+            {
                 aborted = Some("a shard exited".into());
             }
         }
@@ -235,7 +252,11 @@ async fn coordinate(
                 aborted = Some("a shard died during the stage; later stages were not run".into());
                 break;
             };
-            assert_eq!(report.stage, index, "shard {} reported the wrong stage", report.shard);
+            assert_eq!(
+                report.stage, index,
+                "shard {} reported the wrong stage",
+                report.shard
+            );
             shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
             cpu_before[report.shard] = report.cpu_s;
             merged.merge(&report.metrics);

@@ -149,7 +149,9 @@ async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>) {
         user.messages[0].content.push_str(prompt);
         shard.build_request(&user.messages, &mut user.scratch);
         let started = Instant::now();
-        let result = AssertUnwindSafe(shard.request(&mut user)).catch_unwind().await;
+        let result = AssertUnwindSafe(shard.request(&mut user))
+            .catch_unwind()
+            .await;
         let result = result.unwrap_or_else(|_| {
             user.conn = None;
             Err(Attempt {
@@ -310,7 +312,10 @@ impl Shard {
                     Some(conn) => Some(conn),
                     None => {
                         let started = Instant::now();
-                        let conn = self.connect().await.map_err(|class| Attempt { class, t0: started })?;
+                        let conn = self
+                            .connect()
+                            .await
+                            .map_err(|class| Attempt { class, t0: started })?;
                         user.connect_time = Some(started.elapsed());
                         self.open_connections.set(self.open_connections.get() + 1);
                         Some(conn)
@@ -356,7 +361,8 @@ impl Shard {
 
     fn close(&self, conn: &mut Option<Conn>) {
         if conn.take().is_some() {
-            self.open_connections.set(self.open_connections.get().saturating_sub(1));
+            self.open_connections
+                .set(self.open_connections.get().saturating_sub(1));
         }
     }
 

@@ -192,14 +192,26 @@ const CHUNK_SIZE_DIGITS_MAX: u8 = 15;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     UntilClose,
-    ChunkSize { size: u64, digits: u8 },
-    ChunkExtension { size: u64 },
-    ChunkData { remaining: u64 },
+    ChunkSize {
+        size: u64,
+        digits: u8,
+    },
+    ChunkExtension {
+        size: u64,
+    },
+    ChunkData {
+        remaining: u64,
+    },
     ChunkDataCr,
     ChunkDataLf,
-    Trailer { line_bytes: usize, total_bytes: usize },
+    Trailer {
+        line_bytes: usize,
+        total_bytes: usize,
+    },
     Done,
 }
 
@@ -385,7 +397,11 @@ mod tests {
     use super::*;
 
     /// Feeds `input` in pieces split at `cuts` and returns (body, done).
-    fn decode_split(framing: Framing, input: &[u8], cuts: &[usize]) -> Result<(Vec<u8>, bool, usize), HttpError> {
+    fn decode_split(
+        framing: Framing,
+        input: &[u8],
+        cuts: &[usize],
+    ) -> Result<(Vec<u8>, bool, usize), HttpError> {
         let mut decoder = BodyDecoder::new(framing);
         let mut body = Vec::new();
         let mut bounds = vec![0];
@@ -418,7 +434,8 @@ mod tests {
 
     #[test]
     fn content_length_head() {
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: application/json\r\n\r\n");
+        let h =
+            head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: application/json\r\n\r\n");
         assert_eq!(h.status, 200);
         assert_eq!(h.framing, Framing::Length(12));
         assert!(h.keep_alive);
@@ -471,7 +488,10 @@ mod tests {
         // A complete head that is itself over the bound.
         big.extend_from_slice(b"\r\n\r\n");
         assert_eq!(parse_head(&big), Err(HttpError::HeadTooLarge));
-        assert_eq!(parse_head(b"HTTX/1.1 200 OK\r\n\r\n"), Err(HttpError::BadHead));
+        assert_eq!(
+            parse_head(b"HTTX/1.1 200 OK\r\n\r\n"),
+            Err(HttpError::BadHead)
+        );
         assert_eq!(
             parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12a\r\n\r\n"),
             Err(HttpError::BadContentLength)
@@ -533,7 +553,10 @@ mod tests {
 
     #[test]
     fn malformed_chunks() {
-        assert_eq!(decode_split(Framing::Chunked, b"zz\r\n", &[]).unwrap_err(), HttpError::BadChunk);
+        assert_eq!(
+            decode_split(Framing::Chunked, b"zz\r\n", &[]).unwrap_err(),
+            HttpError::BadChunk
+        );
         assert_eq!(
             decode_split(Framing::Chunked, b"3\r\nabcX\r\n", &[]).unwrap_err(),
             HttpError::BadChunk
@@ -542,7 +565,10 @@ mod tests {
             decode_split(Framing::Chunked, b"ffffffffffffffffff\r\n", &[]).unwrap_err(),
             HttpError::BadChunk
         );
-        assert_eq!(decode_split(Framing::Chunked, b"\r\n", &[]).unwrap_err(), HttpError::BadChunk);
+        assert_eq!(
+            decode_split(Framing::Chunked, b"\r\n", &[]).unwrap_err(),
+            HttpError::BadChunk
+        );
         let mut trailer = b"0\r\n".to_vec();
         trailer.extend(std::iter::repeat_n(b'a', limits::HEAD_BYTES_MAX + 1));
         assert_eq!(

@@ -84,7 +84,8 @@ impl Reply {
     pub fn push_content(&mut self, text: &[u8]) {
         self.content_bytes += text.len() as u64;
         let room = crate::limits::BODY_BYTES_MAX.saturating_sub(self.content.len());
-        self.content.extend_from_slice(&text[..text.len().min(room)]);
+        self.content
+            .extend_from_slice(&text[..text.len().min(room)]);
     }
 }
 
@@ -130,7 +131,11 @@ pub trait Protocol: Sync + fmt::Debug {
     /// Decodes a complete non-streamed response body.
     fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError>;
     /// Decodes one SSE event of a streamed response.
-    fn parse_event(&self, event: sse::Event<'_>, reply: &mut Reply) -> Result<EventKind, ProtocolError>;
+    fn parse_event(
+        &self,
+        event: sse::Event<'_>,
+        reply: &mut Reply,
+    ) -> Result<EventKind, ProtocolError>;
 }
 
 /// Every protocol, by profile name.

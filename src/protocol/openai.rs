@@ -73,7 +73,12 @@ impl Serialize for Body<'_> {
         map.serialize_entry("max_tokens", &r.max_tokens)?;
         map.serialize_entry("stream", &r.stream)?;
         if r.stream {
-            map.serialize_entry("stream_options", &StreamOptions { include_usage: true })?;
+            map.serialize_entry(
+                "stream_options",
+                &StreamOptions {
+                    include_usage: true,
+                },
+            )?;
         }
         map.end()
     }
@@ -162,7 +167,11 @@ impl Protocol for OpenAiChat {
         Ok(())
     }
 
-    fn parse_event(&self, event: sse::Event<'_>, reply: &mut Reply) -> Result<EventKind, ProtocolError> {
+    fn parse_event(
+        &self,
+        event: sse::Event<'_>,
+        reply: &mut Reply,
+    ) -> Result<EventKind, ProtocolError> {
         let data = event.data;
         if data == b"[DONE]" {
             reply.saw_end = true;
@@ -259,28 +268,56 @@ mod tests {
     #[test]
     fn non_stream_without_usage_or_choices() {
         let mut reply = Reply::default();
-        OpenAiChat.parse_body(br#"{"choices":[]}"#, &mut reply).unwrap();
+        OpenAiChat
+            .parse_body(br#"{"choices":[]}"#, &mut reply)
+            .unwrap();
         assert!(reply.content.is_empty());
         assert_eq!(reply.completion_tokens, None);
-        assert_eq!(OpenAiChat.parse_body(b"not json", &mut reply), Err(ProtocolError::BadJson));
-        assert_eq!(OpenAiChat.parse_body(b"", &mut reply), Err(ProtocolError::BadJson));
+        assert_eq!(
+            OpenAiChat.parse_body(b"not json", &mut reply),
+            Err(ProtocolError::BadJson)
+        );
+        assert_eq!(
+            OpenAiChat.parse_body(b"", &mut reply),
+            Err(ProtocolError::BadJson)
+        );
     }
 
     #[test]
     fn stream_chunks() {
         let mut reply = Reply::default();
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
-        assert_eq!(OpenAiChat.parse_event(event(role), &mut reply), Ok(EventKind::Other));
+        assert_eq!(
+            OpenAiChat.parse_event(event(role), &mut reply),
+            Ok(EventKind::Other)
+        );
         let tok = r#"{"choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#;
-        assert_eq!(OpenAiChat.parse_event(event(tok), &mut reply), Ok(EventKind::Content));
-        let tok = r#"{"choices":[{"index":0,"delta":{"content":"lo \u00e9"},"finish_reason":null}]}"#;
-        assert_eq!(OpenAiChat.parse_event(event(tok), &mut reply), Ok(EventKind::Content));
+        assert_eq!(
+            OpenAiChat.parse_event(event(tok), &mut reply),
+            Ok(EventKind::Content)
+        );
+        let tok =
+            r#"{"choices":[{"index":0,"delta":{"content":"lo \u00e9"},"finish_reason":null}]}"#;
+        assert_eq!(
+            OpenAiChat.parse_event(event(tok), &mut reply),
+            Ok(EventKind::Content)
+        );
         let fin = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
-        assert_eq!(OpenAiChat.parse_event(event(fin), &mut reply), Ok(EventKind::Other));
-        let usage = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
-        assert_eq!(OpenAiChat.parse_event(event(usage), &mut reply), Ok(EventKind::Other));
+        assert_eq!(
+            OpenAiChat.parse_event(event(fin), &mut reply),
+            Ok(EventKind::Other)
+        );
+        let usage =
+            r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        assert_eq!(
+            OpenAiChat.parse_event(event(usage), &mut reply),
+            Ok(EventKind::Other)
+        );
         assert!(!reply.saw_end);
-        assert_eq!(OpenAiChat.parse_event(event("[DONE]"), &mut reply), Ok(EventKind::End));
+        assert_eq!(
+            OpenAiChat.parse_event(event("[DONE]"), &mut reply),
+            Ok(EventKind::End)
+        );
         assert_eq!(reply.content, "Hello é".as_bytes());
         assert_eq!(reply.prompt_tokens, Some(5));
         assert_eq!(reply.completion_tokens, Some(2));
@@ -292,8 +329,14 @@ mod tests {
     fn stream_errors() {
         let mut reply = Reply::default();
         let err = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
-        assert_eq!(OpenAiChat.parse_event(event(err), &mut reply), Err(ProtocolError::ErrorEvent));
-        assert_eq!(OpenAiChat.parse_event(event("{bad"), &mut reply), Err(ProtocolError::BadJson));
+        assert_eq!(
+            OpenAiChat.parse_event(event(err), &mut reply),
+            Err(ProtocolError::ErrorEvent)
+        );
+        assert_eq!(
+            OpenAiChat.parse_event(event("{bad"), &mut reply),
+            Err(ProtocolError::BadJson)
+        );
         assert_eq!(
             OpenAiChat.parse_event(event(r#"{"choices":null}"#), &mut reply),
             Ok(EventKind::Other)
@@ -302,8 +345,14 @@ mod tests {
 
     #[test]
     fn registry_finds_it() {
-        assert_eq!(crate::protocol::by_name("openai-chat").unwrap().name(), "openai-chat");
-        assert_eq!(crate::protocol::by_name("openai").unwrap().name(), "openai-chat");
+        assert_eq!(
+            crate::protocol::by_name("openai-chat").unwrap().name(),
+            "openai-chat"
+        );
+        assert_eq!(
+            crate::protocol::by_name("openai").unwrap().name(),
+            "openai-chat"
+        );
         assert!(crate::protocol::by_name("smtp").is_none());
     }
 }

@@ -1,0 +1,176 @@
+//! The `loadtest` binary as a user runs it: bad input gets one line on
+//! stderr and exit code 2; `run --mock` runs a real test and writes the
+//! summary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadtest-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts exit code 2 with exactly one line on stderr containing `needle`.
+fn assert_usage_error(output: Output, needle: &str) {
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_profile_names_the_file() {
+    let output = bin()
+        .args(["run", "--config", "/nonexistent/p.json"])
+        .output()
+        .unwrap();
+    assert_usage_error(output, "/nonexistent/p.json");
+}
+
+#[test]
+fn malformed_profile_names_file_and_line() {
+    let dir = temp_dir("malformed");
+    let p = write(
+        &dir,
+        "bad.json",
+        "{\n  \"stages\": \"1:1s\",\n  \"defaults\": {\"modle\": \"x\"}\n}\n",
+    );
+    let output = bin().args(["run", "--config"]).arg(&p).output().unwrap();
+    assert_usage_error(output, "bad.json: line 3");
+    let p = write(&dir, "trunc.json", "{\"stages\": ");
+    let output = bin().args(["run", "--config"]).arg(&p).output().unwrap();
+    assert_usage_error(output, "trunc.json");
+}
+
+#[test]
+fn bad_stage_string_and_cpu_list() {
+    let dir = temp_dir("stages");
+    let p = write(
+        &dir,
+        "p.json",
+        r#"{"defaults":{"target":"http://127.0.0.1:9"},"stages":"1:1s"}"#,
+    );
+    let output = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .args(["--stages", "5:xs"])
+        .output()
+        .unwrap();
+    assert_usage_error(output, "--stages");
+    let output = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .args(["--cpus", "0-999"])
+        .output()
+        .unwrap();
+    assert_usage_error(output, "--cpus");
+    let output = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .args(["--shards", "0"])
+        .output()
+        .unwrap();
+    assert_usage_error(output, "--shards");
+}
+
+#[test]
+fn unreachable_target_is_a_usage_error() {
+    let dir = temp_dir("unreachable");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = write(
+        &dir,
+        "p.json",
+        &format!(r#"{{"defaults":{{"target":"http://127.0.0.1:{port}"}},"stages":"1:1s"}}"#),
+    );
+    let output = bin().args(["run", "--config"]).arg(&p).output().unwrap();
+    assert_usage_error(output, "unreachable");
+}
+
+#[test]
+fn run_with_the_built_in_mock_writes_a_summary() {
+    let dir = temp_dir("mock");
+    let out = dir.join("runs");
+    let output = bin()
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json"),
+        ])
+        .args([
+            "--mock",
+            "--stages",
+            "1:300ms,4:400ms",
+            "--warmup",
+            "100ms",
+            "--mock-tokens",
+            "12",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        stderr(&output)
+    );
+    assert!(stdout.contains("ttft p50"), "{stdout}");
+    let summaries: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("summary-")
+        })
+        .collect();
+    assert_eq!(summaries.len(), 1);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summaries[0]).unwrap()).unwrap();
+    assert_eq!(summary["schema"], 1);
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    for stage in stages {
+        let requests = stage["requests"].as_u64().unwrap();
+        assert!(requests > 0);
+        assert_eq!(stage["ok"].as_u64().unwrap(), requests);
+        assert_eq!(stage["errors"], serde_json::json!({}));
+        assert_eq!(stage["completion_tokens"].as_u64().unwrap(), 12 * requests);
+        assert!(stage["ttft_ms"]["p50"].as_f64().is_some());
+    }
+    assert_eq!(stages[1]["load"]["users"], 4);
+}
+
+#[test]
+fn version_and_help_do_not_start_anything() {
+    let output = bin().arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("loadtest "));
+    let output = bin().args(["run", "--help"]).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--mock"));
+}

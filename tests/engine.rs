@@ -1,0 +1,330 @@
+//! The engine against the built-in mock, in-process, on loopback.
+//!
+//! Every load loop here is bounded by short stages (well under a second
+//! each) and a handful of users. Assertions compare what the generator
+//! measured with what the mock says it served, and with the timing the
+//! mock was told to produce.
+
+use loadtest::engine::{self, RunResult};
+use loadtest::metrics::ErrorClass;
+use loadtest::mock::{self, MockConfig, MockServer, MockStats};
+use loadtest::plan::{self, Overrides, Plan};
+use loadtest::protocol::{self, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
+use loadtest::{config, rt, sse};
+use std::time::Duration;
+
+fn cpus() -> (Vec<usize>, Vec<usize>) {
+    let allowed = rt::allowed_cpus();
+    let first = allowed[0];
+    let last = *allowed.last().unwrap();
+    (vec![first], vec![last])
+}
+
+fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
+    let mut config = MockConfig {
+        cpus: cpus().1,
+        ..MockConfig::default()
+    };
+    tune(&mut config);
+    mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
+}
+
+fn plan(profile: &str, mock: &MockServer, generator_cpus: Vec<usize>) -> Plan {
+    let profile = config::parse(profile).expect("profile parses");
+    let overrides = Overrides {
+        target: Some(format!("http://{}", mock.addr())),
+        ..Overrides::default()
+    };
+    plan::build(&profile, &overrides, generator_cpus).expect("plan builds")
+}
+
+fn run(plan: &Plan) -> RunResult {
+    let result = engine::run(plan, |_| {}).expect("run completes");
+    assert!(result.aborted.is_none(), "aborted: {:?}", result.aborted);
+    result
+}
+
+fn total_requests(result: &RunResult) -> u64 {
+    result
+        .stages
+        .iter()
+        .map(|s| s.metrics.requests + s.metrics.warmup_requests)
+        .sum()
+}
+
+#[test]
+fn closed_loop_counts_match_what_the_mock_served() {
+    let mock = start_mock(|c| c.tokens = 40);
+    let plan = plan(
+        r#"{"defaults":{"max_tokens":32,"stream":false},"stages":"2:300ms,6:400ms"}"#,
+        &mock,
+        rt::allowed_cpus(),
+    );
+    let result = run(&plan);
+    let served: MockStats = mock.stop();
+    assert_eq!(result.stages.len(), 2);
+    for stage in &result.stages {
+        let m = &stage.metrics;
+        assert!(m.requests > 0, "stage {} sent nothing", stage.index);
+        // No false errors at the stage boundary: in-flight requests finish.
+        assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
+        assert_eq!(m.ok, m.requests);
+        assert_eq!(m.status_counts(), vec![(200, m.requests)]);
+        assert_eq!(m.latency.count(), m.requests);
+        assert_eq!(m.ttft.count(), 0, "non-stream responses have no TTFT");
+        assert_eq!(m.ttfb.count(), m.requests);
+    }
+    assert_eq!(total_requests(&result), served.chat_responses);
+    let tokens: u64 = result
+        .stages
+        .iter()
+        .map(|s| s.metrics.completion_tokens)
+        .sum();
+    assert_eq!(tokens, served.completion_tokens);
+    // max_tokens (32) caps the mock's 40 tokens.
+    assert_eq!(served.completion_tokens, 32 * served.chat_responses);
+    let prompt: u64 = result.stages.iter().map(|s| s.metrics.prompt_tokens).sum();
+    assert_eq!(prompt, served.prompt_tokens);
+}
+
+#[test]
+fn streaming_ttft_and_itl_follow_the_mock() {
+    let ttft = Duration::from_millis(30);
+    let itl = Duration::from_millis(5);
+    let mock = start_mock(|c| {
+        c.ttft = ttft;
+        c.itl = itl;
+        c.tokens = 10;
+    });
+    let plan = plan(
+        r#"{"defaults":{"max_tokens":100,"stream":true},"stages":"3:600ms"}"#,
+        &mock,
+        cpus().0,
+    );
+    let result = run(&plan);
+    let served = mock.stop();
+    let m = &result.stages[0].metrics;
+    assert!(m.ok > 0);
+    assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
+    assert_eq!(m.requests, served.chat_responses);
+    assert_eq!(m.completion_tokens, served.completion_tokens);
+    assert_eq!(m.completion_tokens, 10 * m.ok);
+    assert_eq!(m.content_events, 10 * m.ok);
+    // role chunk + 10 tokens + finish + usage + [DONE]
+    assert_eq!(m.sse_events, 14 * m.ok);
+    assert_eq!(m.ttft.count(), m.ok);
+    assert_eq!(m.itl.count(), 9 * m.ok);
+    let ttft_min_ms = m.ttft.min_ms().unwrap();
+    assert!(
+        ttft_min_ms >= 30.0,
+        "TTFT {ttft_min_ms} ms is below the mock's 30 ms"
+    );
+    let itl_p50 = m.itl.percentile_ms(50.0).unwrap();
+    assert!(
+        (4.5..25.0).contains(&itl_p50),
+        "ITL p50 {itl_p50} ms is not close to the mock's 5 ms"
+    );
+    // TTFB is the head, sent before the first token's delay.
+    assert!(m.ttfb.percentile_ms(50.0).unwrap() < ttft_min_ms);
+    // Whole latency covers TTFT and nine gaps.
+    assert!(m.latency.min_ms().unwrap() >= 30.0 + 9.0 * 5.0 * 0.9);
+}
+
+#[test]
+fn two_shards_merge_into_one_stage() {
+    let allowed = rt::allowed_cpus();
+    if allowed.len() < 2 {
+        return;
+    }
+    let mock = start_mock(|c| c.tokens = 8);
+    let plan = plan(
+        r#"{"defaults":{"stream":true},"stages":"5:400ms","warmup":"100ms"}"#,
+        &mock,
+        allowed[..2].to_vec(),
+    );
+    let result = run(&plan);
+    let served = mock.stop();
+    let stage = &result.stages[0];
+    assert_eq!(stage.shard_cpu_s.len(), 2);
+    assert_eq!(stage.metrics.errors_total(), 0);
+    assert_eq!(total_requests(&result), served.chat_responses);
+    assert!(stage.metrics.warmup_requests > 0);
+    // Warm-up requests are in no statistic.
+    assert_eq!(stage.metrics.latency.count(), stage.metrics.requests);
+    assert!(stage.connections_open_ok());
+}
+
+trait OpenCheck {
+    fn connections_open_ok(&self) -> bool;
+}
+
+impl OpenCheck for engine::StageResult {
+    fn connections_open_ok(&self) -> bool {
+        // Five users hold at most five connections between them.
+        self.metrics.connections_open <= 5 && self.metrics.connects >= 1
+    }
+}
+
+fn run_with_headers(headers: &str, stream: bool, timeout: &str) -> (RunResult, MockStats) {
+    let mock = start_mock(|c| c.tokens = 6);
+    let profile = format!(
+        r#"{{"defaults":{{"stream":{stream},"headers":{headers},"timeout":"{timeout}"}},"stages":"2:300ms"}}"#
+    );
+    let plan = plan(&profile, &mock, cpus().0);
+    let result = run(&plan);
+    (result, mock.stop())
+}
+
+#[test]
+fn truncated_streams_are_an_error_class() {
+    let (result, _) = run_with_headers(r#"{"x-mock-fault":"truncate"}"#, true, "10s");
+    let m = &result.stages[0].metrics;
+    assert!(m.requests > 0);
+    assert_eq!(
+        m.error_counts(),
+        vec![(ErrorClass::TruncatedStream, m.requests)]
+    );
+    assert_eq!(m.ok, 0);
+}
+
+#[test]
+fn error_events_mid_stream_are_an_error_class() {
+    let (result, _) = run_with_headers(r#"{"x-mock-fault":"error-event"}"#, true, "10s");
+    let m = &result.stages[0].metrics;
+    assert!(m.requests > 0);
+    assert_eq!(
+        m.error_counts(),
+        vec![(ErrorClass::StreamErrorEvent, m.requests)]
+    );
+}
+
+#[test]
+fn statuses_are_counted_and_429_kept_apart() {
+    let (result, _) = run_with_headers(r#"{"x-mock-status":"429"}"#, false, "10s");
+    let m = &result.stages[0].metrics;
+    assert!(m.requests > 0);
+    assert_eq!(m.error_counts(), vec![(ErrorClass::Http429, m.requests)]);
+    assert_eq!(m.status_counts(), vec![(429, m.requests)]);
+    assert_eq!(m.retry_after_s_max, Some(1));
+    let (result, _) = run_with_headers(r#"{"x-mock-status":"503"}"#, true, "10s");
+    let m = &result.stages[0].metrics;
+    assert_eq!(m.error_counts(), vec![(ErrorClass::Http5xx, m.requests)]);
+    assert_eq!(m.status_counts(), vec![(503, m.requests)]);
+}
+
+#[test]
+fn connection_close_means_reconnect_without_errors() {
+    let (result, served) = run_with_headers(r#"{"x-mock-close":"1"}"#, false, "10s");
+    let m = &result.stages[0].metrics;
+    assert!(m.requests > 1);
+    assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
+    // Every request needed its own connection.
+    assert_eq!(m.connects, m.requests + m.warmup_requests);
+    assert_eq!(served.connections, m.connects);
+}
+
+#[test]
+fn slow_responses_time_out_and_are_counted() {
+    let (result, _) = run_with_headers(r#"{"x-mock-latency-ms":"5000"}"#, false, "200ms");
+    let m = &result.stages[0].metrics;
+    assert!(m.requests >= 2, "each of 2 users times out at least once");
+    assert_eq!(m.error_counts(), vec![(ErrorClass::Timeout, m.requests)]);
+}
+
+/// An adapter that panics on every third response, to prove a panic costs
+/// one request, not the shard.
+#[derive(Debug)]
+struct Panicky;
+
+thread_local! {
+    static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl Protocol for Panicky {
+    fn name(&self) -> &'static str {
+        "panicky"
+    }
+    fn default_path(&self) -> &'static str {
+        "/v1/chat/completions"
+    }
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
+        protocol::openai::OpenAiChat.write_body(request, out)
+    }
+    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
+        let n = CALLS.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        if n.is_multiple_of(3) {
+            panic!("deliberate test panic");
+        }
+        protocol::openai::OpenAiChat.parse_body(body, reply)
+    }
+    fn parse_event(
+        &self,
+        event: sse::Event<'_>,
+        reply: &mut Reply,
+    ) -> Result<EventKind, ProtocolError> {
+        protocol::openai::OpenAiChat.parse_event(event, reply)
+    }
+}
+
+static PANICKY: Panicky = Panicky;
+
+#[test]
+fn a_panic_costs_one_request_not_the_shard() {
+    let mock = start_mock(|c| c.tokens = 4);
+    let mut plan = plan(
+        r#"{"defaults":{"stream":false},"stages":"2:300ms,2:200ms"}"#,
+        &mock,
+        cpus().0,
+    );
+    plan.protocol = &PANICKY;
+    let result = run(&plan);
+    let served = mock.stop();
+    assert_eq!(
+        result.stages.len(),
+        2,
+        "the shard survived into the second stage"
+    );
+    for stage in &result.stages {
+        let m = &stage.metrics;
+        let panics = m.error_count(ErrorClass::Panic);
+        assert!(panics > 0 && m.ok > 0, "ok {} panics {panics}", m.ok);
+        assert_eq!(m.errors_total(), panics);
+        // One in three panicked.
+        assert!(panics * 3 <= m.requests + 3 && panics * 3 + 3 >= m.requests);
+    }
+    assert_eq!(total_requests(&result), served.chat_responses);
+}
+
+#[test]
+fn refused_connections_are_counted_without_a_busy_loop() {
+    // A port nothing listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let profile = config::parse(r#"{"stages":"2:300ms"}"#).unwrap();
+    let overrides = Overrides {
+        target: Some(format!("http://127.0.0.1:{port}")),
+        ..Overrides::default()
+    };
+    let plan = plan::build(&profile, &overrides, cpus().0).unwrap();
+    let result = run(&plan);
+    let m = &result.stages[0].metrics;
+    assert_eq!(
+        m.error_counts(),
+        vec![(ErrorClass::ConnRefused, m.requests)]
+    );
+    // 100 ms back-off per user: a handful of attempts, not thousands.
+    assert!(
+        m.requests >= 2 && m.requests <= 12,
+        "{} attempts",
+        m.requests
+    );
+}
