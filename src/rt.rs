@@ -2,8 +2,7 @@
 //!
 //! Everything else uses these wrappers: pinned executors, a TCP stream with
 //! read / write-all, a listener, local task spawning, sleeping, cooperative
-//! yielding, a counting semaphore, and the bounded cross-thread channels the
-//! coordinator and shards talk through. Swapping the executor or the socket
+//! yielding and a counting semaphore. Swapping the executor or the socket
 //! layer (for io_uring RECV/SEND, or a runtime that sets
 //! `IORING_SETUP_COOP_TASKRUN`) means rewriting this file only.
 //!
@@ -20,9 +19,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-pub use glommio::channels::shared_channel::{
-    new_bounded as channel, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
 pub use glommio::sync::Semaphore;
 pub use glommio::Task;
 

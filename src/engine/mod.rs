@@ -1,13 +1,21 @@
 //! Runs a `Plan`: one pinned shard per CPU plus a coordinator.
 //!
-//! The coordinator is an unpinned executor on the calling thread. Before any
-//! shard starts it creates two bounded channels per shard (commands in,
-//! reports out), so the topology is a fixed partial mesh: the coordinator
-//! talks to every shard, shards never talk to each other. For each stage the
-//! coordinator sends `RunStage` with a common start instant, waits for every
-//! shard's report, merges the reports, and hands the merged stage to the
-//! caller before starting the next stage. Histograms are merged exactly
-//! once per stage, here.
+//! The coordinator is the calling thread (not a shard). Before any shard
+//! starts it creates one bounded command channel per shard and one bounded
+//! report channel they all send to, so the topology is a fixed partial
+//! mesh: the coordinator talks to every shard, shards never talk to each
+//! other. For each stage the coordinator sends `RunStage` with a common
+//! start instant, waits for every shard's report, merges the reports, and
+//! hands the merged stage to the caller before starting the next stage.
+//! Histograms are merged exactly once per stage, here.
+//!
+//! The channels are std's, and shards poll theirs on a timer tick rather
+//! than being woken by the sender. glommio's `shared_channel` was tried
+//! first: in about one run in twelve a shard parked waiting for a command
+//! never woke up (the wake-up across executors was lost; interrupting the
+//! thread's `io_uring_enter` with a debugger released it). Control messages
+//! are a handful per stage, so a 10 ms poll costs nothing measurable and
+//! cannot hang.
 
 mod exchange;
 mod shard;
@@ -18,9 +26,8 @@ use crate::metrics::StageMetrics;
 use crate::plan::Plan;
 use crate::rt;
 use crate::stage::Stage;
-use futures_lite::FutureExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Coordinator → shard.
@@ -131,57 +138,50 @@ pub fn request_stop() {
 /// How often the coordinator checks for a stop request while waiting.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
+/// How often an idle shard looks for its next command, and a running shard
+/// for a stop command. Stage starts are delayed by at most this.
+pub(crate) const COMMAND_POLL: Duration = Duration::from_millis(10);
+
 /// Runs the plan; calls `on_stage` as each stage finishes. Stages already
 /// finished are returned even when a later one fails.
 pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunResult, String> {
     STOP_REQUESTED.store(false, Ordering::Relaxed);
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
-    let mut command_senders = Vec::with_capacity(count);
-    let mut report_receivers = Vec::with_capacity(count);
+    let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::CONTROL_CHANNEL_DEPTH);
+    let mut commands = Vec::with_capacity(count);
     let mut handles = Vec::with_capacity(count);
     for (index, &cpu) in plan.cpus.iter().enumerate() {
-        let (command_tx, command_rx) = rt::channel(crate::limits::CONTROL_CHANNEL_DEPTH);
-        let (report_tx, report_rx) = rt::channel(crate::limits::CONTROL_CHANNEL_DEPTH);
+        let (command_tx, command_rx) = mpsc::sync_channel(crate::limits::CONTROL_CHANNEL_DEPTH);
         let ctx = shard::ShardContext {
             index,
             count,
             plan: plan.clone(),
             commands: command_rx,
-            reports: report_tx,
+            reports: report_tx.clone(),
         };
-        let handle = rt::start_executor(&format!("shard-{index}"), Some(cpu), move || {
-            shard::run(ctx)
-        })
-        .map_err(|e| format!("shard {index} on CPU {cpu}: {e}"))?;
-        command_senders.push(command_tx);
-        report_receivers.push(report_rx);
+        let handle = match rt::start_executor(&format!("shard-{index}"), Some(cpu), move || shard::run(ctx)) {
+            Ok(handle) => handle,
+            Err(e) => {
+                // Shards already started exit when their command channel closes.
+                drop(commands);
+                return Err(format!("shard {index} on CPU {cpu}: {e}"));
+            }
+        };
+        commands.push(command_tx);
         handles.push(handle);
     }
+    drop(report_tx);
     let started_at = SystemTime::now();
-    // Stage results travel from the coordinator thread through a std
-    // channel, so `on_stage` (which need not be `Send`) runs on this thread
-    // as each stage finishes.
-    let (result_tx, result_rx) = std::sync::mpsc::channel();
-    let plan_for_coordinator = plan.clone();
-    let coordinator = rt::start_executor("coordinator", None, move || {
-        coordinate(
-            plan_for_coordinator,
-            command_senders,
-            report_receivers,
-            result_tx,
-        )
-    })
-    .map_err(|e| format!("coordinator: {e}"))?;
     let mut stages = Vec::with_capacity(plan.stages.len());
-    for stage in result_rx {
+    let mut aborted = coordinate(&plan, &commands, &report_rx, |stage| {
         on_stage(&stage);
         stages.push(stage);
+    });
+    for command in &commands {
+        let _ = command.try_send(Command::Shutdown);
     }
-    let aborted = coordinator
-        .join()
-        .unwrap_or_else(|e| Some(format!("coordinator failed: {e}")));
-    let mut aborted = aborted;
+    drop(commands);
     for (index, handle) in handles.into_iter().enumerate() {
         if let Err(e) = handle.join() {
             aborted.get_or_insert(format!("shard {index} failed: {e}"));
@@ -194,84 +194,60 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
     })
 }
 
-async fn coordinate(
-    plan: Arc<Plan>,
-    command_senders: Vec<rt::SharedSender<Command>>,
-    report_receivers: Vec<rt::SharedReceiver<Report>>,
-    results: std::sync::mpsc::Sender<StageResult>,
+/// Drives the stages on the calling thread: start each stage on every
+/// shard, collect one report per shard, merge, hand the result on.
+/// Returns why the run ended early, if it did.
+fn coordinate(
+    plan: &Plan,
+    commands: &[mpsc::SyncSender<Command>],
+    reports: &mpsc::Receiver<Report>,
+    mut finished: impl FnMut(StageResult),
 ) -> Option<String> {
-    let mut commands = Vec::with_capacity(command_senders.len());
-    for sender in command_senders {
-        commands.push(sender.connect().await);
-    }
-    let mut reports = Vec::with_capacity(report_receivers.len());
-    for receiver in report_receivers {
-        reports.push(receiver.connect().await);
-    }
     let mut cpu_before = vec![0.0; commands.len()];
-    let mut aborted = None;
     for (index, stage) in plan.stages.iter().enumerate() {
         if STOP_REQUESTED.load(Ordering::Relaxed) {
-            aborted = Some("stopped by request".to_string());
-            break;
+            return Some("stopped by request".into());
         }
         let start = Instant::now();
-        for command in &commands {
-            if command
-                .send(Command::RunStage { index, start })
-                .await
-                .is_err()
-            {
-                aborted = Some("a shard exited".into());
+        for command in commands {
+            if command.send(Command::RunStage { index, start }).is_err() {
+                return Some("a shard exited before the stage started".into());
             }
-        }
-        if aborted.is_some() {
-            break;
         }
         let mut merged = StageMetrics::new();
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
-        for receiver in &reports {
-            let report = loop {
-                let stop_poll = async {
-                    rt::sleep(STOP_POLL).await;
-                    None
-                };
-                match async { Some(receiver.recv().await) }.or(stop_poll).await {
-                    Some(report) => break report,
-                    None if STOP_REQUESTED.load(Ordering::Relaxed) && !stopped_early => {
+        let mut received = 0;
+        while received < commands.len() {
+            let report = match reports.recv_timeout(STOP_POLL) {
+                Ok(report) => report,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if STOP_REQUESTED.load(Ordering::Relaxed) && !stopped_early {
                         stopped_early = true;
-                        for command in &commands {
-                            let _ = command.send(Command::Stop).await;
+                        for command in commands {
+                            let _ = command.try_send(Command::Stop);
                         }
                     }
-                    None => {}
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some("a shard died during the stage; later stages were not run".into());
                 }
             };
-            let Some(report) = report else {
-                aborted = Some("a shard died during the stage; later stages were not run".into());
-                break;
-            };
-            assert_eq!(
-                report.stage, index,
-                "shard {} reported the wrong stage",
-                report.shard
-            );
+            assert_eq!(report.stage, index, "shard {} reported the wrong stage", report.shard);
+            assert!(report.shard < commands.len(), "shard index {} out of range", report.shard);
             shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
             cpu_before[report.shard] = report.cpu_s;
             merged.merge(&report.metrics);
-        }
-        if aborted.is_some() {
-            break;
+            received += 1;
         }
         let elapsed = start.elapsed();
-        let planned = stage.duration.saturating_sub(plan.warmup);
         let measured = if stopped_early {
             elapsed.min(stage.duration).saturating_sub(plan.warmup)
         } else {
-            planned
+            stage.duration.saturating_sub(plan.warmup)
         };
-        let result = StageResult {
+        finished(StageResult {
             index,
             stage: *stage,
             metrics: merged,
@@ -279,18 +255,12 @@ async fn coordinate(
             elapsed,
             shard_cpu_s,
             stopped_early,
-        };
-        // The receiver only goes away if the caller's thread panicked.
-        let _ = results.send(result);
+        });
         if stopped_early {
-            aborted = Some("stopped by request".into());
-            break;
+            return Some("stopped by request".into());
         }
     }
-    for command in &commands {
-        let _ = command.send(Command::Shutdown).await;
-    }
-    aborted
+    None
 }
 
 /// Whether a stop was requested (for a second Ctrl-C to exit at once).

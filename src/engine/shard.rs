@@ -12,7 +12,7 @@
 //! source can drive the same machinery.
 
 use super::exchange::{self, Conn, Failure, Observed, Scratch};
-use super::{Command, Report};
+use super::{Command, Report, COMMAND_POLL};
 use crate::limits;
 use crate::metrics::{ErrorClass, StageMetrics};
 use crate::plan::Plan;
@@ -26,7 +26,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 /// What a shard is given when its executor starts. `Send`, so it can cross
@@ -38,22 +38,32 @@ pub struct ShardContext {
     pub count: usize,
     /// The run.
     pub plan: Arc<Plan>,
-    /// Commands from the coordinator.
-    pub commands: rt::SharedReceiver<Command>,
+    /// Commands from the coordinator (polled, see `COMMAND_POLL`).
+    pub commands: mpsc::Receiver<Command>,
     /// Stage reports to the coordinator.
-    pub reports: rt::SharedSender<Report>,
+    pub reports: mpsc::SyncSender<Report>,
 }
 
 /// How long a user waits after a failed connect before trying again, so a
 /// refused target does not turn into a busy loop of errors.
 const CONNECT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Waits for the next command without blocking the executor.
+async fn next_command(commands: &mpsc::Receiver<Command>) -> Option<Command> {
+    loop {
+        match commands.try_recv() {
+            Ok(command) => return Some(command),
+            Err(mpsc::TryRecvError::Empty) => rt::sleep(COMMAND_POLL).await,
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+}
+
 /// The shard's main future.
 pub async fn run(ctx: ShardContext) {
-    let commands = ctx.commands.connect().await;
-    let reports = ctx.reports.connect().await;
+    let commands = ctx.commands;
     let shard = Rc::new(Shard::new(ctx.index, ctx.count, ctx.plan));
-    while let Some(command) = commands.recv().await {
+    while let Some(command) = next_command(&commands).await {
         let Command::RunStage { index, start } = command else {
             // Stop between stages, or Shutdown: nothing is running.
             if matches!(command, Command::Shutdown) {
@@ -65,17 +75,11 @@ pub async fn run(ctx: ShardContext) {
         let run = Rc::new(StageRun::new(&stage, start, shard.plan.warmup));
         let stage_future = run_stage(&shard, &run, &stage);
         let stop_listener = async {
-            loop {
-                match commands.recv().await {
-                    Some(Command::Stop) => run.end.set(Instant::now()),
-                    Some(_) | None => {
-                        // Shutdown mid-stage or the coordinator is gone:
-                        // stop starting requests and report what we have.
-                        run.end.set(Instant::now());
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
+            // Any command mid-stage (Stop, Shutdown) or a vanished
+            // coordinator ends the stage now; in-flight requests finish.
+            next_command(&commands).await;
+            run.end.set(Instant::now());
+            std::future::pending::<()>().await;
         };
         stage_future.or(stop_listener).await;
         let mut metrics = run.metrics.take();
@@ -86,8 +90,19 @@ pub async fn run(ctx: ShardContext) {
             metrics,
             cpu_s: rt::thread_cpu_seconds(),
         };
-        if reports.send(report).await.is_err() {
-            break;
+        // The channel holds several reports per shard and the coordinator
+        // drains it every stage, so it is never full in practice; if it
+        // were, wait on the executor rather than block the thread.
+        let mut pending = report;
+        loop {
+            match ctx.reports.try_send(pending) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(back)) => {
+                    pending = back;
+                    rt::sleep(COMMAND_POLL).await;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return,
+            }
         }
     }
 }
