@@ -1,1 +1,179 @@
-fn main() {}
+//! Baseline: the barest glommio keep-alive request loop, for comparison
+//! with the full engine on the same upstream.
+//!
+//! One pinned executor, N connections, one task per connection: write the
+//! request, read until the head and Content-Length body are in, record the
+//! latency in an HDR histogram, repeat. No SSE, no JSON, no stages, no
+//! error classes. The request bytes are built with the library's public
+//! API from a profile, so they are byte-for-byte what `loadtest run` sends.
+//!
+//! Usage (after `cargo build --release --benches`):
+//!   bare_loop --config benches/perf-128-nonstream.json --target http://127.0.0.1:18080 \
+//!             --conns 64 --seconds 10 --cpu 0
+//! Prints one JSON line: requests, rps, p50/p99 ms, cpu_s (process).
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use loadtest::protocol::{Message, Role, TurnRequest};
+use loadtest::{config, plan, rt};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    config: String,
+    target: String,
+    conns: usize,
+    seconds: u64,
+    cpu: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        config: "benches/perf-128-nonstream.json".into(),
+        target: "http://127.0.0.1:18080".into(),
+        conns: 64,
+        seconds: 10,
+        cpu: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--config" => args.config = value(),
+            "--target" => args.target = value(),
+            "--conns" => args.conns = value().parse().expect("--conns number"),
+            "--seconds" => args.seconds = value().parse().expect("--seconds number"),
+            "--cpu" => args.cpu = value().parse().expect("--cpu number"),
+            "--bench" => {} // added by `cargo bench`
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+fn request_bytes(args: &Args) -> Vec<u8> {
+    let text = std::fs::read_to_string(&args.config).expect("read profile");
+    let profile = config::parse(&text).expect("profile");
+    let overrides = plan::Overrides {
+        target: Some(args.target.clone()),
+        stages: Some("1:1s".into()),
+        warmup: Some("0s".into()),
+        ..Default::default()
+    };
+    let plan = plan::build(&profile, &overrides, vec![args.cpu]).expect("plan");
+    let messages = [Message {
+        role: Role::User,
+        content: plan.prompts[0].clone(),
+    }];
+    let turn = TurnRequest {
+        model: &plan.model,
+        system: plan.system.as_deref(),
+        messages: &messages,
+        max_tokens: plan.max_tokens,
+        stream: plan.stream,
+    };
+    let mut body = Vec::new();
+    plan.protocol.write_body(&turn, &mut body);
+    let mut request = plan.request_head_prefix();
+    request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    request.extend_from_slice(&body);
+    request
+}
+
+async fn connection(
+    addr: std::net::SocketAddr,
+    request: Rc<Vec<u8>>,
+    until: Instant,
+    hist: Rc<RefCell<Histogram<u64>>>,
+) {
+    let mut stream = glommio::net::TcpStream::connect_timeout(addr, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut buf = vec![0u8; 16 * 1024];
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        stream.write_all(&request).await.expect("write");
+        let mut filled = 0;
+        loop {
+            let n = stream.read(&mut buf[filled..]).await.expect("read");
+            assert!(n > 0, "server closed");
+            filled += n;
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = response.parse(&buf[..filled]).expect("head")
+            {
+                let length: usize = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap()
+                    })
+                    .expect("content-length");
+                while filled < head + length {
+                    let n = stream.read(&mut buf[filled..]).await.expect("read body");
+                    assert!(n > 0, "server closed mid-body");
+                    filled += n;
+                }
+                break;
+            }
+        }
+        hist.borrow_mut()
+            .record(t0.elapsed().as_micros() as u64)
+            .expect("record");
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let request = Rc::new(request_bytes(&args));
+    let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat)
+        .expect("target")
+        .addr;
+    let conns = args.conns;
+    let seconds = args.seconds;
+    let request_bytes = request.as_ref().clone();
+    let cpu_before = rt::process_cpu_seconds();
+    let started = Instant::now();
+    let hist = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
+        .io_memory(64 << 10)
+        .ring_depth(1024)
+        .spawn(move || async move {
+            let request = Rc::new(request_bytes);
+            let hist = Rc::new(RefCell::new(
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+            ));
+            let until = Instant::now() + Duration::from_secs(seconds);
+            let tasks: Vec<_> = (0..conns)
+                .map(|_| {
+                    glommio::spawn_local(connection(addr, request.clone(), until, hist.clone()))
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            Rc::try_unwrap(hist).ok().unwrap().into_inner()
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = rt::process_cpu_seconds() - cpu_before;
+    drop(request);
+    println!(
+        "{{\"tool\":\"bare-glommio\",\"requests\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{:.3}}}",
+        hist.len(),
+        wall,
+        hist.len() as f64 / wall,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        cpu
+    );
+}

@@ -328,3 +328,27 @@ fn refused_connections_are_counted_without_a_busy_loop() {
         m.requests
     );
 }
+
+#[test]
+fn large_bodies_spanning_many_reads_parse() {
+    // ~4000 tokens ≈ 30 KB: larger than one 16 KiB read buffer, for both
+    // the JSON body path and the SSE path.
+    let mock = start_mock(|c| c.tokens = 4000);
+    for stream in [false, true] {
+        let profile =
+            format!(r#"{{"defaults":{{"max_tokens":5000,"stream":{stream}}},"stages":"2:300ms"}}"#);
+        let plan = plan(&profile, &mock, cpus().0);
+        let result = run(&plan);
+        let m = &result.stages[0].metrics;
+        assert!(m.ok > 0, "stream={stream}");
+        assert_eq!(
+            m.errors_total(),
+            0,
+            "stream={stream}: {:?}",
+            m.error_counts()
+        );
+        assert_eq!(m.completion_tokens, 4000 * m.ok);
+        assert!(m.content_bytes > 16 * 1024 * m.ok);
+    }
+    mock.stop();
+}

@@ -48,7 +48,8 @@ impl Conn {
 /// Per-user buffers reused for every request.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// The request being sent (head and body).
+    /// A request built per call (prepared requests are sent from the
+    /// shard's table without copying).
     pub request: Vec<u8>,
     /// A non-streamed response body.
     pub body: Vec<u8>,
@@ -127,7 +128,7 @@ fn protocol_class(error: ProtocolError) -> ErrorClass {
 /// Most interim (1xx) responses skipped before the real one.
 const INTERIM_RESPONSES_MAX: usize = 8;
 
-/// Sends `scratch.request` on `conn` and reads the whole response.
+/// Sends `request` on `conn` and reads the whole response.
 ///
 /// `t0` is when the request started (the caller's clock, so open-loop
 /// callers can pass the intended instant). On success `observed` and
@@ -136,6 +137,7 @@ const INTERIM_RESPONSES_MAX: usize = 8;
 pub async fn exchange(
     conn: &mut Conn,
     protocol: &dyn Protocol,
+    request: &[u8],
     scratch: &mut Scratch,
     t0: Instant,
     observed: &mut Observed,
@@ -146,7 +148,7 @@ pub async fn exchange(
     scratch.sse.reset();
     scratch.itl_gaps_us.clear();
     let reused = conn.reused;
-    if let Err(e) = conn.stream.write_all(&scratch.request).await {
+    if let Err(e) = conn.stream.write_all(request).await {
         let class = io_class(&e);
         return Err(if reused && class == ErrorClass::ConnReset {
             Failure::Stale
@@ -213,7 +215,22 @@ pub async fn exchange(
     let sse_mode = success && head.event_stream;
     observed.streamed = sse_mode;
 
-    // Body.
+    // Body. The common case for a JSON reply: the whole body arrived with
+    // the head, so it is decoded where it lies instead of being copied.
+    if success && !sse_mode {
+        if let response::Framing::Length(length) = head.framing {
+            let end = head.head_bytes as u64 + length;
+            if end <= filled as u64 {
+                let end = end as usize;
+                observed.keep_alive &= end == filled;
+                observed.done_at = Some(now);
+                protocol
+                    .parse_body(&conn.buf[head.head_bytes..end], &mut scratch.reply)
+                    .map_err(protocol_class)?;
+                return check_content(&scratch.reply);
+            }
+        }
+    }
     let mut decoder = BodyDecoder::new(head.framing);
     let mut state = StreamState::default();
     let mut pos = head.head_bytes;
@@ -280,7 +297,12 @@ pub async fn exchange(
             .parse_body(&scratch.body, &mut scratch.reply)
             .map_err(protocol_class)?;
     }
-    if scratch.reply.content_bytes == 0 {
+    check_content(&scratch.reply)
+}
+
+/// A 2xx response must carry generated content.
+fn check_content(reply: &crate::protocol::Reply) -> Result<(), Failure> {
+    if reply.content_bytes == 0 {
         return Err(ErrorClass::EmptyCompletion.into());
     }
     Ok(())

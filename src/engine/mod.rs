@@ -160,7 +160,9 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
             commands: command_rx,
             reports: report_tx.clone(),
         };
-        let handle = match rt::start_executor(&format!("shard-{index}"), Some(cpu), move || shard::run(ctx)) {
+        let handle = match rt::start_executor(&format!("shard-{index}"), Some(cpu), move || {
+            shard::run(ctx)
+        }) {
             Ok(handle) => handle,
             Err(e) => {
                 // Shards already started exit when their command channel closes.
@@ -234,8 +236,16 @@ fn coordinate(
                     return Some("a shard died during the stage; later stages were not run".into());
                 }
             };
-            assert_eq!(report.stage, index, "shard {} reported the wrong stage", report.shard);
-            assert!(report.shard < commands.len(), "shard index {} out of range", report.shard);
+            assert_eq!(
+                report.stage, index,
+                "shard {} reported the wrong stage",
+                report.shard
+            );
+            assert!(
+                report.shard < commands.len(),
+                "shard index {} out of range",
+                report.shard
+            );
             shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
             cpu_before[report.shard] = report.cpu_s;
             merged.merge(&report.metrics);

@@ -7,7 +7,9 @@
 //! `choices[0].delta.content`, a last chunk with `usage` and empty
 //! `choices`, and the `data: [DONE]` end marker.
 
-use super::{decode, EventKind, First, Protocol, ProtocolError, Reply, Role, TurnRequest, Usage};
+use super::{
+    decode, EventKind, First, Protocol, ProtocolError, RawText, Reply, Role, TurnRequest, Usage,
+};
 use crate::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -103,7 +105,7 @@ struct CompletionChoice<'a> {
 #[derive(Deserialize)]
 struct Content<'a> {
     #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
+    content: Option<RawText<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -158,7 +160,7 @@ impl Protocol for OpenAiChat {
         let completion: Completion<'_> = decode(body)?;
         if let Some(choice) = completion.choices.0 {
             if let Some(text) = choice.message.and_then(|m| m.content) {
-                reply.push_content(text.as_bytes());
+                reply.push_content(&text.0);
             }
             reply.finished = choice.finish_reason.is_some();
         }
@@ -188,8 +190,8 @@ impl Protocol for OpenAiChat {
                 reply.finished = true;
             }
             if let Some(text) = choice.delta.and_then(|d| d.content) {
-                if !text.is_empty() {
-                    reply.push_content(text.as_bytes());
+                if !text.0.is_empty() {
+                    reply.push_content(&text.0);
                     kind = EventKind::Content;
                 }
             }
@@ -256,7 +258,10 @@ mod tests {
     #[test]
     fn non_stream_body() {
         let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello\nworld"},"finish_reason":"stop"},{"index":1,"message":{"content":"ignored"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
-        let mut reply = Reply::default();
+        let mut reply = Reply {
+            keep_content: true,
+            ..Reply::default()
+        };
         OpenAiChat.parse_body(body, &mut reply).unwrap();
         assert_eq!(reply.content, b"Hello\nworld");
         assert_eq!(reply.content_bytes, 11);
@@ -285,7 +290,10 @@ mod tests {
 
     #[test]
     fn stream_chunks() {
-        let mut reply = Reply::default();
+        let mut reply = Reply {
+            keep_content: true,
+            ..Reply::default()
+        };
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
         assert_eq!(
             OpenAiChat.parse_event(event(role), &mut reply),

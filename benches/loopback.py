@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Loopback benchmark: loadtest's engine beside wrk, oha and a bare glommio
+loop, against the built-in mock and (when installed) nginx serving a canned
+OpenAI response.
+
+Generator pinned to CPU 0, upstream pinned to CPU 1. Each tool runs in turn
+within a round (order rotated every round), so all tools sample the same
+machine conditions. Reported per run: requests/s, latency p50/p99, and
+requests per generator CPU-second (from the generator process's rusage),
+plus the upstream's CPU per request (from /proc). Medians over rounds.
+
+Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
+       [--conns 64,1000] [--no-build] [--markdown out.md]
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import http.client
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROFILE = os.path.join(ROOT, "benches", "perf-128-nonstream.json")
+GEN_CPU = "0"
+UP_CPU = "1"
+MOCK_PORT = 18080
+NGINX_PORT = 18081
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def build():
+    sh(["cargo", "build", "--release", "--benches", "--bins"], cwd=ROOT)
+
+
+def bench_binary(name):
+    deps = os.path.join(ROOT, "target", "release", "deps")
+    candidates = [os.path.join(deps, f) for f in os.listdir(deps)
+                  if f.startswith(name + "-") and not f.endswith(".d")]
+    return max(candidates, key=os.path.getmtime)
+
+
+def request_body():
+    profile = json.load(open(PROFILE))
+    d = profile["defaults"]
+    body = {"model": d["model"], "messages": [{"role": "user", "content": profile["prompts"][0]}],
+            "max_tokens": d["max_tokens"], "stream": d["stream"]}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def proc_cpu_s(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(cmd):
+    """Runs cmd; returns (stdout, generator CPU seconds)."""
+    before = children_cpu()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    cpu = children_cpu() - before
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {p.stderr.strip()[-400:]}")
+    return p.stdout, cpu
+
+
+def ms(text):
+    text = text.strip()
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def run_wrk(url, conns, seconds, lua):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
+                      "--latency", "-s", lua, url])
+    rps = float(out.split("Requests/sec:")[1].split()[0])
+    total = int(out.split(" requests in ")[0].split()[-1])
+    lat = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            lat[parts[0]] = ms(parts[1])
+    return dict(rps=rps, requests=total, p50=lat.get("50%"), p99=lat.get("99%"), cpu=cpu)
+
+
+def run_oha(url, conns, seconds, body_path):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, shutil.which("oha") or "/opt/oha/bin/oha",
+                      "-z", f"{seconds}s", "-c", str(conns), "--no-tui", "--output-format", "json",
+                      "-m", "POST", "-H", "Content-Type: application/json", "-D", body_path, url])
+    j = json.loads(out)
+    total = sum(j.get("statusCodeDistribution", {}).values())
+    p = j.get("latencyPercentiles", {})
+    return dict(rps=j["summary"]["requestsPerSec"], requests=total,
+                p50=p.get("p50", 0) * 1000, p99=p.get("p99", 0) * 1000, cpu=cpu)
+
+
+def run_bare(url, conns, seconds):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, bench_binary("bare_loop"), "--config", PROFILE,
+                      "--target", url, "--conns", str(conns), "--seconds", str(seconds), "--cpu", GEN_CPU])
+    j = json.loads(out.strip().splitlines()[-1])
+    return dict(rps=j["rps"], requests=j["requests"], p50=j["p50_ms"], p99=j["p99_ms"], cpu=cpu)
+
+
+def run_loadtest(url, conns, seconds, outdir):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+                      "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
+                      "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir])
+    path = out.split("summary: ")[1].split()[0]
+    stage = json.load(open(path))["stages"][0]
+    errors = stage["errors"]
+    if errors:
+        raise RuntimeError(f"loadtest saw errors: {errors}")
+    return dict(rps=stage["rps"], requests=stage["requests"] + stage["warmup_requests"],
+                p50=stage["latency_ms"]["p50"], p99=stage["latency_ms"]["p99"], cpu=cpu)
+
+
+def wait_port(port, deadline=10.0):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/health")
+            c.getresponse().read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def canned_response(body):
+    c = http.client.HTTPConnection("127.0.0.1", MOCK_PORT, timeout=5)
+    c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    return c.getresponse().read().decode()
+
+
+def start_nginx(tmp, canned):
+    if not shutil.which("nginx"):
+        return None
+    conf = os.path.join(tmp, "nginx.conf")
+    canned = canned.replace("'", "\\'")
+    open(conf, "w").write(f"""
+worker_processes 1;
+worker_cpu_affinity {'1' + '0' * int(UP_CPU)};
+daemon off;
+error_log {tmp}/error.log;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{NGINX_PORT} backlog=4096;
+    location = /health {{ return 200 'ok'; }}
+    location / {{ default_type application/json; return 200 '{canned}'; }}
+  }}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(NGINX_PORT)
+    # The worker is the child of the master.
+    time.sleep(0.3)
+    kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+    return p, int(kids[0]) if kids else p.pid
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--conns", default="64,1000")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--markdown")
+    args = ap.parse_args()
+    if not args.no_build:
+        build()
+    tmp = tempfile.mkdtemp(prefix="loadtest-bench-")
+    body = request_body()
+    body_path = os.path.join(tmp, "body.json")
+    open(body_path, "w").write(body)
+    lua = os.path.join(tmp, "post.lua")
+    open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                         f"wrk.body = [[{body}]]\n")
+    mock = subprocess.Popen([os.path.join(ROOT, "target", "release", "loadtest"), "mock", "--listen",
+                             f"127.0.0.1:{MOCK_PORT}", "--cpus", UP_CPU, "--tokens", "128"],
+                            stdout=subprocess.DEVNULL)
+    nginx = None
+    try:
+        wait_port(MOCK_PORT)
+        nginx = start_nginx(tmp, canned_response(body))
+        upstreams = [("mock", f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions", mock.pid)]
+        if nginx:
+            upstreams.append(("nginx", f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions", nginx[1]))
+        tools = []
+        if shutil.which("wrk"):
+            tools.append(("wrk", lambda u, c: run_wrk(u, c, args.seconds, lua)))
+        if shutil.which("oha") or os.path.exists("/opt/oha/bin/oha"):
+            tools.append(("oha", lambda u, c: run_oha(u, c, args.seconds, body_path)))
+        tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
+        tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
+        results = {}
+        for round_ in range(args.rounds):
+            for up_name, url, up_pid in upstreams:
+                for conns in [int(c) for c in args.conns.split(",")]:
+                    order = tools[round_ % len(tools):] + tools[: round_ % len(tools)]
+                    for name, fn in order:
+                        up_before = proc_cpu_s(up_pid)
+                        r = fn(url, conns)
+                        r["up_cpu"] = proc_cpu_s(up_pid) - up_before
+                        results.setdefault((up_name, conns, name), []).append(r)
+                        print(f"round {round_ + 1} {up_name:5} c={conns:<5} {name:13} "
+                              f"{r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
+                              f"{r['requests'] / r['cpu']:>9.0f} req/CPU-s  "
+                              f"upstream {1e6 * r['up_cpu'] / max(r['requests'], 1):.1f} us/req", flush=True)
+        lines = ["| upstream | conns | generator | req/s | p50 ms | p99 ms | req per gen CPU-s | vs wrk | upstream CPU µs/req |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for (up_name, conns, name), runs in results.items():
+            eff = statistics.median(r["requests"] / r["cpu"] for r in runs)
+            wrk_runs = results.get((up_name, conns, "wrk"))
+            wrk_eff = statistics.median(r["requests"] / r["cpu"] for r in wrk_runs) if wrk_runs else None
+            up = statistics.median(1e6 * r["up_cpu"] / max(r["requests"], 1) for r in runs)
+            lines.append(f"| {up_name} | {conns} | {name} | {statistics.median(r['rps'] for r in runs):,.0f} | "
+                         f"{statistics.median(r['p50'] for r in runs):.2f} | {statistics.median(r['p99'] for r in runs):.2f} | "
+                         f"{eff:,.0f} | {eff / wrk_eff:.2f}× | {up:.1f} |" if wrk_eff else
+                         f"| {up_name} | {conns} | {name} | {statistics.median(r['rps'] for r in runs):,.0f} | "
+                         f"{statistics.median(r['p50'] for r in runs):.2f} | {statistics.median(r['p99'] for r in runs):.2f} | "
+                         f"{eff:,.0f} | - | {up:.1f} |")
+        table = "\n".join(lines)
+        print(table)
+        if args.markdown:
+            open(args.markdown, "w").write(table + "\n")
+    finally:
+        mock.send_signal(signal.SIGTERM)
+        if nginx:
+            nginx[0].send_signal(signal.SIGQUIT)
+        mock.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
