@@ -1,5 +1,5 @@
 //! Parser throughput on a recorded-shape streamed response: chunked framing
-//! + SSE + OpenAI chunk JSON, next to a baseline that only finds the line
+//! plus SSE plus OpenAI chunk JSON, next to a baseline that only finds the line
 //! ends with memchr. Single thread; prints ns per SSE event and MB/s.
 //!
 //! Run: `cargo bench --bench parse`

@@ -121,6 +121,12 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
     if config.cpus.is_empty() {
         return Err(io::Error::other("the mock needs at least one CPU"));
     }
+    // SO_REUSEPORT would let us share a port with another process's
+    // listener and silently split the traffic; refuse a busy port instead.
+    if listen.port() != 0 {
+        std::net::TcpListener::bind(listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
+    }
     let first = rt::bind_reuseport(listen, limits::MOCK_LISTEN_BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let addr = rt::local_addr(&first)?;

@@ -174,3 +174,11 @@ fn version_and_help_do_not_start_anything() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("--mock"));
 }
+
+#[test]
+fn mock_refuses_a_port_already_in_use() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let output = bin().args(["mock", "--listen", &addr]).output().unwrap();
+    assert_usage_error(output, "cannot listen");
+}
