@@ -10,7 +10,8 @@ requests per generator CPU-second (from the generator process's rusage),
 plus the upstream's CPU per request (from /proc). Medians over rounds.
 
 Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
-       [--conns 64,1000] [--no-build] [--markdown out.md]
+       [--conns 64,1000] [--tools wrk,oha,bare-glommio,loadtest]
+       [--upstreams mock,nginx] [--no-build] [--markdown out.md]
 """
 
 import argparse
@@ -191,6 +192,8 @@ def main():
     ap.add_argument("--conns", default="64,1000")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
+    ap.add_argument("--tools", default="wrk,oha,bare-glommio,loadtest", help="subset, comma-separated")
+    ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
     args = ap.parse_args()
     if not args.no_build:
         build()
@@ -218,6 +221,8 @@ def main():
             tools.append(("oha", lambda u, c: run_oha(u, c, args.seconds, body_path)))
         tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
         tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
+        tools = [t for t in tools if t[0] in args.tools.split(",")]
+        upstreams = [u for u in upstreams if u[0] in args.upstreams.split(",")]
         results = {}
         for round_ in range(args.rounds):
             for up_name, url, up_pid in upstreams:

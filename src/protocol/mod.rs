@@ -9,13 +9,11 @@
 //!
 //! Adding a protocol is one new module and one line in `REGISTRY`.
 
+pub mod json;
 pub mod openai;
 
 use crate::sse;
-use serde::de::{IgnoredAny, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
 use std::fmt;
-use std::marker::PhantomData;
 
 /// A message role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,84 +158,4 @@ pub fn by_name(name: &str) -> Option<&'static dyn Protocol> {
 /// Names of all protocols, for error messages.
 pub fn names() -> Vec<&'static str> {
     REGISTRY.iter().map(|p| p.name()).collect()
-}
-
-/// Deserializes only the first element of a JSON array, skipping the rest
-/// without allocating a `Vec` per response or per SSE event.
-#[derive(Debug)]
-pub struct First<T>(pub Option<T>);
-
-impl<T> Default for First<T> {
-    fn default() -> Self {
-        First(None)
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FirstVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for FirstVisitor<T> {
-            type Value = First<T>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let first = seq.next_element::<T>()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(First(first))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(First(None))
-            }
-        }
-        deserializer.deserialize_any(FirstVisitor(PhantomData))
-    }
-}
-
-/// Token counts as the OpenAI and Anthropic APIs report them.
-#[derive(Debug, Default, Deserialize)]
-pub struct Usage {
-    /// OpenAI input tokens.
-    #[serde(default)]
-    pub prompt_tokens: Option<u64>,
-    /// OpenAI output tokens.
-    #[serde(default)]
-    pub completion_tokens: Option<u64>,
-}
-
-/// A JSON string taken as raw bytes: borrowed when it has no escapes,
-/// unescaped into an owned buffer otherwise. Skips UTF-8 validation, which
-/// showed up at 2 % of the engine's CPU on 128-token replies; generated
-/// text is only counted and echoed back, never interpreted.
-#[derive(Debug)]
-pub struct RawText<'a>(pub std::borrow::Cow<'a, [u8]>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawText<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct RawVisitor<'a>(PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for RawVisitor<'a> {
-            type Value = RawText<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
-                Ok(RawText(std::borrow::Cow::Borrowed(v)))
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
-                Ok(RawText(std::borrow::Cow::Owned(v.to_vec())))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(RawText(std::borrow::Cow::Borrowed(v.as_bytes())))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawText(std::borrow::Cow::Owned(v.as_bytes().to_vec())))
-            }
-        }
-        deserializer.deserialize_bytes(RawVisitor(PhantomData))
-    }
-}
-
-/// Helper for adapters: decodes JSON, mapping any error to `BadJson`.
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtocolError> {
-    serde_json::from_slice(bytes).map_err(|_| ProtocolError::BadJson)
 }

@@ -7,13 +7,11 @@
 //! `choices[0].delta.content`, a last chunk with `usage` and empty
 //! `choices`, and the `data: [DONE]` end marker.
 
-use super::{
-    decode, EventKind, First, Protocol, ProtocolError, RawText, Reply, Role, TurnRequest, Usage,
-};
+use super::json::{Bad, Kind, Scanner, Str};
+use super::{EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
 use crate::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Deserialize, Serialize, Serializer};
-use std::borrow::Cow;
+use serde::{Serialize, Serializer};
 
 /// The OpenAI Chat Completions adapter.
 #[derive(Debug)]
@@ -86,54 +84,101 @@ impl Serialize for Body<'_> {
     }
 }
 
-#[derive(Deserialize)]
-struct Completion<'a> {
-    #[serde(borrow, default)]
-    choices: First<CompletionChoice<'a>>,
-    #[serde(default)]
-    usage: Option<Usage>,
+/// Which object holds a choice's text: `message` (non-streamed) or
+/// `delta` (streamed chunk).
+#[derive(Clone, Copy)]
+enum Holder {
+    Message,
+    Delta,
 }
 
-#[derive(Deserialize)]
-struct CompletionChoice<'a> {
-    #[serde(borrow, default)]
-    message: Option<Content<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
+/// What one body or chunk said.
+#[derive(Default)]
+struct Parsed {
+    content: bool,
+    finished: bool,
+    error: bool,
 }
 
-#[derive(Deserialize)]
-struct Content<'a> {
-    #[serde(borrow, default)]
-    content: Option<RawText<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(borrow, default)]
-    choices: First<ChunkChoice<'a>>,
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    error: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Content<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-fn take_usage(usage: Option<Usage>, reply: &mut Reply) {
-    if let Some(u) = usage {
-        if u.prompt_tokens.is_some() {
-            reply.prompt_tokens = u.prompt_tokens;
+/// Reads `{choices:[{message|delta:{content}, finish_reason}], usage:{..},
+/// error}` from one document, skipping everything else.
+fn parse_document(
+    bytes: &[u8],
+    holder: Holder,
+    reply: &mut Reply,
+) -> Result<Parsed, ProtocolError> {
+    let mut parsed = Parsed::default();
+    let mut s = Scanner::new(bytes);
+    let result = s.object(|s, key| match key.raw {
+        b"choices" if s.peek()? == Kind::Array => s.array(|s, index| {
+            if index == 0 && s.peek()? == Kind::Object {
+                parse_choice(s, holder, reply, &mut parsed)
+            } else {
+                s.skip()
+            }
+        }),
+        b"usage" if s.peek()? == Kind::Object => s.object(|s, key| {
+            match key.raw {
+                b"prompt_tokens" => reply.prompt_tokens = s.u64_or_null()?.or(reply.prompt_tokens),
+                b"completion_tokens" => {
+                    reply.completion_tokens = s.u64_or_null()?.or(reply.completion_tokens)
+                }
+                _ => s.skip()?,
+            }
+            Ok(())
+        }),
+        b"error" => {
+            parsed.error = s.peek()? != Kind::Null;
+            s.skip()
         }
-        if u.completion_tokens.is_some() {
-            reply.completion_tokens = u.completion_tokens;
+        _ => s.skip(),
+    });
+    result
+        .and_then(|_| s.finish())
+        .map_err(|_| ProtocolError::BadJson)?;
+    Ok(parsed)
+}
+
+fn parse_choice(
+    s: &mut Scanner<'_>,
+    holder: Holder,
+    reply: &mut Reply,
+    parsed: &mut Parsed,
+) -> Result<(), Bad> {
+    let holder_key: &[u8] = match holder {
+        Holder::Message => b"message",
+        Holder::Delta => b"delta",
+    };
+    s.object(|s, key| {
+        if key.raw == holder_key && s.peek()? == Kind::Object {
+            s.object(|s, key| {
+                if key.raw == b"content" && s.peek()? == Kind::String {
+                    let text = s.string()?;
+                    if !text.raw.is_empty() {
+                        parsed.content = true;
+                        push_text(reply, &text);
+                    }
+                    Ok(())
+                } else {
+                    s.skip()
+                }
+            })
+        } else if key.raw == b"finish_reason" {
+            parsed.finished |= s.string_or_null()?.is_some();
+            Ok(())
+        } else {
+            s.skip()
         }
+    })
+}
+
+fn push_text(reply: &mut Reply, text: &Str<'_>) {
+    if !text.escaped {
+        reply.push_content(text.raw);
+    } else if reply.keep_content {
+        reply.push_content(&text.decoded());
+    } else {
+        reply.content_bytes += text.decoded_len() as u64;
     }
 }
 
@@ -157,14 +202,8 @@ impl Protocol for OpenAiChat {
     }
 
     fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
-        let completion: Completion<'_> = decode(body)?;
-        if let Some(choice) = completion.choices.0 {
-            if let Some(text) = choice.message.and_then(|m| m.content) {
-                reply.push_content(&text.0);
-            }
-            reply.finished = choice.finish_reason.is_some();
-        }
-        take_usage(completion.usage, reply);
+        let parsed = parse_document(body, Holder::Message, reply)?;
+        reply.finished |= parsed.finished;
         reply.saw_end = true;
         Ok(())
     }
@@ -179,24 +218,16 @@ impl Protocol for OpenAiChat {
             reply.saw_end = true;
             return Ok(EventKind::End);
         }
-        let chunk: Chunk<'_> = decode(data)?;
-        if chunk.error.is_some() {
+        let parsed = parse_document(data, Holder::Delta, reply)?;
+        if parsed.error {
             return Err(ProtocolError::ErrorEvent);
         }
-        take_usage(chunk.usage, reply);
-        let mut kind = EventKind::Other;
-        if let Some(choice) = chunk.choices.0 {
-            if choice.finish_reason.is_some() {
-                reply.finished = true;
-            }
-            if let Some(text) = choice.delta.and_then(|d| d.content) {
-                if !text.0.is_empty() {
-                    reply.push_content(&text.0);
-                    kind = EventKind::Content;
-                }
-            }
-        }
-        Ok(kind)
+        reply.finished |= parsed.finished;
+        Ok(if parsed.content {
+            EventKind::Content
+        } else {
+            EventKind::Other
+        })
     }
 }
 
