@@ -22,11 +22,9 @@
 
 use crate::http::{push_decimal, push_hex};
 use crate::limits;
+use crate::protocol::json::{self, Kind, Scanner};
 use crate::rt;
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use std::cell::Cell;
-use std::fmt;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -157,6 +155,7 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockSt
     let listener = rt::TcpListener::from_owned(fd);
     let shared = Rc::new(Shared {
         config,
+        text: RefCell::new(TextCache::default()),
         next_id: Cell::new(0),
         connections: Cell::new(0),
         stats: Cell::new(MockStats::default()),
@@ -184,6 +183,7 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockSt
 
 struct Shared {
     config: MockConfig,
+    text: RefCell<TextCache>,
     next_id: Cell<u64>,
     connections: Cell<usize>,
     stats: Cell<MockStats>,
@@ -300,16 +300,17 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'static str> {
 async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Result<()> {
     let mut buf = vec![0u8; limits::READ_BUFFER_BYTES];
     let mut filled = 0;
-    let mut out = Vec::with_capacity(4096);
+    let mut bufs = Buffers::default();
     loop {
+        let out = &mut bufs.out;
         let head = loop {
             match parse_request_head(&buf[..filled]) {
                 Ok(Some(head)) => break head,
                 Ok(None) if filled < limits::HEAD_BYTES_MAX => {}
                 Ok(None) => {
-                    return write_error(&mut stream, &mut out, 431, "request head too large").await
+                    return write_error(&mut stream, out, 431, "request head too large").await
                 }
-                Err(message) => return write_error(&mut stream, &mut out, 400, message).await,
+                Err(message) => return write_error(&mut stream, out, 400, message).await,
             }
             let n = stream.read(&mut buf[filled..]).await?;
             if n == 0 {
@@ -330,7 +331,7 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
         }
         let keep_alive = head.keep_alive && !head.knobs.close;
         let body = &buf[head.head_bytes..total];
-        let closed = respond(&mut stream, &mut out, shared, &head, body, keep_alive).await?;
+        let closed = respond(&mut stream, &mut bufs, shared, &head, body, keep_alive).await?;
         if closed || !keep_alive {
             return Ok(());
         }
@@ -346,12 +347,13 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
 /// Writes the response; returns true when the connection must be dropped.
 async fn respond(
     stream: &mut rt::TcpStream,
-    out: &mut Vec<u8>,
+    bufs: &mut Buffers,
     shared: &Shared,
     head: &RequestHead,
     body: &[u8],
     keep_alive: bool,
 ) -> io::Result<bool> {
+    let out = &mut bufs.out;
     match (head.route, head.post) {
         (Route::Health, _) => {
             write_simple(stream, out, 200, b"{\"status\":\"ok\"}", keep_alive).await?;
@@ -371,96 +373,126 @@ async fn respond(
                     .await?;
                 return Ok(false);
             }
-            let request: ChatRequest = match serde_json::from_slice(body) {
-                Ok(r) => r,
-                Err(_) => {
-                    write_error(stream, out, 400, "body is not a chat completions request").await?;
-                    return Ok(true);
-                }
+            let Ok(request) = parse_chat(body) else {
+                write_error(stream, out, 400, "body is not a chat completions request").await?;
+                return Ok(true);
             };
-            chat(stream, out, shared, &head.knobs, &request, keep_alive).await
+            chat(stream, bufs, shared, &head.knobs, &request, keep_alive).await
         }
     }
+}
+
+/// Per-connection buffers, reused for every response on the connection.
+#[derive(Default)]
+struct Buffers {
+    /// Bytes about to be written.
+    out: Vec<u8>,
+    /// A non-streamed body, before its head is known.
+    body: Vec<u8>,
+    /// The fields every object of one response starts with.
+    prefix: Vec<u8>,
+    /// The same for `chat.completion.chunk` objects.
+    chunk_prefix: Vec<u8>,
+    /// SSE events waiting to be framed as one HTTP chunk.
+    events: Vec<u8>,
 }
 
 /// What the mock reads from a chat request.
-#[derive(Deserialize)]
-struct ChatRequest {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    messages: PromptChars,
-    #[serde(default)]
+struct ChatRequest<'a> {
+    /// The model, as raw JSON string content (echoed back unchanged, so
+    /// its escapes stay valid).
+    model: Option<&'a [u8]>,
+    /// Characters of message content (escape sequences count as written).
+    prompt_chars: u64,
     max_tokens: Option<u64>,
-    #[serde(default)]
     max_completion_tokens: Option<u64>,
-    #[serde(default)]
     stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
     include_usage: bool,
 }
 
-/// Total characters of message content, counted while deserializing so no
-/// message is kept. Content may be a string or a list of `{text}` parts.
-#[derive(Default)]
-struct PromptChars(u64);
-
-impl<'de> Deserialize<'de> for PromptChars {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(CharsVisitor).map(PromptChars)
-    }
+/// Reads a chat request with the JSON skimmer; nothing is allocated.
+fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, json::Bad> {
+    let mut request = ChatRequest {
+        model: None,
+        prompt_chars: 0,
+        max_tokens: None,
+        max_completion_tokens: None,
+        stream: false,
+        include_usage: false,
+    };
+    let mut s = Scanner::new(body);
+    s.object(|s, key| {
+        match key.raw {
+            b"model" => request.model = s.string_or_null()?.map(|m| m.raw),
+            b"messages" => request.prompt_chars = content_chars(s)?,
+            b"max_tokens" => request.max_tokens = s.u64_or_null()?,
+            b"max_completion_tokens" => request.max_completion_tokens = s.u64_or_null()?,
+            b"stream" if s.peek()? == Kind::Bool => request.stream = s.bool()?,
+            b"stream_options" if s.peek()? == Kind::Object => s.object(|s, key| {
+                if key.raw == b"include_usage" && s.peek()? == Kind::Bool {
+                    request.include_usage = s.bool()?;
+                    Ok(())
+                } else {
+                    s.skip()
+                }
+            })?,
+            _ => s.skip()?,
+        }
+        Ok(())
+    })?;
+    s.finish()?;
+    Ok(request)
 }
 
-/// Sums string lengths found anywhere under `content` / `text` keys of a
-/// JSON value, and every string of a list.
-struct CharsVisitor;
-
-impl<'de> Visitor<'de> for CharsVisitor {
-    type Value = u64;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("messages")
-    }
-    fn visit_str<E>(self, v: &str) -> Result<u64, E> {
-        Ok(v.chars().count() as u64)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
-        let mut total = 0;
-        while let Some(PromptChars(n)) = seq.next_element()? {
-            total += n;
-        }
-        Ok(total)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u64, A::Error> {
-        let mut total = 0;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "content" || key == "text" {
-                total += map.next_value::<PromptChars>()?.0;
+/// Sums the characters of every string under a `content` or `text` key,
+/// and of every string in a list, below the current value.
+fn content_chars(s: &mut Scanner<'_>) -> Result<u64, json::Bad> {
+    let mut total = 0;
+    match s.peek()? {
+        Kind::String => total += chars(s.string()?.raw),
+        Kind::Array => s.array(|s, _| {
+            total += content_chars(s)?;
+            Ok(())
+        })?,
+        Kind::Object => s.object(|s, key| {
+            if key.raw == b"content" || key.raw == b"text" {
+                total += content_chars(s)?;
+                Ok(())
             } else {
-                map.next_value::<IgnoredAny>()?;
+                s.skip()
             }
+        })?,
+        _ => s.skip()?,
+    }
+    Ok(total)
+}
+
+/// UTF-8 characters in `bytes` (bytes that do not continue a sequence).
+fn chars(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count() as u64
+}
+
+/// The generated text, built once per shard and sliced per response: a
+/// 128-token reply costs one copy instead of 128 small appends.
+#[derive(Default)]
+struct TextCache {
+    text: Vec<u8>,
+    /// `ends[i]` is where token i's text ends.
+    ends: Vec<usize>,
+}
+
+impl TextCache {
+    /// The text of the first `tokens` tokens (bounded by
+    /// `limits::MOCK_OUTPUT_TOKENS_MAX`: about 8 MB at most).
+    fn first(&mut self, tokens: u64) -> &[u8] {
+        while (self.ends.len() as u64) < tokens {
+            push_word(&mut self.text, self.ends.len() as u64);
+            self.ends.push(self.text.len());
         }
-        Ok(total)
-    }
-    fn visit_unit<E>(self) -> Result<u64, E> {
-        Ok(0)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<u64, E> {
-        Ok(0)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<u64, E> {
-        Ok(0)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<u64, E> {
-        Ok(0)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<u64, E> {
-        Ok(0)
+        match tokens {
+            0 => &[],
+            n => &self.text[..self.ends[n as usize - 1]],
+        }
     }
 }
 
@@ -472,12 +504,19 @@ const WORDS: &[&str] = &[
 
 async fn chat(
     stream: &mut rt::TcpStream,
-    out: &mut Vec<u8>,
+    bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
-    request: &ChatRequest,
+    request: &ChatRequest<'_>,
     keep_alive: bool,
 ) -> io::Result<bool> {
+    let Buffers {
+        out,
+        body,
+        prefix,
+        chunk_prefix,
+        events,
+    } = bufs;
     let config = &shared.config;
     let wanted = knobs.tokens.unwrap_or(u64::from(config.tokens));
     let cap = request
@@ -488,22 +527,23 @@ async fn chat(
         .min(cap)
         .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
     let finish = if tokens < wanted { "length" } else { "stop" };
-    let prompt_tokens = request.messages.0.div_ceil(4);
+    let prompt_tokens = request.prompt_chars.div_ceil(4);
     let id = shared.next_id.get();
     shared.next_id.set(id + 1);
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let model = request.model.as_deref().unwrap_or("mock");
-    let mut prefix = Vec::with_capacity(128);
+    let model = request.model.unwrap_or(b"mock");
+    prefix.clear();
     prefix.extend_from_slice(b"{\"id\":\"chatcmpl-mock-");
-    push_decimal(&mut prefix, id);
+    push_decimal(prefix, id);
     prefix.extend_from_slice(b"\",\"object\":\"chat.completion");
     let chunk_prefix_at = prefix.len();
     prefix.extend_from_slice(b"\",\"created\":");
-    push_decimal(&mut prefix, created);
-    prefix.extend_from_slice(b",\"model\":");
-    let _ = serde_json::to_writer(&mut prefix, model);
+    push_decimal(prefix, created);
+    prefix.extend_from_slice(b",\"model\":\"");
+    prefix.extend_from_slice(model);
+    prefix.push(b'"');
     let usage = Usage {
         prompt: prompt_tokens,
         completion: tokens,
@@ -527,24 +567,23 @@ async fn chat(
         if !delay.is_zero() {
             rt::sleep(delay).await;
         }
-        let mut body = Vec::with_capacity(256 + tokens as usize * 8);
-        body.extend_from_slice(&prefix);
+        body.clear();
+        body.extend_from_slice(prefix);
         body.extend_from_slice(
             b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
         );
-        for i in 0..tokens {
-            push_word(&mut body, i);
-        }
+        body.extend_from_slice(shared.text.borrow_mut().first(tokens));
         body.extend_from_slice(b"\"},\"finish_reason\":\"");
         body.extend_from_slice(finish.as_bytes());
         body.extend_from_slice(b"\"}],");
-        usage.write(&mut body);
+        usage.write(body);
         body.push(b'}');
-        write_simple(stream, out, 200, &body, keep_alive).await?;
+        write_simple(stream, out, 200, body, keep_alive).await?;
         return Ok(false);
     }
     // Streamed: `chat.completion.chunk` objects.
-    let mut chunk_prefix = prefix[..chunk_prefix_at].to_vec();
+    chunk_prefix.clear();
+    chunk_prefix.extend_from_slice(&prefix[..chunk_prefix_at]);
     chunk_prefix.extend_from_slice(b".chunk");
     chunk_prefix.extend_from_slice(&prefix[chunk_prefix_at..]);
     let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
@@ -555,12 +594,12 @@ async fn chat(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let mut events = Vec::with_capacity(256);
-    event(&mut events, &chunk_prefix, |e| {
+    events.clear();
+    event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]")
     });
     if !ttft.is_zero() {
-        push_chunk(out, &events);
+        push_chunk(out, events);
         events.clear();
         stream.write_all(out).await?;
         out.clear();
@@ -568,7 +607,7 @@ async fn chat(
     }
     for i in 0..tokens {
         if i > 0 && !itl.is_zero() {
-            push_chunk(out, &events);
+            push_chunk(out, events);
             events.clear();
             stream.write_all(out).await?;
             out.clear();
@@ -576,7 +615,7 @@ async fn chat(
         }
         if i == tokens / 2 && knobs.fault != Fault::None {
             if knobs.fault == Fault::Truncate {
-                push_chunk(out, &events);
+                push_chunk(out, events);
                 stream.write_all(out).await?;
                 return Ok(true);
             }
@@ -584,30 +623,26 @@ async fn chat(
                 b"data: {\"error\":{\"message\":\"mock fault\",\"type\":\"server_error\"}}\n\n",
             );
         }
-        event(&mut events, &chunk_prefix, |e| {
+        event(events, chunk_prefix, |e| {
             e.extend_from_slice(b"\"content\":\"");
             push_word(e, i);
             e.extend_from_slice(b"\"},\"finish_reason\":null}]");
         });
     }
-    event(&mut events, &chunk_prefix, |e| {
+    event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"},\"finish_reason\":\"");
         e.extend_from_slice(finish.as_bytes());
         e.extend_from_slice(b"\"}]");
     });
-    if request
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage)
-    {
+    if request.include_usage {
         events.extend_from_slice(b"data: ");
-        events.extend_from_slice(&chunk_prefix);
+        events.extend_from_slice(chunk_prefix);
         events.extend_from_slice(b",\"choices\":[],");
-        usage.write(&mut events);
+        usage.write(events);
         events.extend_from_slice(b"}\n\n");
     }
     events.extend_from_slice(b"data: [DONE]\n\n");
-    push_chunk(out, &events);
+    push_chunk(out, events);
     out.extend_from_slice(b"0\r\n\r\n");
     stream.write_all(out).await?;
     Ok(false)
@@ -723,13 +758,30 @@ mod tests {
 
     #[test]
     fn prompt_chars_from_strings_and_parts() {
-        let r: ChatRequest = serde_json::from_str(
-            r#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"efgh"},{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#,
+        let r = parse_chat(
+            br#"{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":[{"type":"text","text":"\u00e9fg"},{"type":"image_url","image_url":{"url":"x"}}]}],"max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
-        assert_eq!(r.messages.0, 8);
+        assert_eq!(r.prompt_chars, 4 + 8);
         assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.model, Some(&b"m"[..]));
         assert!(r.stream);
+        assert!(r.include_usage);
+        assert!(parse_chat(b"{\"messages\": [").is_err());
+        assert!(parse_chat(b"[]").is_err());
+        let r = parse_chat(b"{\"messages\":[{\"content\":\"\xc3\xa9t\xc3\xa9\"}]}").unwrap();
+        assert_eq!(r.prompt_chars, 3);
+    }
+
+    #[test]
+    fn text_cache_slices_by_token() {
+        let mut cache = TextCache::default();
+        assert_eq!(cache.first(0), b"");
+        assert_eq!(cache.first(3), b" the gateway routes");
+        assert_eq!(cache.first(1), b" the");
+        let long = cache.first(40).to_vec();
+        assert!(long.starts_with(b" the gateway routes"));
+        assert_eq!(long.iter().filter(|&&b| b == b' ').count(), 40);
     }
 
     #[test]
