@@ -259,8 +259,8 @@ pub struct StageMetrics {
     /// Requests retried once on a fresh connection because a reused idle
     /// connection turned out to be closed by the server.
     pub stale_retries: u64,
-    /// Connections open at the end of the stage (peak within the stage for
-    /// a merged value is approximated by the sum over shards).
+    /// Connections open at the end of the stage (summed over shards when
+    /// merged).
     pub connections_open: u64,
 }
 

@@ -228,6 +228,19 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     if plan.request_head_prefix().len() + 64 > limits::REQUEST_BYTES_MAX {
         return Err("/defaults/headers: request head too large".into());
     }
+    // Generous slack for the JSON around the prompt (model, roles, escapes).
+    let slack =
+        plan.request_head_prefix().len() + plan.system.as_ref().map_or(0, |s| 2 * s.len()) + 1024;
+    if let Some(i) = plan
+        .prompts
+        .iter()
+        .position(|p| 2 * p.len() + slack > limits::REQUEST_BYTES_MAX)
+    {
+        return Err(format!(
+            "/prompts/{i}: too long (requests are limited to {} bytes)",
+            limits::REQUEST_BYTES_MAX
+        ));
+    }
     Ok(plan)
 }
 

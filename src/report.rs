@@ -102,34 +102,33 @@ pub fn run_header(plan: &Plan) -> String {
     out
 }
 
-/// `YYYYMMDDTHHMMSSZ` in UTC.
+/// `YYYYMMDDTHHMMSSZ` in UTC (file names).
 pub fn timestamp(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let [y, mo, d, h, mi, se] = utc_fields(at);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{se:02}Z")
 }
 
 /// RFC 3339 in UTC.
 pub fn rfc3339(at: SystemTime) -> String {
+    let [y, mo, d, h, mi, se] = utc_fields(at);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}Z")
+}
+
+/// Year, month, day, hour, minute, second in UTC.
+fn utc_fields(at: SystemTime) -> [i64; 6] {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+    let rem = (secs % 86_400) as i64;
+    [
+        y,
+        i64::from(mo),
+        i64::from(d),
         rem / 3600,
         rem / 60 % 60,
-        rem % 60
-    )
+        rem % 60,
+    ]
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -403,22 +403,19 @@ pub fn raise_fd_limit() -> u64 {
 
 /// CPU seconds (user + system) this process has used so far.
 pub fn process_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into a local struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    cpu_seconds(libc::RUSAGE_SELF)
 }
 
 /// CPU seconds the calling thread has used so far.
 pub fn thread_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into a local struct.
+    cpu_seconds(libc::RUSAGE_THREAD)
+}
+
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: `rusage` is plain data; all-zero is a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+    // SAFETY: getrusage writes into the local struct it is given.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
         return 0.0;
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;

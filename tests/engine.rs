@@ -321,6 +321,9 @@ fn refused_connections_are_counted_without_a_busy_loop() {
         m.error_counts(),
         vec![(ErrorClass::ConnRefused, m.requests)]
     );
+    // Nothing was received, so nothing may be recorded as received.
+    assert_eq!(m.ttfb.count(), 0);
+    assert!(m.status_counts().is_empty());
     // 100 ms back-off per user: a handful of attempts, not thousands.
     assert!(
         m.requests >= 2 && m.requests <= 12,

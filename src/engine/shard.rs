@@ -173,7 +173,7 @@ async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>) {
             .catch_unwind()
             .await;
         let result = result.unwrap_or_else(|_| {
-            user.conn = None;
+            shard.close(&mut user.conn);
             Err(Attempt {
                 class: ErrorClass::Panic,
                 t0: now,
@@ -341,6 +341,9 @@ impl Shard {
     ) -> Result<Instant, Attempt> {
         user.connect_time = None;
         user.stale_retry = false;
+        // A failed connect never reaches `exchange`, which resets this; a
+        // stale value would be recorded as this attempt's TTFB and status.
+        user.observed = Observed::default();
         // `now` is fresh unless a connect or a retry intervenes.
         let mut fresh = Some(now);
         loop {

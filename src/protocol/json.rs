@@ -345,11 +345,7 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut on_field: impl FnMut(&mut Self, Str<'a>) -> Result<(), Bad>,
     ) -> Result<(), Bad> {
-        self.enter(b'{')?;
-        self.skip_ws();
-        if self.buf.get(self.pos) == Some(&b'}') {
-            self.pos += 1;
-            self.depth -= 1;
+        if self.open(b'{', b'}')? {
             return Ok(());
         }
         loop {
@@ -360,16 +356,39 @@ impl<'a> Scanner<'a> {
             }
             self.pos += 1;
             on_field(self, key)?;
-            self.skip_ws();
-            match self.buf.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(Bad),
+            if self.separator_or_close(b'}')? {
+                return Ok(());
             }
+        }
+    }
+
+    /// Enters a container; true when it is empty (and already closed).
+    fn open(&mut self, open: u8, close: u8) -> Result<bool, Bad> {
+        self.enter(open)?;
+        self.skip_ws();
+        if self.buf.get(self.pos) == Some(&close) {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// After an element: a comma (false, more follow) or the closing
+    /// bracket (true, container done).
+    fn separator_or_close(&mut self, close: u8) -> Result<bool, Bad> {
+        self.skip_ws();
+        match self.buf.get(self.pos) {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(&b) if b == close => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(true)
+            }
+            _ => Err(Bad),
         }
     }
 
@@ -378,26 +397,15 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut on_item: impl FnMut(&mut Self, usize) -> Result<(), Bad>,
     ) -> Result<(), Bad> {
-        self.enter(b'[')?;
-        self.skip_ws();
-        if self.buf.get(self.pos) == Some(&b']') {
-            self.pos += 1;
-            self.depth -= 1;
+        if self.open(b'[', b']')? {
             return Ok(());
         }
         let mut index = 0;
         loop {
             on_item(self, index)?;
             index += 1;
-            self.skip_ws();
-            match self.buf.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(Bad),
+            if self.separator_or_close(b']')? {
+                return Ok(());
             }
         }
     }
