@@ -270,7 +270,16 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         );
     }
     println!("{}", report::table_header());
-    let result = engine::run(&plan, |stage| println!("{}", report::table_row(stage)));
+    let stages_total = plan.stages.len();
+    let result = engine::run(&plan, |progress| match progress {
+        // Progress goes to stderr so stdout stays the table.
+        engine::Progress::StageStarted(index) => eprintln!(
+            "stage {}/{stages_total} started: {}",
+            index + 1,
+            plan.stages[index].label()
+        ),
+        engine::Progress::StageFinished(stage) => println!("{}", report::table_row(stage)),
+    });
     if let Some(server) = mock_server {
         server.stop();
     }

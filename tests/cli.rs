@@ -182,3 +182,57 @@ fn mock_refuses_a_port_already_in_use() {
     let output = bin().args(["mock", "--listen", &addr]).output().unwrap();
     assert_usage_error(output, "cannot listen");
 }
+
+#[test]
+fn ctrl_c_keeps_what_was_measured() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("interrupt");
+    let out = dir.join("runs");
+    let mut child = bin()
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json"),
+        ])
+        .args(["--mock", "--stages", "2:300ms,2:60s", "--warmup", "0s"])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the second stage has started, then interrupt it.
+    let mut progress = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in progress.by_ref() {
+        if line.unwrap().starts_with("stage 2/2 started") {
+            break;
+        }
+    }
+    // SAFETY: plain kill(2) to our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let rest: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .collect();
+    let _ = progress.count();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("2:1m*")),
+        "stopped stage row: {rest:?}"
+    );
+    let summary = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    let stages = summary["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[1]["stopped_early"], true);
+    assert!(stages[1]["requests"].as_u64().unwrap() > 0);
+    assert!(stages[1]["measured_s"].as_f64().unwrap() < 30.0);
+    assert_eq!(summary["generator_health"]["aborted"], "stopped by request");
+}

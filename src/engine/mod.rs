@@ -142,10 +142,21 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 /// for a stop command. Stage starts are delayed by at most this.
 pub(crate) const COMMAND_POLL: Duration = Duration::from_millis(10);
 
-/// Runs the plan; calls `on_stage` as each stage finishes. Stages already
-/// finished are returned even when a later one fails.
-pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunResult, String> {
-    STOP_REQUESTED.store(false, Ordering::Relaxed);
+/// What the engine tells its caller as a run progresses.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// Stage `index` has been started on every shard.
+    StageStarted(usize),
+    /// A stage finished and was merged.
+    StageFinished(&'a StageResult),
+}
+
+/// Runs the plan; calls `on_progress` as each stage starts and finishes.
+/// Stages already finished are returned even when a later one fails. A stop
+/// requested before the run (`request_stop`) means no stage starts: the
+/// request is not cleared, so a Ctrl-C that lands while the run is being
+/// set up is not lost.
+pub fn run(plan: &Plan, mut on_progress: impl FnMut(Progress<'_>)) -> Result<RunResult, String> {
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
     let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::CONTROL_CHANNEL_DEPTH);
@@ -176,9 +187,12 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
     drop(report_tx);
     let started_at = SystemTime::now();
     let mut stages = Vec::with_capacity(plan.stages.len());
-    let mut aborted = coordinate(&plan, &commands, &report_rx, |stage| {
-        on_stage(&stage);
-        stages.push(stage);
+    let mut aborted = coordinate(&plan, &commands, &report_rx, |event| match event {
+        Coordinated::Started(index) => on_progress(Progress::StageStarted(index)),
+        Coordinated::Finished(stage) => {
+            on_progress(Progress::StageFinished(&stage));
+            stages.push(*stage);
+        }
     });
     for command in &commands {
         let _ = command.try_send(Command::Shutdown);
@@ -196,6 +210,12 @@ pub fn run(plan: &Plan, mut on_stage: impl FnMut(&StageResult)) -> Result<RunRes
     })
 }
 
+/// What `coordinate` reports.
+enum Coordinated {
+    Started(usize),
+    Finished(Box<StageResult>),
+}
+
 /// Drives the stages on the calling thread: start each stage on every
 /// shard, collect one report per shard, merge, hand the result on.
 /// Returns why the run ended early, if it did.
@@ -203,7 +223,7 @@ fn coordinate(
     plan: &Plan,
     commands: &[mpsc::SyncSender<Command>],
     reports: &mpsc::Receiver<Report>,
-    mut finished: impl FnMut(StageResult),
+    mut progress: impl FnMut(Coordinated),
 ) -> Option<String> {
     let mut cpu_before = vec![0.0; commands.len()];
     for (index, stage) in plan.stages.iter().enumerate() {
@@ -216,6 +236,7 @@ fn coordinate(
                 return Some("a shard exited before the stage started".into());
             }
         }
+        progress(Coordinated::Started(index));
         let mut merged = StageMetrics::new();
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
@@ -257,7 +278,7 @@ fn coordinate(
         } else {
             stage.duration.saturating_sub(plan.warmup)
         };
-        finished(StageResult {
+        progress(Coordinated::Finished(Box::new(StageResult {
             index,
             stage: *stage,
             metrics: merged,
@@ -265,7 +286,7 @@ fn coordinate(
             elapsed,
             shard_cpu_s,
             stopped_early,
-        });
+        })));
         if stopped_early {
             return Some("stopped by request".into());
         }
