@@ -355,3 +355,59 @@ fn large_bodies_spanning_many_reads_parse() {
     }
     mock.stop();
 }
+
+/// A fake gateway that answers every request with raw bytes: two interim
+/// `100 Continue` heads and the final response in one write, then closes.
+/// Serves at most `connections` connections, then its thread ends.
+fn raw_gateway(response: &'static [u8], connections: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read the head and the Content-Length body.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let _ = stream.write_all(response);
+        }
+    });
+    addr
+}
+
+#[test]
+fn interim_responses_are_skipped() {
+    let addr = raw_gateway(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 92\r\n\r\n{\"choices\":[{\"message\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}",
+        100_000,
+    );
+    let profile = config::parse(r#"{"stages":"1:200ms"}"#).unwrap();
+    let overrides = Overrides {
+        target: Some(format!("http://{addr}")),
+        ..Overrides::default()
+    };
+    let plan = plan::build(&profile, &overrides, cpus().0).unwrap();
+    let result = run(&plan);
+    let m = &result.stages[0].metrics;
+    assert!(m.requests > 0);
+    assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
+    assert_eq!(m.status_counts(), vec![(200, m.requests)]);
+    assert_eq!(m.completion_tokens, m.requests);
+}

@@ -160,7 +160,7 @@ pub async fn exchange(
     // Head.
     let mut filled = 0;
     let mut interim = 0;
-    let (head, mut now) = loop {
+    let (head, mut now) = 'head: loop {
         let n = match conn.stream.read(&mut conn.buf[filled..]).await {
             Ok(n) => n,
             Err(e) => {
@@ -188,23 +188,23 @@ pub async fn exchange(
         }
         observed.ttfb.get_or_insert(now - t0);
         filled += n;
-        match response::parse_head(&conn.buf[..filled]).map_err(http_class)? {
-            HeadParse::Incomplete => continue,
-            HeadParse::Complete(head)
-                if (100..200).contains(&head.status) && head.status != 101 =>
-            {
-                // An interim response (e.g. 100 Continue): drop it and keep reading.
-                interim += 1;
-                if interim > INTERIM_RESPONSES_MAX {
-                    return Err(ErrorClass::BadResponse.into());
+        // Parse what is buffered; interim (1xx) heads are dropped and the
+        // rest parsed again before reading more.
+        loop {
+            match response::parse_head(&conn.buf[..filled]).map_err(http_class)? {
+                HeadParse::Incomplete => break,
+                HeadParse::Complete(head)
+                    if (100..200).contains(&head.status) && head.status != 101 =>
+                {
+                    interim += 1;
+                    if interim > INTERIM_RESPONSES_MAX {
+                        return Err(ErrorClass::BadResponse.into());
+                    }
+                    conn.buf.copy_within(head.head_bytes..filled, 0);
+                    filled -= head.head_bytes;
                 }
-                conn.buf.copy_within(head.head_bytes..filled, 0);
-                filled -= head.head_bytes;
-                if let Ok(HeadParse::Complete(next)) = response::parse_head(&conn.buf[..filled]) {
-                    break (next, now);
-                }
+                HeadParse::Complete(head) => break 'head (head, now),
             }
-            HeadParse::Complete(head) => break (head, now),
         }
     };
     conn.reused = true;
