@@ -35,8 +35,7 @@ impl<T: Send + 'static> ExecutorHandle<T> {
 
 /// Starts an executor on its own thread, pinned to `cpu` when given.
 ///
-/// The thread is registered with the kicker (see `kicker`) for as long as
-/// its main future runs.
+/// Its threads are named with the kicker's prefix (see `kicker`).
 pub fn start_executor<G, F, T>(
     name: &str,
     cpu: Option<usize>,
@@ -51,20 +50,13 @@ where
         Some(cpu) => Placement::Fixed(cpu),
         None => Placement::Unbound,
     };
-    let kicked = move || {
-        let registration = kicker::register();
-        let future = make_future();
-        async move {
-            let _registration = registration;
-            future.await
-        }
-    };
+    kicker::start();
     LocalExecutorBuilder::new(placement)
-        .name(name)
+        .name(&format!("{}{name}", kicker::THREAD_PREFIX))
         .io_memory(limits::IO_MEMORY_BYTES)
         .ring_depth(limits::RING_DEPTH)
         .preempt_timer(limits::PREEMPT_TIMER)
-        .spawn(kicked)
+        .spawn(make_future)
         .map(ExecutorHandle)
         .map_err(|e| io::Error::other(format!("cannot start executor {name}: {e}")))
 }
@@ -73,39 +65,37 @@ where
 ///
 /// Measured here: under CPU contention, roughly one test run in fifteen left
 /// an executor asleep in `io_uring_enter` although its next timer had
-/// expired (a 10 ms poll timer and a 100 ms watchdog tick both pending, no
-/// sockets open). Attaching a debugger, which interrupts the syscall,
-/// released it every time. glommio parks by arming the timer on its latency
-/// ring and sleeping on the main ring with a poll linked to the latency
-/// ring's fd; somewhere in that chain the wake-up is occasionally lost, and
-/// we do not patch the runtime.
+/// expired (a 10 ms poll timer and a 100 ms watchdog tick both pending).
+/// Attaching a debugger or sending the thread a signal, both of which
+/// interrupt the syscall, released it every time. glommio parks by arming
+/// the timer on its latency ring and sleeping on the main ring with a poll
+/// linked to the latency ring's fd; somewhere in that chain the wake-up is
+/// occasionally lost, and we do not patch the runtime.
 ///
-/// So one plain thread per process sends every registered executor thread a
-/// no-op real-time signal every `KICK_INTERVAL`. The handler is installed
-/// without `SA_RESTART`, so a parked `io_uring_enter` returns `EINTR`, which
-/// glommio treats as a spurious wake-up: it re-checks its timers and goes
-/// back to sleep. A lost wake-up therefore costs at most 20 ms instead of
-/// hanging the run. Cost: 50 signals per second per executor, a few
-/// microseconds each (< 0.1 % of a core).
+/// So one plain thread per process sends every executor thread a no-op
+/// real-time signal every `KICK_INTERVAL`. The handler is installed without
+/// `SA_RESTART`, so a parked `io_uring_enter` returns `EINTR`, which glommio
+/// treats as a spurious wake-up: it re-checks its timers and goes back to
+/// sleep. A lost wake-up therefore costs at most 20 ms instead of hanging
+/// the run. Cost: 50 signals per second per executor, a few microseconds
+/// each (< 0.1 % of a core).
 mod kicker {
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::OnceLock;
     use std::time::Duration;
 
     /// How often parked executors are nudged.
     pub const KICK_INTERVAL: Duration = Duration::from_millis(20);
 
-    struct Registry {
-        /// Kernel thread ids (not `pthread_t`s, which are reused addresses
-        /// and unsafe to signal once their thread has exited).
-        threads: Mutex<Vec<libc::pid_t>>,
-        signal: libc::c_int,
-    }
+    /// Every executor thread's name starts with this (glommio's blocking
+    /// pool threads inherit it; a no-op signal to them is harmless).
+    pub const THREAD_PREFIX: &str = "lt-";
 
     extern "C" fn on_kick(_: libc::c_int) {}
 
-    fn registry() -> &'static Registry {
-        static REGISTRY: OnceLock<Registry> = OnceLock::new();
-        REGISTRY.get_or_init(|| {
+    /// Installs the handler and starts the kicker thread, once.
+    pub fn start() {
+        static STARTED: OnceLock<()> = OnceLock::new();
+        STARTED.get_or_init(|| {
             let signal = libc::SIGRTMIN() + 4;
             // SAFETY: installs an async-signal-safe no-op handler; the
             // struct is fully initialised before use.
@@ -118,53 +108,44 @@ mod kicker {
             }
             std::thread::Builder::new()
                 .name("loadtest-kicker".into())
-                .spawn(kick_forever)
+                .spawn(move || kick_forever(signal))
                 .expect("spawning the kicker thread");
-            Registry {
-                threads: Mutex::new(Vec::new()),
-                signal,
-            }
-        })
+        });
     }
 
-    fn kick_forever() {
+    /// Every `KICK_INTERVAL`, signals each thread of this process whose
+    /// name has `THREAD_PREFIX`, found by listing `/proc/self/task`.
+    ///
+    /// Threads are found afresh each time rather than registered: a first
+    /// version kept a registry of thread ids, and in a loaded test run one
+    /// shard was missing from it (never kicked, parked for good) for a
+    /// reason not found; the task list cannot be out of date. Cost: one
+    /// directory listing and a `comm` read per thread every 20 ms, in this
+    /// thread only (~0.5 % of a core for a dozen threads).
+    fn kick_forever(signal: libc::c_int) {
         // SAFETY: getpid has no preconditions.
         let process = unsafe { libc::getpid() };
         loop {
             std::thread::sleep(KICK_INTERVAL);
-            let registry = registry();
-            let threads = registry.threads.lock().unwrap_or_else(|e| e.into_inner());
-            for &thread in threads.iter() {
-                // SAFETY: tgkill only sends a signal; a thread that has
-                // already exited yields ESRCH, and the handler is a no-op
-                // for any thread of this process.
-                unsafe {
-                    libc::syscall(libc::SYS_tgkill, process, thread, registry.signal);
+            let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<libc::pid_t>().ok())
+                else {
+                    continue;
+                };
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.starts_with(THREAD_PREFIX) {
+                    // SAFETY: tgkill only sends a signal; a thread that has
+                    // exited meanwhile yields ESRCH.
+                    unsafe {
+                        libc::syscall(libc::SYS_tgkill, process, tid, signal);
+                    }
                 }
-            }
-        }
-    }
-
-    /// Keeps the calling thread registered until dropped.
-    pub struct Registration(libc::pid_t);
-
-    /// Registers the calling thread for kicks.
-    pub fn register() -> Registration {
-        // SAFETY: gettid has no preconditions.
-        let me = unsafe { libc::gettid() };
-        registry()
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(me);
-        Registration(me)
-    }
-
-    impl Drop for Registration {
-        fn drop(&mut self) {
-            let mut threads = registry().threads.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = threads.iter().position(|&t| t == self.0) {
-                threads.swap_remove(i);
             }
         }
     }
