@@ -30,9 +30,13 @@ fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
 }
 
 fn plan(profile: &str, mock: &MockServer, generator_cpus: Vec<usize>) -> Plan {
+    plan_to(profile, mock.addr(), generator_cpus)
+}
+
+fn plan_to(profile: &str, target: std::net::SocketAddr, generator_cpus: Vec<usize>) -> Plan {
     let profile = config::parse(profile).expect("profile parses");
     let overrides = Overrides {
-        target: Some(format!("http://{}", mock.addr())),
+        target: Some(format!("http://{target}")),
         ..Overrides::default()
     };
     plan::build(&profile, &overrides, generator_cpus).expect("plan builds")
@@ -304,18 +308,11 @@ fn a_panic_costs_one_request_not_the_shard() {
 #[test]
 fn refused_connections_are_counted_without_a_busy_loop() {
     // A port nothing listens on: bind, read the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap()
-        .port();
-    let profile = config::parse(r#"{"stages":"2:300ms"}"#).unwrap();
-    let overrides = Overrides {
-        target: Some(format!("http://127.0.0.1:{port}")),
-        ..Overrides::default()
-    };
-    let plan = plan::build(&profile, &overrides, cpus().0).unwrap();
-    let result = run(&plan);
+        .unwrap();
+    let result = run(&plan_to(r#"{"stages":"2:300ms"}"#, closed, cpus().0));
     let m = &result.stages[0].metrics;
     assert_eq!(
         m.error_counts(),
@@ -398,13 +395,7 @@ fn interim_responses_are_skipped() {
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 92\r\n\r\n{\"choices\":[{\"message\":{\"content\":\"hi\"}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}",
         100_000,
     );
-    let profile = config::parse(r#"{"stages":"1:200ms"}"#).unwrap();
-    let overrides = Overrides {
-        target: Some(format!("http://{addr}")),
-        ..Overrides::default()
-    };
-    let plan = plan::build(&profile, &overrides, cpus().0).unwrap();
-    let result = run(&plan);
+    let result = run(&plan_to(r#"{"stages":"1:200ms"}"#, addr, cpus().0));
     let m = &result.stages[0].metrics;
     assert!(m.requests > 0);
     assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
