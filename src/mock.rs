@@ -156,22 +156,25 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockSt
     let shared = Rc::new(Shared {
         config,
         text: RefCell::new(TextCache::default()),
-        next_id: Cell::new(0),
-        connections: Cell::new(0),
+        open_connections: Cell::new(0),
         stats: Cell::new(MockStats::default()),
     });
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                if shared.connections.get() >= limits::MOCK_CONNECTIONS_PER_SHARD_MAX {
+                if shared.open_connections.get() >= limits::MOCK_CONNECTIONS_PER_SHARD_MAX {
                     continue; // dropped: closes the socket
                 }
                 shared.count(|s| s.connections += 1);
-                shared.connections.set(shared.connections.get() + 1);
+                shared
+                    .open_connections
+                    .set(shared.open_connections.get() + 1);
                 let shared = shared.clone();
                 rt::spawn(async move {
                     let _ = serve_connection(stream, &shared).await;
-                    shared.connections.set(shared.connections.get() - 1);
+                    shared
+                        .open_connections
+                        .set(shared.open_connections.get() - 1);
                 })
                 .detach();
             }
@@ -184,8 +187,9 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockSt
 struct Shared {
     config: MockConfig,
     text: RefCell<TextCache>,
-    next_id: Cell<u64>,
-    connections: Cell<usize>,
+    /// Connections being served now (bounded by
+    /// `limits::MOCK_CONNECTIONS_PER_SHARD_MAX`).
+    open_connections: Cell<usize>,
     stats: Cell<MockStats>,
 }
 
@@ -528,8 +532,8 @@ async fn chat(
         .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
     let finish = if tokens < wanted { "length" } else { "stop" };
     let prompt_tokens = request.prompt_chars.div_ceil(4);
-    let id = shared.next_id.get();
-    shared.next_id.set(id + 1);
+    // Each 200 is counted below, so the count so far numbers this one.
+    let id = shared.stats.get().chat_responses;
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -187,13 +187,7 @@ pub fn run(plan: &Plan, mut on_progress: impl FnMut(Progress<'_>)) -> Result<Run
     drop(report_tx);
     let started_at = SystemTime::now();
     let mut stages = Vec::with_capacity(plan.stages.len());
-    let mut aborted = coordinate(&plan, &commands, &report_rx, |event| match event {
-        Coordinated::Started(index) => on_progress(Progress::StageStarted(index)),
-        Coordinated::Finished(stage) => {
-            on_progress(Progress::StageFinished(&stage));
-            stages.push(*stage);
-        }
-    });
+    let mut aborted = coordinate(&plan, &commands, &report_rx, &mut stages, &mut on_progress);
     for command in &commands {
         let _ = command.try_send(Command::Shutdown);
     }
@@ -210,20 +204,15 @@ pub fn run(plan: &Plan, mut on_progress: impl FnMut(Progress<'_>)) -> Result<Run
     })
 }
 
-/// What `coordinate` reports.
-enum Coordinated {
-    Started(usize),
-    Finished(Box<StageResult>),
-}
-
 /// Drives the stages on the calling thread: start each stage on every
-/// shard, collect one report per shard, merge, hand the result on.
+/// shard, collect one report per shard, merge into `stages`, report progress.
 /// Returns why the run ended early, if it did.
 fn coordinate(
     plan: &Plan,
     commands: &[mpsc::SyncSender<Command>],
     reports: &mpsc::Receiver<Report>,
-    mut progress: impl FnMut(Coordinated),
+    stages: &mut Vec<StageResult>,
+    on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Option<String> {
     let mut cpu_before = vec![0.0; commands.len()];
     for (index, stage) in plan.stages.iter().enumerate() {
@@ -236,7 +225,7 @@ fn coordinate(
                 return Some("a shard exited before the stage started".into());
             }
         }
-        progress(Coordinated::Started(index));
+        on_progress(Progress::StageStarted(index));
         let mut merged = StageMetrics::new();
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
@@ -278,7 +267,7 @@ fn coordinate(
         } else {
             stage.duration.saturating_sub(plan.warmup)
         };
-        progress(Coordinated::Finished(Box::new(StageResult {
+        stages.push(StageResult {
             index,
             stage: *stage,
             metrics: merged,
@@ -286,7 +275,10 @@ fn coordinate(
             elapsed,
             shard_cpu_s,
             stopped_early,
-        })));
+        });
+        if let Some(stage) = stages.last() {
+            on_progress(Progress::StageFinished(stage));
+        }
         if stopped_early {
             return Some("stopped by request".into());
         }
