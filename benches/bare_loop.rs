@@ -15,7 +15,8 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use loadtest::protocol::{Message, Role, TurnRequest};
+use loadtest::engine::workload;
+use loadtest::protocol::{Message, Role};
 use loadtest::{config, plan, rt};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -63,22 +64,28 @@ fn request_bytes(args: &Args) -> Vec<u8> {
         ..Default::default()
     };
     let plan = plan::build(&profile, &overrides, vec![args.cpu]).expect("plan");
+    // The same bytes the engine sends for this profile's first prompt
+    // (the bench profile uses cache_mode natural and no correlation
+    // header, so nothing varies per request).
+    let scenario = &plan.scenarios[0];
+    let loadtest::plan::Content::Pool(prompts) = &scenario.content else {
+        panic!("the bench profile uses a prompt pool");
+    };
     let messages = [Message {
         role: Role::User,
-        content: plan.prompts[0].clone(),
+        content: prompts[0].clone(),
     }];
-    let turn = TurnRequest {
-        model: &plan.model,
-        system: plan.system.as_deref(),
-        messages: &messages,
-        max_tokens: plan.max_tokens,
-        stream: plan.stream,
-    };
-    let mut body = Vec::new();
-    plan.protocol.write_body(&turn, &mut body);
-    let mut request = plan.request_head_prefix();
-    request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    request.extend_from_slice(&body);
+    let uuid = [b'0'; workload::UUID_LEN];
+    let (mut body, mut request) = (Vec::new(), Vec::new());
+    workload::build_request(
+        &plan,
+        scenario,
+        &plan.request_head_prefix(0),
+        &uuid,
+        &messages,
+        &mut body,
+        &mut request,
+    );
     request
 }
 

@@ -53,7 +53,7 @@ def bench_binary(name):
 def request_body():
     profile = json.load(open(PROFILE))
     d = profile["defaults"]
-    body = {"model": d["model"], "messages": [{"role": "user", "content": profile["prompts"][0]}],
+    body = {"model": d["model"], "messages": [{"role": "user", "content": d["content"]["prompts"][0]}],
             "max_tokens": d["max_tokens"], "stream": d["stream"]}
     return json.dumps(body, separators=(",", ":"))
 

@@ -12,6 +12,7 @@ use crate::report;
 use crate::rt;
 use crate::stage;
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,39 +30,70 @@ pub struct Cli {
 pub enum Command {
     /// Run a load test from a profile.
     Run(Box<RunArgs>),
-    /// Serve the built-in mock upstream (OpenAI chat completions).
+    /// Check a profile and print the fully resolved configuration (JSON).
+    Validate(ValidateArgs),
+    /// Serve the built-in mock upstream (OpenAI Chat Completions and
+    /// Anthropic Messages).
     Mock(MockArgs),
 }
 
-/// `loadtest run`.
+/// Command-line values that override a profile (`run` and `validate`).
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Profile (JSON), e.g. profiles/ai-gateway.json.
+pub struct OverrideArgs {
+    /// Target URL for every scenario (http://host:port[/path]); a bare
+    /// origin gets each protocol's default path.
     #[arg(long)]
-    pub config: PathBuf,
-    /// Target URL, overriding the profile's (http://host:port[/path]).
-    #[arg(long, conflicts_with = "mock")]
     pub target: Option<String>,
     /// Stages, overriding the profile's: USERS:DURATION,... e.g. 1:10s,100:60s.
     #[arg(long)]
     pub stages: Option<String>,
-    /// Model, overriding the profile's.
+    /// Model for every scenario (e.g. a gateway's provider/model form).
     #[arg(long)]
     pub model: Option<String>,
     /// Warm-up at the start of each stage, excluded from statistics (e.g. 2s).
     #[arg(long)]
     pub warmup: Option<String>,
-    /// Extra request header "K: V" (repeatable; overrides the profile's).
+    /// API key for every scenario: `Authorization: Bearer <vk>`, or
+    /// `x-api-key: <vk>` for scenarios with `auth: x-api-key` (Anthropic's
+    /// default).
+    #[arg(long)]
+    pub vk: Option<String>,
+    /// Extra request header "K: V" (repeatable; applied to every scenario
+    /// after --vk, replacing a header of the same name).
     #[arg(long = "header", value_name = "K: V")]
     pub headers: Vec<String>,
-    /// Seed for random choices.
+    /// Seed for blends and content (conversation UUIDs still differ per run).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Do not verify TLS certificates (https targets).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `loadtest validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Profile (JSON).
+    pub profile: PathBuf,
+    /// Overrides, as for `run`.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// `loadtest run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Profile (JSON), e.g. profiles/realistic.json.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Overrides of the profile.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
     /// Output directory for summary-<ts>.json.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
     /// Start the built-in mock upstream in-process and target it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target")]
     pub mock: bool,
     /// Generator CPUs, one pinned shard each (e.g. 0,2-3). Default: all
     /// (with --mock: the first half).
@@ -107,8 +139,9 @@ pub struct MockArgs {
     #[arg(long, default_value = "0ms")]
     pub latency: String,
     /// Output tokens per response (capped by the request's max_tokens).
-    #[arg(long, default_value_t = 128)]
-    pub tokens: u32,
+    /// Default: exactly the request's max_tokens.
+    #[arg(long)]
+    pub tokens: Option<u32>,
 }
 
 /// An error at the edge: a message for the user and an exit code.
@@ -131,8 +164,44 @@ fn usage(message: impl Into<String>) -> Failure {
 pub fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Run(args) => run(*args),
+        Command::Validate(args) => validate(args),
         Command::Mock(args) => serve_mock(args),
     }
+}
+
+/// Long flags the seed tool spelled with one dash (`-config`); they are
+/// rewritten to two dashes so existing scripts keep working.
+const SINGLE_DASH_FLAGS: &[&str] = &[
+    "config", "vk", "target", "model", "stages", "out", "header", "version", "seed", "warmup",
+    "insecure", "mock", "help",
+];
+
+/// Rewrites the seed tool's command line into this one: single-dash long
+/// flags get a second dash, and a command line that starts with a flag
+/// (no subcommand, as the seed tool was used) means `run`.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::with_capacity(args.len() + 1);
+    for (i, arg) in args.into_iter().enumerate() {
+        let rewritten = arg.to_str().and_then(|text| {
+            let name = text.strip_prefix('-')?;
+            if name.starts_with('-') || i == 0 {
+                return None;
+            }
+            let key = name.split('=').next().unwrap_or(name);
+            SINGLE_DASH_FLAGS
+                .contains(&key)
+                .then(|| OsString::from(format!("-{text}")))
+        });
+        out.push(rewritten.unwrap_or(arg));
+    }
+    let first = out.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let bare_flag = first.starts_with('-')
+        && !matches!(first, "-h" | "--help" | "-V" | "--version")
+        && !first.starts_with("--version=");
+    if bare_flag {
+        out.insert(1, OsString::from("run"));
+    }
+    out
 }
 
 fn duration_flag(flag: &str, text: &str) -> Result<Duration, Failure> {
@@ -158,7 +227,7 @@ fn serve_mock(args: MockArgs) -> Result<u8, Failure> {
     rt::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
     println!(
-        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, GET /health",
+        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, POST /v1/messages, GET /health",
         server.addr(),
         plan::format_cpus(&cpus)
     );
@@ -223,28 +292,53 @@ fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
         .collect()
 }
 
-fn run(args: RunArgs) -> Result<u8, Failure> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
-    let profile = crate::config::parse(&text)
-        .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
-    let allowed = rt::allowed_cpus();
-    let (generator_cpus, mock_cpus) = choose_cpus(&args, &allowed)?;
-    let mut overrides = Overrides {
+fn load_profile(path: &Path) -> Result<crate::config::Profile, Failure> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    crate::config::parse(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
+    if args.vk.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(usage("--vk: empty key"));
+    }
+    Ok(Overrides {
         target: args.target.clone(),
         stages: args.stages.clone(),
         model: args.model.clone(),
         warmup: args.warmup.clone(),
         seed: args.seed,
+        vk: args.vk.clone(),
         headers: parse_headers(&args.headers)?,
-    };
+        insecure: args.insecure,
+    })
+}
+
+fn validate(args: ValidateArgs) -> Result<u8, Failure> {
+    let profile = load_profile(&args.profile)?;
+    let overrides = overrides(&args.overrides)?;
+    let cpus = rt::allowed_cpus();
+    let plan = plan::build(&profile, &overrides, cpus)
+        .map_err(|e| usage(format!("{}: {e}", args.profile.display())))?;
+    let mut text = serde_json::to_string_pretty(&report::plan_json(&plan)).unwrap_or_default();
+    text.push('\n');
+    print!("{text}");
+    eprintln!("{}: ok", args.profile.display());
+    Ok(0)
+}
+
+fn run(args: RunArgs) -> Result<u8, Failure> {
+    let profile = load_profile(&args.config)?;
+    let allowed = rt::allowed_cpus();
+    let (generator_cpus, mock_cpus) = choose_cpus(&args, &allowed)?;
+    let mut overrides = overrides(&args.overrides)?;
     let fd_limit = rt::raise_fd_limit();
     let mock_server = if args.mock {
         let config = MockConfig {
             latency: opt_duration("mock-latency", &args.mock_latency)?,
             ttft: opt_duration("mock-ttft", &args.mock_ttft)?,
             itl: opt_duration("mock-itl", &args.mock_itl)?,
-            tokens: args.mock_tokens.unwrap_or(128),
+            tokens: args.mock_tokens,
             cpus: mock_cpus.clone(),
         };
         let server = mock::start("127.0.0.1:0".parse().expect("literal address"), config)
@@ -261,6 +355,22 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         .map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
     install_interrupt_handler();
 
+    if !args.mock
+        && plan
+            .scenarios
+            .iter()
+            .any(|s| s.headers.iter().any(|(_, v)| v.contains("REPLACE_WITH_VK")))
+    {
+        eprintln!("loadtest: warning: a header still holds the REPLACE_WITH_VK placeholder; pass --vk KEY");
+    }
+    if plan.insecure {
+        eprintln!("loadtest: note: --insecure has no effect on http:// targets");
+    }
+    for (stage, scenario) in zero_user_scenarios(&plan) {
+        eprintln!(
+            "loadtest: note: stage {stage} gives scenario {scenario} no users (too few users for its weight)"
+        );
+    }
     println!("{}", report::run_header(&plan));
     if let Some(server) = &mock_server {
         println!(
@@ -278,7 +388,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             index + 1,
             plan.stages[index].label()
         ),
-        engine::Progress::StageFinished(stage) => println!("{}", report::table_row(stage)),
+        engine::Progress::StageFinished(stage) => {
+            for row in report::table_rows(&plan, stage) {
+                println!("{row}");
+            }
+        }
     });
     if let Some(server) = mock_server {
         server.stop();
@@ -294,8 +408,26 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         report::timestamp(result.started_at)
     ));
     write_json(&path, &summary)?;
+    let turns = report::turn_table(&plan, &result);
+    if !turns.is_empty() {
+        println!("\nper turn (all stages; prompt tokens from server usage):\n{turns}");
+    }
+    let verdicts = report::threshold_verdicts(&plan, &result);
+    let failed: Vec<_> = verdicts.iter().filter(|v| !v.2.is_empty()).collect();
+    if !verdicts.is_empty() {
+        for (stage, scenario, failures) in &failed {
+            println!("threshold FAIL {stage} {scenario}: {}", failures.join("; "));
+        }
+        println!(
+            "thresholds: {} ({} of {} checks failed)",
+            if failed.is_empty() { "PASS" } else { "FAIL" },
+            failed.len(),
+            verdicts.len()
+        );
+    }
     println!("summary: {}", path.display());
     match &result.aborted {
+        None if !failed.is_empty() => Ok(1),
         None => Ok(0),
         Some(reason) if reason.contains("stopped by request") => {
             eprintln!("loadtest: {reason}; the stages shown were measured");
@@ -313,16 +445,32 @@ fn opt_duration(flag: &str, text: &Option<String>) -> Result<Duration, Failure> 
         .map_or(Ok(Duration::ZERO), |t| duration_flag(flag, t))
 }
 
-/// Checks, before any shard starts, that the target answers a TCP connect
-/// and that the file-descriptor limit can hold the largest stage.
+/// (stage label, scenario name) pairs where a scenario with weight gets no
+/// users because the stage has too few for the blend.
+fn zero_user_scenarios(plan: &plan::Plan) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for stage in &plan.stages {
+        let stage::Load::Closed { users } = stage.load;
+        for (scenario, n) in plan.scenarios.iter().zip(plan.split_users(users)) {
+            if n == 0 && scenario.weight > 0.0 {
+                out.push((stage.label(), scenario.name.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Checks, before any shard starts, that every target answers a TCP
+/// connect and that the file-descriptor limit can hold the largest stage.
 fn preflight(plan: &plan::Plan, fd_limit: u64, local_mock: bool) -> Result<(), Failure> {
-    let target = &plan.target;
-    std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout).map_err(|e| {
-        usage(format!(
-            "target {} ({}) is unreachable: {e}",
-            target.url, target.addr
-        ))
-    })?;
+    for target in &plan.targets {
+        std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout).map_err(|e| {
+            usage(format!(
+                "target {} ({}) is unreachable: {e}",
+                target.url, target.addr
+            ))
+        })?;
+    }
     // Each user holds one socket; an in-process mock holds the other end.
     let per_user = if local_mock { 2 } else { 1 };
     let needed = plan.users_max() * per_user + 64;
@@ -369,7 +517,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Run(a) => *a,
-            Command::Mock(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -409,6 +557,61 @@ mod tests {
         assert!(Cli::try_parse_from(argv).is_err());
         let argv = ["loadtest", "run"];
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    fn normalized(argv: &[&str]) -> Vec<String> {
+        normalize_args(argv.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn seed_spellings_are_accepted() {
+        assert_eq!(
+            normalized(&[
+                "loadtest",
+                "-config",
+                "p.json",
+                "-vk",
+                "k",
+                "-header",
+                "X: 1",
+                "-out=runs"
+            ]),
+            [
+                "loadtest",
+                "run",
+                "--config",
+                "p.json",
+                "--vk",
+                "k",
+                "--header",
+                "X: 1",
+                "--out=runs"
+            ]
+        );
+        assert_eq!(
+            normalized(&["loadtest", "-version"]),
+            ["loadtest", "--version"]
+        );
+        assert_eq!(
+            normalized(&["loadtest", "run", "--config", "p", "--stages", "1:1s"]),
+            ["loadtest", "run", "--config", "p", "--stages", "1:1s"]
+        );
+        // A value that starts with a dash but is not a known flag is kept.
+        assert_eq!(
+            normalized(&["loadtest", "run", "--model", "-x"]),
+            ["loadtest", "run", "--model", "-x"]
+        );
+        let argv = normalized(&[
+            "loadtest", "-config", "p.json", "-stages", "1:1s", "-model", "a/b",
+        ]);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.overrides.model.as_deref(), Some("a/b"));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod engine;
 pub mod http;
 pub mod limits;

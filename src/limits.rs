@@ -101,6 +101,41 @@ pub const HISTOGRAM_US_MAX: u64 = 3_600_000_000;
 /// Significant decimal digits kept by every histogram (0.1 % resolution).
 pub const HISTOGRAM_SIGFIG: u8 = 3;
 
+/// Most scenarios in one profile.
+///
+/// Cost: each shard keeps one set of stage metrics per scenario (five lazily
+/// allocated histograms of ~190 KiB each once used), so 64 scenarios that
+/// all stream cost ~60 MiB per shard per stage at most.
+pub const SCENARIOS_MAX: usize = 64;
+
+/// Most turns in one conversation.
+///
+/// The history is resent every turn, so request size grows with the turn;
+/// requests are still bounded by `REQUEST_BYTES_MAX` (a conversation that
+/// would exceed it ends early and is counted as `context_limit`).
+pub const TURNS_MAX: u64 = 1_000;
+
+/// Turns tracked one by one in the per-turn table; later turns share the
+/// last row.
+pub const TURN_ROWS: usize = 16;
+
+/// Largest `approx_input_tokens` (about 4 bytes each, so ~4 MiB of text).
+pub const SIZED_TOKENS_MAX: u64 = 1_000_000;
+
+/// Different sized texts prepared per scenario per shard. A sized request
+/// picks one at random (and the conversation UUID in front makes each one
+/// unique anyway); 16 × 12.5k tokens ≈ 800 KiB for the largest shipped tier.
+pub const SIZED_VARIANTS: usize = 16;
+
+/// Longest think time.
+pub const THINK_TIME_MAX: Duration = Duration::from_secs(3600);
+
+/// Most prompts or script lines in one scenario.
+pub const PROMPTS_MAX: usize = 100_000;
+
+/// Longest scenario name (it appears in every table row and label).
+pub const SCENARIO_NAME_MAX: usize = 64;
+
 /// Depth of the bounded channels between the coordinator and each shard.
 ///
 /// Messages are stage commands and stage snapshots, one per stage per

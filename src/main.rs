@@ -5,7 +5,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = loadtest::cli::Cli::parse();
+    let args = loadtest::cli::normalize_args(std::env::args_os().collect());
+    let cli = loadtest::cli::Cli::parse_from(args);
     match loadtest::cli::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {

@@ -133,11 +133,13 @@ impl ErrorClass {
 /// Status codes 100..=599 are counted individually; others in one slot.
 const STATUS_SLOTS: usize = 501;
 
-/// One bounded histogram in microseconds.
-#[derive(Debug, Clone)]
+/// One bounded histogram in microseconds, allocated on first use (an
+/// unused one, such as TTFT of a non-streamed scenario, costs nothing).
+#[derive(Debug, Clone, Default)]
 pub struct Hist {
-    /// The histogram (1 µs .. `limits::HISTOGRAM_US_MAX`, no auto-resize).
-    pub inner: Histogram<u64>,
+    /// The histogram (1 µs .. `limits::HISTOGRAM_US_MAX`, no auto-resize),
+    /// once anything was recorded or merged in.
+    inner: Option<Box<Histogram<u64>>>,
     /// Values above the bound, recorded as the bound.
     pub clamped: u64,
 }
@@ -145,12 +147,26 @@ pub struct Hist {
 impl Hist {
     /// An empty histogram.
     pub fn new() -> Self {
-        // The bounds are constants that satisfy hdrhistogram's rules
-        // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5), so this cannot fail.
-        let inner =
-            Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
-                .expect("histogram bounds are valid constants");
-        Hist { inner, clamped: 0 }
+        Hist {
+            inner: None,
+            clamped: 0,
+        }
+    }
+
+    fn histogram(&mut self) -> &mut Histogram<u64> {
+        self.inner.get_or_insert_with(|| {
+            // The bounds are constants that satisfy hdrhistogram's rules
+            // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5), so this cannot fail.
+            Box::new(
+                Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
+                    .expect("histogram bounds are valid constants"),
+            )
+        })
+    }
+
+    /// The underlying histogram, if anything was recorded.
+    pub fn get(&self) -> Option<&Histogram<u64>> {
+        self.inner.as_deref().filter(|h| !h.is_empty())
     }
 
     /// Records a duration.
@@ -169,48 +185,89 @@ impl Hist {
             us
         };
         // In range by construction, so recording cannot fail.
-        let _ = self.inner.record(value);
+        let _ = self.histogram().record(value);
     }
 
     /// Adds another histogram's counts.
     pub fn merge(&mut self, other: &Hist) {
-        // Same bounds on both sides, so `add` cannot fail.
-        let _ = self.inner.add(&other.inner);
+        if let Some(theirs) = other.get() {
+            // Same bounds on both sides, so `add` cannot fail.
+            let _ = self.histogram().add(theirs);
+        }
         self.clamped += other.clamped;
     }
 
     /// Samples recorded.
     pub fn count(&self) -> u64 {
-        self.inner.len()
+        self.get().map_or(0, |h| h.len())
     }
 
     /// The value at a percentile (0–100), in milliseconds, or `None` when empty.
     pub fn percentile_ms(&self, percentile: f64) -> Option<f64> {
-        if self.inner.is_empty() {
-            return None;
-        }
-        Some(self.inner.value_at_percentile(percentile) as f64 / 1000.0)
+        self.get()
+            .map(|h| h.value_at_percentile(percentile) as f64 / 1000.0)
     }
 
     /// Mean in milliseconds.
     pub fn mean_ms(&self) -> Option<f64> {
-        (!self.inner.is_empty()).then(|| self.inner.mean() / 1000.0)
+        self.get().map(|h| h.mean() / 1000.0)
     }
 
     /// Max in milliseconds.
     pub fn max_ms(&self) -> Option<f64> {
-        (!self.inner.is_empty()).then(|| self.inner.max() as f64 / 1000.0)
+        self.get().map(|h| h.max() as f64 / 1000.0)
     }
 
     /// Min in milliseconds.
     pub fn min_ms(&self) -> Option<f64> {
-        (!self.inner.is_empty()).then(|| self.inner.min() as f64 / 1000.0)
+        self.get().map(|h| h.min() as f64 / 1000.0)
     }
 }
 
-impl Default for Hist {
-    fn default() -> Self {
-        Hist::new()
+/// What happened at one turn position of conversations (turn 1, 2, ...),
+/// to show context growing with the turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TurnRow {
+    /// Requests at this turn (measured window only).
+    pub requests: u64,
+    /// Of those, successful.
+    pub ok: u64,
+    /// Successful requests whose server usage gave a prompt count.
+    pub prompt_samples: u64,
+    /// Sum of those prompt counts.
+    pub prompt_tokens: u64,
+    /// Sum of successful latencies, microseconds.
+    pub latency_us: u64,
+    /// Successful streamed requests with a TTFT.
+    pub ttft_samples: u64,
+    /// Sum of their TTFTs, microseconds.
+    pub ttft_us: u64,
+}
+
+impl TurnRow {
+    fn merge(&mut self, other: &TurnRow) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.prompt_samples += other.prompt_samples;
+        self.prompt_tokens += other.prompt_tokens;
+        self.latency_us += other.latency_us;
+        self.ttft_samples += other.ttft_samples;
+        self.ttft_us += other.ttft_us;
+    }
+
+    /// Mean prompt tokens (server usage), if any sample.
+    pub fn mean_prompt_tokens(&self) -> Option<f64> {
+        (self.prompt_samples > 0).then(|| self.prompt_tokens as f64 / self.prompt_samples as f64)
+    }
+
+    /// Mean latency in milliseconds, if any success.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        (self.ok > 0).then(|| self.latency_us as f64 / self.ok as f64 / 1000.0)
+    }
+
+    /// Mean TTFT in milliseconds, if any sample.
+    pub fn mean_ttft_ms(&self) -> Option<f64> {
+        (self.ttft_samples > 0).then(|| self.ttft_us as f64 / self.ttft_samples as f64 / 1000.0)
     }
 }
 
@@ -245,6 +302,26 @@ pub struct StageMetrics {
     pub completion_tokens: u64,
     /// Successful responses that carried no usage.
     pub usage_missing: u64,
+    /// Prompt tokens estimated from request text, for responses without
+    /// usage (never mixed into `prompt_tokens`).
+    pub prompt_tokens_estimated: u64,
+    /// Completion tokens estimated from response text, likewise.
+    pub completion_tokens_estimated: u64,
+    /// Prompt tokens the server says came from its prompt cache.
+    pub cached_tokens: u64,
+    /// Conversations whose first turn started in the measured window.
+    pub conversations_started: u64,
+    /// Conversations that finished every turn (last turn measured).
+    pub conversations_completed: u64,
+    /// Conversations ended by a failed turn.
+    pub conversations_failed: u64,
+    /// Conversations cut short by the end of the stage.
+    pub conversations_cut: u64,
+    /// Conversations ended because the next request would have exceeded
+    /// `limits::REQUEST_BYTES_MAX`.
+    pub context_limit: u64,
+    /// Per turn position; the last row collects every later turn.
+    pub turns: [TurnRow; limits::TURN_ROWS],
     /// SSE events received.
     pub sse_events: u64,
     /// SSE events that carried content.
@@ -282,6 +359,15 @@ impl StageMetrics {
             prompt_tokens: 0,
             completion_tokens: 0,
             usage_missing: 0,
+            prompt_tokens_estimated: 0,
+            completion_tokens_estimated: 0,
+            cached_tokens: 0,
+            conversations_started: 0,
+            conversations_completed: 0,
+            conversations_failed: 0,
+            conversations_cut: 0,
+            context_limit: 0,
+            turns: [TurnRow::default(); limits::TURN_ROWS],
             sse_events: 0,
             content_events: 0,
             content_bytes: 0,
@@ -290,6 +376,23 @@ impl StageMetrics {
             stale_retries: 0,
             connections_open: 0,
         }
+    }
+
+    /// The row for turn `turn` (0-based).
+    pub fn turn_row(&mut self, turn: u64) -> &mut TurnRow {
+        let i = (turn as usize).min(limits::TURN_ROWS - 1);
+        &mut self.turns[i]
+    }
+
+    /// Rows of turns that happened, as (1-based turn, row); the last row
+    /// stands for that turn and every later one.
+    pub fn turn_rows(&self) -> Vec<(usize, TurnRow)> {
+        self.turns
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.requests > 0)
+            .map(|(i, r)| (i + 1, *r))
+            .collect()
     }
 
     /// Counts a response status.
@@ -364,6 +467,17 @@ impl StageMetrics {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.usage_missing += other.usage_missing;
+        self.prompt_tokens_estimated += other.prompt_tokens_estimated;
+        self.completion_tokens_estimated += other.completion_tokens_estimated;
+        self.cached_tokens += other.cached_tokens;
+        self.conversations_started += other.conversations_started;
+        self.conversations_completed += other.conversations_completed;
+        self.conversations_failed += other.conversations_failed;
+        self.conversations_cut += other.conversations_cut;
+        self.context_limit += other.context_limit;
+        for (a, b) in self.turns.iter_mut().zip(other.turns.iter()) {
+            a.merge(b);
+        }
         self.sse_events += other.sse_events;
         self.content_events += other.content_events;
         self.content_bytes += other.content_bytes;

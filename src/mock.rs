@@ -1,5 +1,8 @@
-//! The built-in mock upstream: an OpenAI-compatible chat completions server
-//! on the same engine (pinned glommio shards, SO_REUSEPORT listeners).
+//! The built-in mock upstream: an OpenAI Chat Completions and Anthropic
+//! Messages server on the same engine (pinned glommio shards, SO_REUSEPORT
+//! listeners). `POST /v1/chat/completions` answers in OpenAI's format,
+//! `POST /v1/messages` in Anthropic's (with its full stream event
+//! sequence); both honour the same knobs.
 //!
 //! It exists so a load test runs out of the box, so the tests have a real
 //! server to talk to, and so the generator can be benchmarked against an
@@ -11,14 +14,15 @@
 //! | non-stream latency | `--latency` | `x-mock-latency-ms` |
 //! | time to first token | `--ttft` | `x-mock-ttft-ms` |
 //! | inter-token delay | `--itl` | `x-mock-itl-ms` |
-//! | output tokens | `--tokens` | `x-mock-tokens` |
+//! | output tokens (default: the request's `max_tokens`) | `--tokens` | `x-mock-tokens` |
 //! | force a status | | `x-mock-status` |
 //! | close after responding | | `x-mock-close: 1` |
 //! | stream fault | | `x-mock-fault: truncate` or `error-event` |
 //!
 //! Output tokens are capped by the request's `max_tokens`, and `usage`
 //! always reports the tokens actually sent. Prompt tokens are estimated as
-//! one per four characters of message content.
+//! one per four characters of message content (and system prompt), so a
+//! conversation's growing history shows as growing prompt usage.
 
 use crate::http::{push_decimal, push_hex};
 use crate::limits;
@@ -42,8 +46,10 @@ pub struct MockConfig {
     pub ttft: Duration,
     /// Delay between streamed tokens.
     pub itl: Duration,
-    /// Output tokens per response (before the request's `max_tokens` cap).
-    pub tokens: u32,
+    /// Output tokens per response, capped by the request's `max_tokens`;
+    /// `None`: exactly the request's `max_tokens` (128 when it sets none),
+    /// the way a model that never stops early would answer.
+    pub tokens: Option<u32>,
     /// One shard per CPU.
     pub cpus: Vec<usize>,
 }
@@ -54,7 +60,7 @@ impl Default for MockConfig {
             latency: Duration::ZERO,
             ttft: Duration::ZERO,
             itl: Duration::ZERO,
-            tokens: 128,
+            tokens: None,
             cpus: vec![0],
         }
     }
@@ -235,6 +241,7 @@ struct RequestHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Chat,
+    Messages,
     Health,
     NotFound,
 }
@@ -251,6 +258,7 @@ fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'static str> {
     let path = path.split('?').next().unwrap_or(path);
     let route = match path {
         "/v1/chat/completions" | "/chat/completions" => Route::Chat,
+        "/v1/messages" | "/messages" => Route::Messages,
         "/health" | "/healthz" => Route::Health,
         _ => Route::NotFound,
     };
@@ -367,21 +375,33 @@ async fn respond(
             write_error(stream, out, 404, "no such route").await?;
             Ok(true)
         }
-        (Route::Chat, false) => {
+        (Route::Chat | Route::Messages, false) => {
             write_error(stream, out, 405, "use POST").await?;
             Ok(true)
         }
-        (Route::Chat, true) => {
+        (Route::Chat | Route::Messages, true) => {
+            let flavor = if head.route == Route::Messages {
+                Flavor::Anthropic
+            } else {
+                Flavor::OpenAi
+            };
             if let Some(status) = head.knobs.status.filter(|&s| s != 200) {
-                write_json_error(stream, out, status, "forced by x-mock-status", keep_alive)
-                    .await?;
+                let body = flavor.error_body(status, "forced by x-mock-status");
+                write_simple(stream, out, status, body.as_bytes(), keep_alive).await?;
                 return Ok(false);
             }
             let Ok(request) = parse_chat(body) else {
-                write_error(stream, out, 400, "body is not a chat completions request").await?;
+                write_error(stream, out, 400, "body is not a chat request").await?;
                 return Ok(true);
             };
-            chat(stream, bufs, shared, &head.knobs, &request, keep_alive).await
+            match flavor {
+                Flavor::OpenAi => {
+                    chat(stream, bufs, shared, &head.knobs, &request, keep_alive).await
+                }
+                Flavor::Anthropic => {
+                    messages(stream, bufs, shared, &head.knobs, &request, keep_alive).await
+                }
+            }
         }
     }
 }
@@ -428,7 +448,7 @@ fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, json::Bad> {
     s.object(|s, key| {
         match key.raw {
             b"model" => request.model = s.string_or_null()?.map(|m| m.raw),
-            b"messages" => request.prompt_chars = content_chars(s)?,
+            b"messages" | b"system" => request.prompt_chars += content_chars(s)?,
             b"max_tokens" => request.max_tokens = s.u64_or_null()?,
             b"max_completion_tokens" => request.max_completion_tokens = s.u64_or_null()?,
             b"stream" if s.peek()? == Kind::Bool => request.stream = s.bool()?,
@@ -522,18 +542,9 @@ async fn chat(
         events,
     } = bufs;
     let config = &shared.config;
-    let wanted = knobs.tokens.unwrap_or(u64::from(config.tokens));
-    let cap = request
-        .max_completion_tokens
-        .or(request.max_tokens)
-        .unwrap_or(u64::MAX);
-    let tokens = wanted
-        .min(cap)
-        .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
-    let finish = if tokens < wanted { "length" } else { "stop" };
-    let prompt_tokens = request.prompt_chars.div_ceil(4);
-    // Each 200 is counted below, so the count so far numbers this one.
-    let id = shared.stats.get().chat_responses;
+    let g = generation(shared, knobs, request);
+    let (id, tokens) = (g.id, g.tokens);
+    let finish = if g.hit_cap { "length" } else { "stop" };
     let created = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -549,21 +560,9 @@ async fn chat(
     prefix.extend_from_slice(model);
     prefix.push(b'"');
     let usage = Usage {
-        prompt: prompt_tokens,
+        prompt: g.prompt_tokens,
         completion: tokens,
     };
-    // Counted before writing: a client can finish reading before this task
-    // resumes after its last write. A truncated stream sends half.
-    let sent = if request.stream && knobs.fault == Fault::Truncate {
-        tokens / 2
-    } else {
-        tokens
-    };
-    shared.count(|s| {
-        s.chat_responses += 1;
-        s.completion_tokens += sent;
-        s.prompt_tokens += prompt_tokens;
-    });
     if !request.stream {
         let delay = knobs
             .latency_ms
@@ -592,29 +591,18 @@ async fn chat(
     chunk_prefix.extend_from_slice(&prefix[chunk_prefix_at..]);
     let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
     let itl = knobs.itl_ms.map_or(config.itl, Duration::from_millis);
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    stream_head(out, keep_alive);
     events.clear();
     event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]")
     });
     if !ttft.is_zero() {
-        push_chunk(out, events);
-        events.clear();
-        stream.write_all(out).await?;
-        out.clear();
+        flush_events(stream, out, events).await?;
         rt::sleep(ttft).await;
     }
     for i in 0..tokens {
         if i > 0 && !itl.is_zero() {
-            push_chunk(out, events);
-            events.clear();
-            stream.write_all(out).await?;
-            out.clear();
+            flush_events(stream, out, events).await?;
             rt::sleep(itl).await;
         }
         if i == tokens / 2 && knobs.fault != Fault::None {
@@ -650,6 +638,223 @@ async fn chat(
     out.extend_from_slice(b"0\r\n\r\n");
     stream.write_all(out).await?;
     Ok(false)
+}
+
+/// Which API a response imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    OpenAi,
+    Anthropic,
+}
+
+impl Flavor {
+    /// An error body in this API's shape.
+    fn error_body(self, status: u16, message: &str) -> String {
+        match self {
+            Flavor::OpenAi => {
+                serde_json::json!({"error": {"message": message, "type": "mock_error", "code": status}})
+                    .to_string()
+            }
+            Flavor::Anthropic => {
+                let kind = match status {
+                    429 => "rate_limit_error",
+                    529 => "overloaded_error",
+                    400..=499 => "invalid_request_error",
+                    _ => "api_error",
+                };
+                serde_json::json!({"type": "error", "error": {"type": kind, "message": message}})
+                    .to_string()
+            }
+        }
+    }
+}
+
+/// What a response will contain, shared by both flavors.
+struct Generation {
+    id: u64,
+    tokens: u64,
+    hit_cap: bool,
+    prompt_tokens: u64,
+}
+
+fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'_>) -> Generation {
+    let cap = request
+        .max_completion_tokens
+        .or(request.max_tokens)
+        .unwrap_or(u64::MAX);
+    let wanted = knobs
+        .tokens
+        .or(shared.config.tokens.map(u64::from))
+        .unwrap_or(if cap == u64::MAX { 128 } else { cap });
+    let tokens = wanted
+        .min(cap)
+        .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
+    let sent = if request.stream && knobs.fault == Fault::Truncate {
+        tokens / 2
+    } else {
+        tokens
+    };
+    let prompt_tokens = request.prompt_chars.div_ceil(4);
+    // Each 200 is counted here, so the count so far numbers this one.
+    // Counted before writing: a client can finish reading before this
+    // task resumes after its last write.
+    let id = shared.stats.get().chat_responses;
+    shared.count(|s| {
+        s.chat_responses += 1;
+        s.completion_tokens += sent;
+        s.prompt_tokens += prompt_tokens;
+    });
+    Generation {
+        id,
+        tokens,
+        hit_cap: tokens < wanted,
+        prompt_tokens,
+    }
+}
+
+/// Appends one named SSE event.
+fn named_event(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    data(out);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// An Anthropic Messages response.
+async fn messages(
+    stream: &mut rt::TcpStream,
+    bufs: &mut Buffers,
+    shared: &Shared,
+    knobs: &Knobs,
+    request: &ChatRequest<'_>,
+    keep_alive: bool,
+) -> io::Result<bool> {
+    let Buffers {
+        out, body, events, ..
+    } = bufs;
+    let config = &shared.config;
+    let g = generation(shared, knobs, request);
+    let model = request.model.unwrap_or(b"mock");
+    let stop_reason: &[u8] = if g.hit_cap {
+        b"max_tokens"
+    } else {
+        b"end_turn"
+    };
+    if !request.stream {
+        let delay = knobs
+            .latency_ms
+            .map_or(config.latency, Duration::from_millis);
+        if !delay.is_zero() {
+            rt::sleep(delay).await;
+        }
+        body.clear();
+        body.extend_from_slice(b"{\"id\":\"msg_mock_");
+        push_decimal(body, g.id);
+        body.extend_from_slice(b"\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"");
+        body.extend_from_slice(model);
+        body.extend_from_slice(b"\",\"content\":[{\"type\":\"text\",\"text\":\"");
+        body.extend_from_slice(shared.text.borrow_mut().first(g.tokens));
+        body.extend_from_slice(b"\"}],\"stop_reason\":\"");
+        body.extend_from_slice(stop_reason);
+        body.extend_from_slice(b"\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
+        push_decimal(body, g.prompt_tokens);
+        body.extend_from_slice(b",\"output_tokens\":");
+        push_decimal(body, g.tokens);
+        body.extend_from_slice(b"}}");
+        write_simple(stream, out, 200, body, keep_alive).await?;
+        return Ok(false);
+    }
+    let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
+    let itl = knobs.itl_ms.map_or(config.itl, Duration::from_millis);
+    stream_head(out, keep_alive);
+    events.clear();
+    named_event(events, "message_start", |e| {
+        e.extend_from_slice(b"{\"type\":\"message_start\",\"message\":{\"id\":\"msg_mock_");
+        push_decimal(e, g.id);
+        e.extend_from_slice(b"\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"");
+        e.extend_from_slice(model);
+        e.extend_from_slice(b"\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":");
+        push_decimal(e, g.prompt_tokens);
+        e.extend_from_slice(b",\"output_tokens\":1}}}");
+    });
+    named_event(events, "content_block_start", |e| {
+        e.extend_from_slice(
+            b"{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}",
+        )
+    });
+    named_event(events, "ping", |e| {
+        e.extend_from_slice(b"{\"type\":\"ping\"}")
+    });
+    if !ttft.is_zero() {
+        flush_events(stream, out, events).await?;
+        rt::sleep(ttft).await;
+    }
+    for i in 0..g.tokens {
+        if i > 0 && !itl.is_zero() {
+            flush_events(stream, out, events).await?;
+            rt::sleep(itl).await;
+        }
+        if i == g.tokens / 2 && knobs.fault != Fault::None {
+            if knobs.fault == Fault::Truncate {
+                push_chunk(out, events);
+                stream.write_all(out).await?;
+                return Ok(true);
+            }
+            named_event(events, "error", |e| {
+                e.extend_from_slice(
+                    b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock fault\"}}",
+                )
+            });
+        }
+        named_event(events, "content_block_delta", |e| {
+            e.extend_from_slice(
+                b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"",
+            );
+            push_word(e, i);
+            e.extend_from_slice(b"\"}}");
+        });
+    }
+    named_event(events, "content_block_stop", |e| {
+        e.extend_from_slice(b"{\"type\":\"content_block_stop\",\"index\":0}")
+    });
+    named_event(events, "message_delta", |e| {
+        e.extend_from_slice(b"{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"");
+        e.extend_from_slice(stop_reason);
+        e.extend_from_slice(b"\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":");
+        push_decimal(e, g.tokens);
+        e.extend_from_slice(b"}}");
+    });
+    named_event(events, "message_stop", |e| {
+        e.extend_from_slice(b"{\"type\":\"message_stop\"}")
+    });
+    push_chunk(out, events);
+    out.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(out).await?;
+    Ok(false)
+}
+
+/// Starts a chunked event-stream response in `out`.
+fn stream_head(out: &mut Vec<u8>, keep_alive: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n");
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes what is buffered (head and pending events) now.
+async fn flush_events(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    events: &mut Vec<u8>,
+) -> io::Result<()> {
+    push_chunk(out, events);
+    events.clear();
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
 }
 
 struct Usage {

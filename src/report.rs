@@ -1,12 +1,14 @@
-//! Report writers: the per-stage console table and `summary-<ts>.json`.
+//! Report writers: the per-stage console table (one row per scenario and
+//! the stage total), the per-turn table, threshold verdicts and
+//! `summary-<ts>.json`.
 //!
 //! Writers take merged results and do no measuring. Percentiles come from
 //! the merged HDR histograms (3 significant digits), never from sorted
 //! samples.
 
 use crate::engine::{RunResult, StageResult};
-use crate::metrics::Hist;
-use crate::plan::{self, Plan};
+use crate::metrics::{Hist, StageMetrics};
+use crate::plan::{self, Content, Plan, Thresholds};
 use crate::stage::{self, Load};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -15,8 +17,9 @@ use std::time::SystemTime;
 /// The table's header line.
 pub fn table_header() -> String {
     format!(
-        "{:<14} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}  {}",
+        "{:<14} {:<14} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}  {}",
         "stage",
+        "scenario",
         "requests",
         "rps",
         "ok%",
@@ -31,9 +34,20 @@ pub fn table_header() -> String {
     )
 }
 
-/// One table row for a finished stage.
-pub fn table_row(result: &StageResult) -> String {
-    let m = &result.metrics;
+/// Table rows for a finished stage: one per scenario when there are
+/// several, then the stage total (`all`).
+pub fn table_rows(plan: &Plan, result: &StageResult) -> Vec<String> {
+    let mut rows = Vec::new();
+    if result.scenarios.len() > 1 {
+        for (scenario, m) in plan.scenarios.iter().zip(&result.scenarios) {
+            rows.push(table_row(result, &scenario.name, m));
+        }
+    }
+    rows.push(table_row(result, "all", &result.metrics));
+    rows
+}
+
+fn table_row(result: &StageResult, name: &str, m: &StageMetrics) -> String {
     let ms = |h: &Hist, p: f64| {
         h.percentile_ms(p)
             .map_or("-".to_string(), |v| format!("{v:.2}"))
@@ -53,28 +67,36 @@ pub fn table_row(result: &StageResult) -> String {
         label.push('*');
     }
     format!(
-        "{:<14} {:>9} {:>10.1} {:>7.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10.1}  {}",
+        "{:<14} {:<14} {:>9} {:>10.1} {:>7.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10.1}  {}",
         label,
+        name,
         m.requests,
-        result.rps(),
-        ok_pct(result),
+        result.rps_of(m),
+        ok_pct(m),
         ms(&m.latency, 50.0),
         ms(&m.latency, 95.0),
         ms(&m.latency, 99.0),
         ms(&m.ttft, 50.0),
         ms(&m.ttft, 95.0),
         ms(&m.itl, 50.0),
-        result.output_tokens_per_s(),
+        result.output_tokens_per_s_of(m),
         errors
     )
 }
 
-fn ok_pct(result: &StageResult) -> f64 {
-    let m = &result.metrics;
+fn ok_pct(m: &StageMetrics) -> f64 {
     if m.requests == 0 {
         0.0
     } else {
         100.0 * m.ok as f64 / m.requests as f64
+    }
+}
+
+fn error_rate(m: &StageMetrics) -> f64 {
+    if m.requests == 0 {
+        0.0
+    } else {
+        m.errors_total() as f64 / m.requests as f64
     }
 }
 
@@ -83,15 +105,46 @@ pub fn run_header(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "loadtest {}: {} {} model={} stream={} shards={} (CPUs {})",
+        "loadtest {}: {} scenario{}, shards={} (CPUs {}), cache_mode={}, seed={}",
         env!("CARGO_PKG_VERSION"),
-        plan.protocol.name(),
-        plan.target.url,
-        plan.model,
-        plan.stream,
+        plan.scenarios.len(),
+        if plan.scenarios.len() == 1 { "" } else { "s" },
         plan.cpus.len(),
-        plan::format_cpus(&plan.cpus)
+        plan::format_cpus(&plan.cpus),
+        plan.cache_mode.name(),
+        plan.seed
     );
+    let total: f64 = plan.scenarios.iter().map(|s| s.weight).sum();
+    for s in &plan.scenarios {
+        let turns = if s.turns.0 == s.turns.1 {
+            s.turns.0.to_string()
+        } else {
+            format!("{}-{}", s.turns.0, s.turns.1)
+        };
+        let think = if s.think_time.0 == s.think_time.1 {
+            stage::format_duration(s.think_time.0)
+        } else {
+            format!(
+                "{}-{}",
+                stage::format_duration(s.think_time.0),
+                stage::format_duration(s.think_time.1)
+            )
+        };
+        let _ = writeln!(
+            out,
+            "  {:<14} {:>5.1}%  {} {} model={} stream={} turns={} think={} content={} max_tokens={}",
+            s.name,
+            100.0 * s.weight / total,
+            s.protocol.name(),
+            plan.targets[s.target].url,
+            s.model,
+            s.stream,
+            turns,
+            think,
+            content_label(&s.content),
+            s.max_tokens
+        );
+    }
     let stages: Vec<String> = plan.stages.iter().map(|s| s.label()).collect();
     let _ = write!(
         out,
@@ -99,6 +152,135 @@ pub fn run_header(plan: &Plan) -> String {
         stages.join(","),
         stage::format_duration(plan.warmup)
     );
+    out
+}
+
+fn content_label(content: &Content) -> String {
+    match content {
+        Content::Pool(list) => format!("pool({})", list.len()),
+        Content::Scripted(list) => format!("scripted({})", list.len()),
+        Content::Sized(tokens) => format!("sized(~{tokens} tokens)"),
+    }
+}
+
+/// Per-turn means of each multi-turn scenario over the whole run, to show
+/// context (and so cost and latency) growing with the turn. Empty when no
+/// scenario has more than one turn.
+pub fn turn_table(plan: &Plan, run: &RunResult) -> String {
+    let mut out = String::new();
+    for (i, scenario) in plan.scenarios.iter().enumerate() {
+        if scenario.single_turn() {
+            continue;
+        }
+        let mut merged = StageMetrics::new();
+        for stage in &run.stages {
+            merged.merge(&stage.scenarios[i]);
+        }
+        let rows = merged.turn_rows();
+        if rows.is_empty() {
+            continue;
+        }
+        if out.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<14} {:>5} {:>9} {:>7} {:>14} {:>12} {:>12}",
+                "scenario", "turn", "requests", "ok%", "prompt tok avg", "latency avg", "ttft avg"
+            );
+        }
+        for (turn, row) in rows {
+            let turn = if turn == crate::limits::TURN_ROWS {
+                format!("{turn}+")
+            } else {
+                turn.to_string()
+            };
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+            };
+            let _ = writeln!(
+                out,
+                "{:<14} {:>5} {:>9} {:>7.2} {:>14} {:>12} {:>12}",
+                scenario.name,
+                turn,
+                row.requests,
+                if row.requests == 0 {
+                    0.0
+                } else {
+                    100.0 * row.ok as f64 / row.requests as f64
+                },
+                opt(row.mean_prompt_tokens(), 1),
+                opt(row.mean_latency_ms(), 2),
+                opt(row.mean_ttft_ms(), 2)
+            );
+        }
+    }
+    out
+}
+
+/// Threshold failures of one stage × scenario (or stage total), as
+/// readable reasons; empty when it passed. `min_rps` applies to the stage
+/// total only, since a scenario's rate is its weight's share.
+pub fn threshold_failures(
+    t: &Thresholds,
+    result: &StageResult,
+    m: &StageMetrics,
+    total: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut over = |what: &str, value: Option<f64>, limit: Option<f64>| {
+        if let (Some(v), Some(l)) = (value, limit) {
+            if v > l {
+                out.push(format!("{what} {v:.2} ms > {l} ms"));
+            }
+        }
+    };
+    over("ttft p95", m.ttft.percentile_ms(95.0), t.ttft_p95_ms);
+    over("p95", m.latency.percentile_ms(95.0), t.p95_ms);
+    over("p99", m.latency.percentile_ms(99.0), t.p99_ms);
+    if let Some(limit) = t.error_rate {
+        let rate = error_rate(m);
+        if rate > limit {
+            out.push(format!("error rate {rate:.4} > {limit}"));
+        }
+    }
+    if let (true, Some(limit)) = (total, t.min_rps) {
+        let rps = result.rps_of(m);
+        if rps < limit {
+            out.push(format!("rps {rps:.1} < {limit}"));
+        }
+    }
+    if m.requests == 0 && t.any() {
+        out.push("no requests measured".to_string());
+    }
+    out
+}
+
+/// Every threshold verdict of a run: (stage label, scenario or `all`,
+/// failures). Empty when the profile sets no thresholds.
+pub fn threshold_verdicts(plan: &Plan, run: &RunResult) -> Vec<(String, String, Vec<String>)> {
+    let t = &plan.thresholds;
+    if !t.any() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for stage in &run.stages {
+        if plan.scenarios.len() > 1 {
+            for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+                if m.requests == 0 && scenario.weight == 0.0 {
+                    continue;
+                }
+                out.push((
+                    stage.stage.label(),
+                    scenario.name.clone(),
+                    threshold_failures(t, stage, m, false),
+                ));
+            }
+        }
+        out.push((
+            stage.stage.label(),
+            "all".to_string(),
+            threshold_failures(t, stage, &stage.metrics, true),
+        ));
+    }
     out
 }
 
@@ -165,12 +347,8 @@ fn percentiles(h: &Hist) -> Value {
     })
 }
 
-/// One stage as JSON.
-pub fn stage_json(result: &StageResult) -> Value {
-    let m = &result.metrics;
-    let load = match result.stage.load {
-        Load::Closed { users } => json!({"kind": "closed", "users": users}),
-    };
+/// Statistics of one scenario (or the stage total) in one stage.
+fn stats_json(result: &StageResult, m: &StageMetrics) -> Value {
     let mut status = Map::new();
     for (code, n) in m.status_counts() {
         status.insert(code.to_string(), json!(n));
@@ -179,24 +357,27 @@ pub fn stage_json(result: &StageResult) -> Value {
     for (class, n) in m.error_counts() {
         errors.insert(class.name().to_string(), json!(n));
     }
-    let error_rate = if m.requests == 0 {
-        0.0
-    } else {
-        m.errors_total() as f64 / m.requests as f64
-    };
+    let turns: Vec<Value> = m
+        .turn_rows()
+        .into_iter()
+        .map(|(turn, row)| {
+            json!({
+                "turn": turn,
+                "and_later": turn == crate::limits::TURN_ROWS,
+                "requests": row.requests,
+                "ok": row.ok,
+                "prompt_tokens_mean": row.mean_prompt_tokens(),
+                "latency_ms_mean": row.mean_latency_ms(),
+                "ttft_ms_mean": row.mean_ttft_ms(),
+            })
+        })
+        .collect();
     json!({
-        "index": result.index,
-        "label": result.stage.label(),
-        "load": load,
-        "duration_s": result.stage.duration.as_secs_f64(),
-        "measured_s": result.measured.as_secs_f64(),
-        "elapsed_s": result.elapsed.as_secs_f64(),
-        "stopped_early": result.stopped_early,
         "requests": m.requests,
         "ok": m.ok,
-        "ok_pct": ok_pct(result),
-        "error_rate": error_rate,
-        "rps": result.rps(),
+        "ok_pct": ok_pct(m),
+        "error_rate": error_rate(m),
+        "rps": result.rps_of(m),
         "warmup_requests": m.warmup_requests,
         "latency_ms": percentiles(&m.latency),
         "ttft_ms": percentiles(&m.ttft),
@@ -205,9 +386,20 @@ pub fn stage_json(result: &StageResult) -> Value {
         "connect_ms": percentiles(&m.connect),
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
-        "output_tokens_per_s": result.output_tokens_per_s(),
+        "cached_prompt_tokens": m.cached_tokens,
+        "output_tokens_per_s": result.output_tokens_per_s_of(m),
         "tokens_source": "server",
         "usage_missing": m.usage_missing,
+        "prompt_tokens_estimated": m.prompt_tokens_estimated,
+        "completion_tokens_estimated": m.completion_tokens_estimated,
+        "conversations": {
+            "started": m.conversations_started,
+            "completed": m.conversations_completed,
+            "failed": m.conversations_failed,
+            "cut_by_stage_end": m.conversations_cut,
+            "context_limit": m.context_limit,
+        },
+        "turns": turns,
         "sse_events": m.sse_events,
         "content_events": m.content_events,
         "content_bytes": m.content_bytes,
@@ -217,14 +409,156 @@ pub fn stage_json(result: &StageResult) -> Value {
         "retry_after_s_max": m.retry_after_s_max,
         "connects": m.connects,
         "stale_retries": m.stale_retries,
-        "connections_open": m.connections_open,
+    })
+}
+
+/// One stage as JSON: the stage total's statistics at the top level, and
+/// each scenario's under `scenarios`.
+pub fn stage_json(plan: &Plan, result: &StageResult) -> Value {
+    let load = match result.stage.load {
+        Load::Closed { users } => json!({"kind": "closed", "users": users}),
+    };
+    let mut out = json!({
+        "index": result.index,
+        "label": result.stage.label(),
+        "load": load,
+        "duration_s": result.stage.duration.as_secs_f64(),
+        "measured_s": result.measured.as_secs_f64(),
+        "elapsed_s": result.elapsed.as_secs_f64(),
+        "stopped_early": result.stopped_early,
+        "connections_open": result.metrics.connections_open,
         "shard_cpu_s": result.shard_cpu_s,
         "shard_busy_pct": result.shard_busy().iter().map(|b| b * 100.0).collect::<Vec<_>>(),
+    });
+    if let (Value::Object(map), Value::Object(stats)) =
+        (&mut out, stats_json(result, &result.metrics))
+    {
+        map.extend(stats);
+    }
+    let scenarios: Vec<Value> = plan
+        .scenarios
+        .iter()
+        .zip(&result.scenarios)
+        .map(|(scenario, m)| {
+            let mut v = json!({"name": scenario.name});
+            if let (Value::Object(map), Value::Object(stats)) = (&mut v, stats_json(result, m)) {
+                map.extend(stats);
+            }
+            v
+        })
+        .collect();
+    if let Value::Object(map) = &mut out {
+        map.insert("scenarios".into(), Value::Array(scenarios));
+    }
+    out
+}
+
+/// The resolved plan as JSON (`loadtest validate` and the summary).
+/// Secret header values are masked.
+pub fn plan_json(plan: &Plan) -> Value {
+    let total: f64 = plan.scenarios.iter().map(|s| s.weight).sum();
+    let scenarios: Vec<Value> = plan
+        .scenarios
+        .iter()
+        .map(|s| {
+            let mut headers = Map::new();
+            for (name, value) in &s.headers {
+                headers.insert(name.clone(), json!(mask_secret(name, value)));
+            }
+            let content = match &s.content {
+                Content::Pool(list) => json!({"mode": "pool", "prompts": list.len()}),
+                Content::Scripted(list) => json!({"mode": "scripted", "script": list.len()}),
+                Content::Sized(tokens) => json!({"mode": "sized", "approx_input_tokens": tokens}),
+            };
+            json!({
+                "name": s.name,
+                "weight": s.weight,
+                "share_pct": 100.0 * s.weight / total,
+                "protocol": s.protocol.name(),
+                "target": plan.targets[s.target].url,
+                "path": plan.targets[s.target].path,
+                "address": plan.targets[s.target].addr.to_string(),
+                "model": s.model,
+                "system_chars": s.system.as_ref().map(|t| t.chars().count()),
+                "max_tokens": s.max_tokens,
+                "stream": s.stream,
+                "auth": s.auth.name(),
+                "headers": headers,
+                "timeout_s": s.timeout.as_secs_f64(),
+                "turns": {"min": s.turns.0, "max": s.turns.1},
+                "think_time_s": {"min": s.think_time.0.as_secs_f64(), "max": s.think_time.1.as_secs_f64()},
+                "content": content,
+            })
+        })
+        .collect();
+    let t = &plan.thresholds;
+    json!({
+        "scenarios": scenarios,
+        "stages": plan.stages.iter().map(|s| s.label()).collect::<Vec<_>>(),
+        "warmup_s": plan.warmup.as_secs_f64(),
+        "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
+        "cache_mode": plan.cache_mode.name(),
+        "shared_prefix_tokens": plan.shared_prefix.as_ref().map(|_| plan.shared_prefix_tokens),
+        "correlation": {
+            "uuid_in_prompt": plan.uuid_in_prompt && plan.cache_mode != crate::plan::CacheMode::Natural,
+            "header": plan.correlation_header,
+        },
+        "thresholds": {
+            "ttft_p95_ms": t.ttft_p95_ms,
+            "p95_ms": t.p95_ms,
+            "p99_ms": t.p99_ms,
+            "error_rate": t.error_rate,
+            "min_rps": t.min_rps,
+        },
+        "keep_alive": plan.keep_alive,
+        "insecure": plan.insecure,
+        "capture_error_body": plan.capture_error_body,
+        "seed": plan.seed,
+        "shards": plan.cpus.len(),
+        "cpus": plan.cpus,
     })
+}
+
+/// Hides API keys: the value of an auth-looking header keeps its scheme
+/// and last four characters; the `REPLACE_WITH_VK` placeholder is shown.
+pub fn mask_secret(name: &str, value: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let secret = lower == "authorization"
+        || lower.contains("api-key")
+        || lower.contains("apikey")
+        || lower.contains("token")
+        || lower.contains("secret");
+    if !secret || value.contains("REPLACE_WITH_VK") {
+        return value.to_string();
+    }
+    let (scheme, key) = match value.split_once(' ') {
+        Some((scheme, key)) => (format!("{scheme} "), key),
+        None => (String::new(), value),
+    };
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if key.chars().count() <= 8 {
+        format!("{scheme}***")
+    } else {
+        format!("{scheme}***{tail}")
+    }
 }
 
 /// The whole summary document.
 pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -> Value {
+    let verdicts: Vec<Value> = threshold_verdicts(plan, run)
+        .into_iter()
+        .map(|(stage, scenario, failures)| {
+            json!({"stage": stage, "scenario": scenario, "pass": failures.is_empty(), "failures": failures})
+        })
+        .collect();
+    let pass = verdicts.iter().all(|v| v["pass"] == json!(true));
     json!({
         "schema": 1,
         "tool": "loadtest",
@@ -232,17 +566,12 @@ pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -
         "run_id": run_id,
         "generated": rfc3339(SystemTime::now()),
         "started": rfc3339(run.started_at),
-        "target": plan.target.url,
-        "protocol": plan.protocol.name(),
-        "model": plan.model,
-        "stream": plan.stream,
-        "max_tokens": plan.max_tokens,
-        "warmup_s": plan.warmup.as_secs_f64(),
         "loop_mode": "closed",
+        "plan": plan_json(plan),
         "histogram": {"unit": "us", "significant_digits": crate::limits::HISTOGRAM_SIGFIG, "max_ms": crate::limits::HISTOGRAM_US_MAX / 1000},
-        "shards": plan.cpus.len(),
-        "cpus": plan.cpus,
-        "stages": run.stages.iter().map(stage_json).collect::<Vec<_>>(),
+        "stages": run.stages.iter().map(|s| stage_json(plan, s)).collect::<Vec<_>>(),
+        "thresholds": verdicts,
+        "pass": pass,
         "generator_health": {
             "fd_limit": fd_limit,
             "aborted": run.aborted,

@@ -31,6 +31,14 @@ impl Rng {
         assert!(bound > 0, "empty range");
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
+
+    /// A number in `min..=max` (`min` when the range is empty).
+    pub fn range_inclusive(&mut self, min: u64, max: u64) -> u64 {
+        if max <= min {
+            return min;
+        }
+        min + self.below(max - min + 1)
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,13 @@ fn malformed_profile_names_file_and_line() {
         "{\n  \"stages\": \"1:1s\",\n  \"defaults\": {\"modle\": \"x\"}\n}\n",
     );
     let output = bin().args(["run", "--config"]).arg(&p).output().unwrap();
-    assert_usage_error(output, "bad.json: line 3");
+    assert_usage_error(
+        output,
+        "bad.json: defaults.modle: unknown field, did you mean \"model\"? (line 3",
+    );
+    let p = write(&dir, "trunc.json", "{\n  \"stages\": \"1:1s\",\n");
+    let output = bin().args(["validate"]).arg(&p).output().unwrap();
+    assert_usage_error(output, "trunc.json: line 3 column 0: EOF");
     let p = write(&dir, "trunc.json", "{\"stages\": ");
     let output = bin().args(["run", "--config"]).arg(&p).output().unwrap();
     assert_usage_error(output, "trunc.json");

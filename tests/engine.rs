@@ -9,7 +9,7 @@ use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
 use loadtest::mock::{self, MockConfig, MockServer, MockStats};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::protocol::{self, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
+use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
 use loadtest::{config, rt, sse};
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ fn total_requests(result: &RunResult) -> u64 {
 
 #[test]
 fn closed_loop_counts_match_what_the_mock_served() {
-    let mock = start_mock(|c| c.tokens = 40);
+    let mock = start_mock(|c| c.tokens = Some(40));
     let plan = plan(
         r#"{"defaults":{"max_tokens":32,"stream":false},"stages":"2:300ms,6:400ms"}"#,
         &mock,
@@ -98,7 +98,7 @@ fn streaming_ttft_and_itl_follow_the_mock() {
     let mock = start_mock(|c| {
         c.ttft = ttft;
         c.itl = itl;
-        c.tokens = 10;
+        c.tokens = Some(10);
     });
     let plan = plan(
         r#"{"defaults":{"max_tokens":100,"stream":true},"stages":"3:600ms"}"#,
@@ -140,7 +140,7 @@ fn two_shards_merge_into_one_stage() {
     if allowed.len() < 2 {
         return;
     }
-    let mock = start_mock(|c| c.tokens = 8);
+    let mock = start_mock(|c| c.tokens = Some(8));
     let plan = plan(
         r#"{"defaults":{"stream":true},"stages":"5:400ms","warmup":"100ms"}"#,
         &mock,
@@ -170,7 +170,7 @@ impl OpenCheck for engine::StageResult {
 }
 
 fn run_with_headers(headers: &str, stream: bool, timeout: &str) -> (RunResult, MockStats) {
-    let mock = start_mock(|c| c.tokens = 6);
+    let mock = start_mock(|c| c.tokens = Some(6));
     let profile = format!(
         r#"{{"defaults":{{"stream":{stream},"headers":{headers},"timeout":"{timeout}"}},"stages":"2:300ms"}}"#
     );
@@ -251,6 +251,9 @@ impl Protocol for Panicky {
     fn default_path(&self) -> &'static str {
         "/v1/chat/completions"
     }
+    fn default_auth(&self) -> Auth {
+        Auth::Bearer
+    }
     fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
@@ -280,13 +283,13 @@ static PANICKY: Panicky = Panicky;
 
 #[test]
 fn a_panic_costs_one_request_not_the_shard() {
-    let mock = start_mock(|c| c.tokens = 4);
+    let mock = start_mock(|c| c.tokens = Some(4));
     let mut plan = plan(
         r#"{"defaults":{"stream":false},"stages":"2:300ms,2:200ms"}"#,
         &mock,
         cpus().0,
     );
-    plan.protocol = &PANICKY;
+    plan.scenarios[0].protocol = &PANICKY;
     let result = run(&plan);
     let served = mock.stop();
     assert_eq!(
@@ -333,7 +336,7 @@ fn refused_connections_are_counted_without_a_busy_loop() {
 fn large_bodies_spanning_many_reads_parse() {
     // ~4000 tokens ≈ 30 KB: larger than one 16 KiB read buffer, for both
     // the JSON body path and the SSE path.
-    let mock = start_mock(|c| c.tokens = 4000);
+    let mock = start_mock(|c| c.tokens = Some(4000));
     for stream in [false, true] {
         let profile =
             format!(r#"{{"defaults":{{"max_tokens":5000,"stream":{stream}}},"stages":"2:300ms"}}"#);

@@ -48,9 +48,6 @@ impl Conn {
 /// Per-user buffers reused for every request.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    /// A request built per call (prepared requests are sent from the
-    /// shard's table without copying).
-    pub request: Vec<u8>,
     /// A non-streamed response body.
     pub body: Vec<u8>,
     /// SSE state for a streamed body.

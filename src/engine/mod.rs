@@ -19,8 +19,9 @@
 
 mod exchange;
 mod shard;
+pub mod workload;
 
-pub use shard::share_of;
+pub use shard::{share_of, users_of_shard};
 
 use crate::metrics::StageMetrics;
 use crate::plan::Plan;
@@ -53,8 +54,10 @@ pub struct Report {
     pub shard: usize,
     /// Which stage.
     pub stage: usize,
-    /// What it measured.
-    pub metrics: StageMetrics,
+    /// What it measured, per scenario.
+    pub scenarios: Vec<StageMetrics>,
+    /// Connections it had open at the end of the stage.
+    pub connections_open: u64,
     /// The shard thread's CPU seconds so far.
     pub cpu_s: f64,
 }
@@ -66,8 +69,10 @@ pub struct StageResult {
     pub index: usize,
     /// The stage.
     pub stage: Stage,
-    /// Merged metrics.
+    /// Merged metrics of all scenarios.
     pub metrics: StageMetrics,
+    /// Merged metrics per scenario, indexed like `Plan::scenarios`.
+    pub scenarios: Vec<StageMetrics>,
     /// Length of the measured window (stage duration minus warm-up, or
     /// less when the stage was stopped early).
     pub measured: Duration,
@@ -82,12 +87,23 @@ pub struct StageResult {
 impl StageResult {
     /// Requests per second over the measured window.
     pub fn rps(&self) -> f64 {
-        per_second(self.metrics.requests, self.measured)
+        self.rps_of(&self.metrics)
     }
 
     /// Completion tokens per second over the measured window.
     pub fn output_tokens_per_s(&self) -> f64 {
-        per_second(self.metrics.completion_tokens, self.measured)
+        self.output_tokens_per_s_of(&self.metrics)
+    }
+
+    /// Requests per second of one scenario's (or the total) metrics.
+    pub fn rps_of(&self, m: &StageMetrics) -> f64 {
+        per_second(m.requests, self.measured)
+    }
+
+    /// Completion tokens per second of one scenario's (or the total)
+    /// metrics; server counts only.
+    pub fn output_tokens_per_s_of(&self, m: &StageMetrics) -> f64 {
+        per_second(m.completion_tokens, self.measured)
     }
 
     /// Fraction of each shard's CPU that was busy, 0–1.
@@ -226,7 +242,9 @@ fn coordinate(
             }
         }
         on_progress(Progress::StageStarted(index));
-        let mut merged = StageMetrics::new();
+        let mut scenarios: Vec<StageMetrics> =
+            plan.scenarios.iter().map(|_| StageMetrics::new()).collect();
+        let mut connections_open = 0;
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
         let mut received = 0;
@@ -258,9 +276,23 @@ fn coordinate(
             );
             shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
             cpu_before[report.shard] = report.cpu_s;
-            merged.merge(&report.metrics);
+            assert_eq!(
+                report.scenarios.len(),
+                scenarios.len(),
+                "shard {} reported the wrong number of scenarios",
+                report.shard
+            );
+            for (merged, theirs) in scenarios.iter_mut().zip(&report.scenarios) {
+                merged.merge(theirs);
+            }
+            connections_open += report.connections_open;
             received += 1;
         }
+        let mut merged = StageMetrics::new();
+        for scenario in &scenarios {
+            merged.merge(scenario);
+        }
+        merged.connections_open = connections_open;
         let elapsed = start.elapsed();
         let measured = if stopped_early {
             elapsed.min(stage.duration).saturating_sub(plan.warmup)
@@ -271,6 +303,7 @@ fn coordinate(
             index,
             stage: *stage,
             metrics: merged,
+            scenarios,
             measured,
             elapsed,
             shard_cpu_s,

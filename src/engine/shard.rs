@@ -7,16 +7,25 @@
 //! sends its `StageMetrics` to the coordinator. A `Stop` command moves the
 //! end instant to now (Ctrl-C); the stage still ends cleanly.
 //!
+//! Users are split over scenarios by weight for the whole stage, then dealt
+//! to shards in turn, so every shard runs a similar blend. A user runs
+//! conversations of its scenario back to back: each turn's request is
+//! built by `workload`, sent by `Shard::request`, and folded into that
+//! scenario's metrics; a multi-turn user appends the reply to its history,
+//! waits its think time and sends the next turn.
+//!
 //! The source of work (`closed_user`) is separate from the request
 //! machinery (`Shard::request` and `exchange`), so an open-loop arrival
 //! source can drive the same machinery.
 
 use super::exchange::{self, Conn, Failure, Observed, Scratch};
+use super::workload::{self, ScenarioState, UUID_LEN};
 use super::{Command, Report, COMMAND_POLL};
+use crate::content;
 use crate::limits;
 use crate::metrics::{ErrorClass, StageMetrics};
 use crate::plan::Plan;
-use crate::protocol::{Message, Role, TurnRequest};
+use crate::protocol::{Message, Role};
 use crate::rng::Rng;
 use crate::rt;
 use crate::stage::{Load, Stage};
@@ -72,8 +81,13 @@ pub async fn run(ctx: ShardContext) {
             continue;
         };
         let stage = shard.plan.stages[index];
-        let run = Rc::new(StageRun::new(&stage, start, shard.plan.warmup));
-        let stage_future = run_stage(&shard, &run, &stage);
+        let run = Rc::new(StageRun::new(
+            &stage,
+            start,
+            shard.plan.warmup,
+            shard.plan.scenarios.len(),
+        ));
+        let stage_future = run_stage(&shard, &run, index);
         let stop_listener = async {
             // Any command mid-stage (Stop, Shutdown) or a vanished
             // coordinator ends the stage now; in-flight requests finish.
@@ -82,12 +96,11 @@ pub async fn run(ctx: ShardContext) {
             std::future::pending::<()>().await;
         };
         stage_future.or(stop_listener).await;
-        let mut metrics = run.metrics.take();
-        metrics.connections_open = shard.open_connections.get();
         let report = Report {
             shard: shard.index,
             stage: index,
-            metrics,
+            scenarios: run.metrics.take(),
+            connections_open: shard.open_connections.get(),
             cpu_s: rt::thread_cpu_seconds(),
         };
         // The channel holds several reports per shard and the coordinator
@@ -113,28 +126,35 @@ struct StageRun {
     end: Cell<Instant>,
     /// Requests starting before this are warm-up.
     measure_from: Instant,
-    /// What this shard measured.
-    metrics: RefCell<StageMetrics>,
+    /// What this shard measured, per scenario.
+    metrics: RefCell<Vec<StageMetrics>>,
 }
 
 impl StageRun {
-    fn new(stage: &Stage, start: Instant, warmup: Duration) -> Self {
+    fn new(stage: &Stage, start: Instant, warmup: Duration, scenarios: usize) -> Self {
         StageRun {
             end: Cell::new(start + stage.duration),
             measure_from: start + warmup,
-            metrics: RefCell::new(StageMetrics::new()),
+            metrics: RefCell::new((0..scenarios).map(|_| StageMetrics::new()).collect()),
         }
     }
 }
 
-async fn run_stage(shard: &Rc<Shard>, run: &Rc<StageRun>, stage: &Stage) {
+async fn run_stage(shard: &Rc<Shard>, run: &Rc<StageRun>, index: usize) {
+    let stage = shard.plan.stages[index];
     let users = match stage.load {
-        Load::Closed { users } => share_of(users, shard.index, shard.count),
+        Load::Closed { users } => users,
     };
     let watchdog = rt::spawn(watchdog(shard.clone(), run.clone()));
-    let mut tasks = Vec::with_capacity(users as usize);
-    for _ in 0..users {
-        tasks.push(rt::spawn(closed_user(shard.clone(), run.clone())));
+    let mut tasks = Vec::with_capacity(share_of(users, shard.index, shard.count) as usize);
+    for (user, scenario) in users_of_shard(&shard.plan, users, shard.index, shard.count) {
+        let seed = user_seed(shard.plan.seed, index, user);
+        tasks.push(rt::spawn(closed_user(
+            shard.clone(),
+            run.clone(),
+            scenario,
+            seed,
+        )));
     }
     for task in tasks {
         task.await;
@@ -142,6 +162,30 @@ async fn run_stage(shard: &Rc<Shard>, run: &Rc<StageRun>, stage: &Stage) {
     shard.watchdog_stop.set(true);
     watchdog.await;
     shard.watchdog_stop.set(false);
+}
+
+/// The users of a stage that run on shard `index`, as (user number,
+/// scenario): the stage's users are split over scenarios by weight, listed
+/// scenario by scenario, and dealt to the shards in turn.
+pub fn users_of_shard(plan: &Plan, users: u64, index: usize, count: usize) -> Vec<(u64, usize)> {
+    let mut mine = Vec::new();
+    let mut user = 0u64;
+    for (scenario, n) in plan.split_users(users).into_iter().enumerate() {
+        for _ in 0..n {
+            if user % count as u64 == index as u64 {
+                mine.push((user, scenario));
+            }
+            user += 1;
+        }
+    }
+    mine
+}
+
+/// A user's seed: the same user of the same stage makes the same choices
+/// in every run with this seed, whatever the timing.
+fn user_seed(seed: u64, stage: usize, user: u64) -> u64 {
+    let mut rng = Rng::new(seed ^ (stage as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    rng.next_u64() ^ user.wrapping_mul(0x9FB2_1C65_1E98_DF25)
 }
 
 /// This shard's share of `total`: an even split, the remainder going to the
@@ -153,45 +197,84 @@ pub fn share_of(total: u64, index: usize, count: usize) -> u64 {
     total / count + u64::from(index < total % count)
 }
 
-/// A closed-loop virtual user: request, response, next request, until the
-/// stage ends. Holds one connection for its life and hands it back to the
-/// shard's idle pool at the end.
-async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>) {
-    let mut user = User::new();
+/// A closed-loop virtual user: conversations of one scenario back to back
+/// until the stage ends. Holds one connection for its life and hands it
+/// back to the shard's idle pool for its target at the end.
+async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, seed: u64) {
+    let plan = shard.plan.clone();
+    let sc = &plan.scenarios[scenario];
+    let mut user = User::new(seed, plan.run_nonce, !sc.single_turn());
     // The clock is read twice per request (send, and each read), because
     // on this VM `clock_gettime` showed up at 4 % of the engine's CPU when
     // it was read four times. The previous response's completion instant
     // serves as "now" for the loop check and the next send; what runs in
     // between is this loop's bookkeeping, well under a microsecond.
     let mut now = Instant::now();
-    while now < run.end.get() {
-        // Single-turn requests depend only on the prompt picked, so their
-        // bytes were prepared once at shard start and are written from
-        // there: no JSON serialization and no copy per request.
-        let prepared = shard.pick_request();
-        let result = AssertUnwindSafe(shard.request(&mut user, prepared, now))
-            .catch_unwind()
-            .await;
-        let result = result.unwrap_or_else(|_| {
-            shard.close(&mut user.conn);
-            Err(Attempt {
-                class: ErrorClass::Panic,
-                t0: now,
-            })
-        });
-        let failed_to_connect = matches!(&result, Err(a) if is_connect_class(a.class));
-        now = match (&result, user.observed.done_at) {
-            (Ok(_), Some(done)) => done,
-            _ => Instant::now(),
-        };
-        shard.record(&run, &user, result);
-        if failed_to_connect {
-            let left = run.end.get().saturating_duration_since(Instant::now());
-            rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+    // A user thinks after every answer: between turns, and before starting
+    // its next conversation, so single-turn scenarios are paced like
+    // people too. Only its very first request goes out at once.
+    let mut first_request = true;
+    'conversations: while now < run.end.get() {
+        let turns = user.rng.range_inclusive(sc.turns.0, sc.turns.1);
+        user.uuid = workload::new_uuid(&mut user.ids);
+        user.history.clear();
+        for turn in 0..turns {
+            let think = if first_request {
+                Duration::ZERO
+            } else {
+                user.think_time(sc.think_time)
+            };
+            first_request = false;
+            if !think.is_zero() {
+                let left = run.end.get().saturating_duration_since(Instant::now());
+                rt::sleep(think.min(left)).await;
+                now = Instant::now();
+            }
+            if now >= run.end.get() {
+                if turn > 0 {
+                    run.metrics.borrow_mut()[scenario].conversations_cut += 1;
+                }
+                break 'conversations;
+            }
+            let Some(source) = shard.prepare(scenario, &mut user, turn) else {
+                run.metrics.borrow_mut()[scenario].context_limit += 1;
+                continue 'conversations;
+            };
+            let result = AssertUnwindSafe(shard.request(&mut user, scenario, source, now))
+                .catch_unwind()
+                .await;
+            let result = result.unwrap_or_else(|_| {
+                shard.close(&mut user.conn);
+                Err(Attempt {
+                    class: ErrorClass::Panic,
+                    t0: now,
+                })
+            });
+            let failed_to_connect = matches!(&result, Err(a) if is_connect_class(a.class));
+            now = match (&result, user.observed.done_at) {
+                (Ok(_), Some(done)) => done,
+                _ => Instant::now(),
+            };
+            let ok = shard.record(&run, &user, result, scenario, turn, turns);
+            if !ok {
+                if failed_to_connect {
+                    let left = run.end.get().saturating_duration_since(Instant::now());
+                    rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+                    now = Instant::now();
+                }
+                continue 'conversations;
+            }
+            if turn + 1 < turns {
+                let reply = String::from_utf8_lossy(&user.scratch.reply.content).into_owned();
+                user.history.push(Message {
+                    role: Role::Assistant,
+                    content: reply,
+                });
+            }
         }
     }
     if let Some(conn) = user.conn.take() {
-        shard.idle.borrow_mut().push(conn);
+        shard.idle[sc.target].borrow_mut().push(conn);
     }
 }
 
@@ -210,8 +293,23 @@ fn is_connect_class(class: ErrorClass) -> bool {
 struct User {
     /// The connection it holds, if any.
     conn: Option<Conn>,
-    /// Its buffers.
+    /// Its response buffers.
     scratch: Scratch,
+    /// A request serialized for this user (multi-turn, or a filled template).
+    request: Vec<u8>,
+    /// Body scratch while serializing.
+    body: Vec<u8>,
+    /// The conversation so far (multi-turn only).
+    history: Vec<Message>,
+    /// The current conversation's UUID.
+    uuid: [u8; UUID_LEN],
+    /// Bytes of prompt text in the current request (for estimates).
+    prompt_bytes: u64,
+    /// Content and turn choices, from the run's seed.
+    rng: Rng,
+    /// Conversation UUIDs: the seed mixed with a per-run nonce, so reruns
+    /// never repeat a UUID a cache might remember.
+    ids: Rng,
     /// What the exchange saw.
     observed: Observed,
     /// Time spent opening a connection for the current request.
@@ -221,15 +319,42 @@ struct User {
 }
 
 impl User {
-    fn new() -> Self {
+    fn new(seed: u64, nonce: u64, keep_content: bool) -> Self {
+        let mut scratch = Scratch::default();
+        scratch.reply.keep_content = keep_content;
         User {
             conn: None,
-            scratch: Scratch::default(),
+            scratch,
+            request: Vec::new(),
+            body: Vec::new(),
+            history: Vec::new(),
+            uuid: [b'0'; UUID_LEN],
+            prompt_bytes: 0,
+            rng: Rng::new(seed),
+            ids: Rng::new(seed ^ nonce),
             observed: Observed::default(),
             connect_time: None,
             stale_retry: false,
         }
     }
+
+    /// A think time drawn from the scenario's range.
+    fn think_time(&mut self, (min, max): (Duration, Duration)) -> Duration {
+        if max <= min {
+            return min;
+        }
+        let span = (max - min).as_micros() as u64;
+        min + Duration::from_micros(self.rng.below(span + 1))
+    }
+}
+
+/// Where the bytes of a request are.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A shard template, sent as is (nothing in it varies).
+    Template(usize),
+    /// The user's own `request` buffer.
+    Own,
 }
 
 /// A failed request: its class and when it started.
@@ -243,12 +368,10 @@ struct Shard {
     index: usize,
     count: usize,
     plan: Arc<Plan>,
-    /// Request line and fixed headers, up to Content-Length.
-    head_prefix: Vec<u8>,
-    /// Complete request bytes, one per prompt, built at start-up.
-    prepared: Vec<Vec<u8>>,
-    /// Idle keep-alive connections to the target.
-    idle: RefCell<Vec<Conn>>,
+    /// Per scenario: head prefix, templates, generated text.
+    scenarios: Vec<ScenarioState>,
+    /// Idle keep-alive connections, per target.
+    idle: Vec<RefCell<Vec<Conn>>>,
     /// Bounds concurrent connects (see `limits::CONNECTS_IN_FLIGHT_PER_SHARD_MAX`).
     connect_slots: rt::Semaphore,
     /// Requests in flight, for the timeout watchdog.
@@ -257,75 +380,79 @@ struct Shard {
     watchdog_stop: Cell<bool>,
     /// Connections currently open.
     open_connections: Rc<Cell<u64>>,
-    /// Random choices (prompt picks), seeded per shard.
-    rng: RefCell<Rng>,
 }
 
 impl Shard {
     fn new(index: usize, count: usize, plan: Arc<Plan>) -> Self {
-        let head_prefix = plan.request_head_prefix();
-        let seed = plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut shard = Shard {
+        let mut rng = Rng::new(plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let scenarios = (0..plan.scenarios.len())
+            .map(|i| ScenarioState::new(&plan, i, &mut rng))
+            .collect();
+        Shard {
             index,
             count,
+            idle: plan
+                .targets
+                .iter()
+                .map(|_| RefCell::new(Vec::new()))
+                .collect(),
             plan,
-            head_prefix,
-            prepared: Vec::new(),
-            idle: RefCell::new(Vec::new()),
+            scenarios,
             connect_slots: rt::Semaphore::new(limits::CONNECTS_IN_FLIGHT_PER_SHARD_MAX),
             inflight: RefCell::new(Inflight::default()),
             watchdog_stop: Cell::new(false),
             open_connections: Rc::new(Cell::new(0)),
-            rng: RefCell::new(Rng::new(seed)),
-        };
-        let mut scratch = Scratch::default();
-        let mut messages = vec![Message {
-            role: Role::User,
-            content: String::new(),
-        }];
-        for prompt in &shard.plan.prompts {
-            messages[0].content.clone_from(prompt);
-            shard.build_request(&messages, &mut scratch);
-            shard.prepared.push(scratch.request.clone());
         }
-        shard
     }
 
-    fn pick_request(&self) -> &[u8] {
-        let i = self.rng.borrow_mut().below(self.prepared.len() as u64) as usize;
-        &self.prepared[i]
-    }
-
-    /// Builds head and body into `scratch.request` (the body is built in
-    /// `scratch.body` first to learn its length; both buffers are reused).
-    fn build_request(&self, messages: &[Message], scratch: &mut Scratch) {
-        let plan = &self.plan;
-        let turn = TurnRequest {
-            model: &plan.model,
-            system: plan.system.as_deref(),
-            messages,
-            max_tokens: plan.max_tokens,
-            stream: plan.stream,
+    /// Puts turn `turn` of the user's conversation into sendable bytes.
+    /// `None` when the request would exceed `limits::REQUEST_BYTES_MAX`.
+    fn prepare(&self, scenario: usize, user: &mut User, turn: u64) -> Option<Source> {
+        let sc = &self.plan.scenarios[scenario];
+        let state = &self.scenarios[scenario];
+        if turn == 0 {
+            if let Some(i) = state.pick_template(sc, &mut user.rng) {
+                let template = &state.templates[i];
+                user.prompt_bytes = template.prompt_bytes;
+                if template.uuid_at.is_empty() {
+                    return Some(Source::Template(i));
+                }
+                workload::fill_template(template, &user.uuid, &mut user.request);
+                return Some(Source::Own);
+            }
+        }
+        let text = state.turn_text(sc, turn, &mut user.rng);
+        let content = if turn == 0 {
+            workload::first_message(&self.plan, &user.uuid, text)
+        } else {
+            text.to_string()
         };
-        scratch.body.clear();
-        plan.protocol.write_body(&turn, &mut scratch.body);
-        let request = &mut scratch.request;
-        request.clear();
-        request.extend_from_slice(&self.head_prefix);
-        request.extend_from_slice(b"Content-Length: ");
-        crate::http::push_decimal(request, scratch.body.len() as u64);
-        request.extend_from_slice(b"\r\n\r\n");
-        request.extend_from_slice(&scratch.body);
+        user.history.push(Message {
+            role: Role::User,
+            content,
+        });
+        user.prompt_bytes = workload::prompt_bytes(sc, &user.history);
+        workload::build_request(
+            &self.plan,
+            sc,
+            &state.head_prefix,
+            &user.uuid,
+            &user.history,
+            &mut user.body,
+            &mut user.request,
+        );
+        (user.request.len() <= limits::REQUEST_BYTES_MAX).then_some(Source::Own)
     }
 
     /// Opens a connection, waiting for a connect slot first.
-    async fn connect(&self) -> Result<Conn, ErrorClass> {
+    async fn connect(&self, target: usize) -> Result<Conn, ErrorClass> {
         let _permit = self
             .connect_slots
             .acquire_permit(1)
             .await
             .map_err(|_| ErrorClass::ConnOther)?;
-        let stream = rt::TcpStream::connect(self.plan.target.addr, self.plan.connect_timeout)
+        let addr = self.plan.targets[target].addr;
+        let stream = rt::TcpStream::connect(addr, self.plan.connect_timeout)
             .await
             .map_err(|e| connect_class(&e))?;
         Ok(Conn::new(stream))
@@ -336,9 +463,11 @@ impl Shard {
     async fn request(
         &self,
         user: &mut User,
-        request: &[u8],
+        scenario: usize,
+        source: Source,
         now: Instant,
     ) -> Result<Instant, Attempt> {
+        let sc = &self.plan.scenarios[scenario];
         user.connect_time = None;
         user.stale_retry = false;
         // A failed connect never reaches `exchange`, which resets this; a
@@ -348,13 +477,13 @@ impl Shard {
         let mut fresh = Some(now);
         loop {
             if user.conn.is_none() {
-                let pooled = self.idle.borrow_mut().pop();
+                let pooled = self.idle[sc.target].borrow_mut().pop();
                 user.conn = match pooled {
                     Some(conn) => Some(conn),
                     None => {
                         let started = Instant::now();
                         let conn = self
-                            .connect()
+                            .connect(sc.target)
                             .await
                             .map_err(|class| Attempt { class, t0: started })?;
                         let connected = Instant::now();
@@ -365,20 +494,23 @@ impl Shard {
                     }
                 };
             }
-            let Some(conn) = user.conn.as_mut() else {
+            let User {
+                conn,
+                scratch,
+                observed,
+                request: own,
+                ..
+            } = &mut *user;
+            let Some(conn) = conn.as_mut() else {
                 unreachable!("a connection was just ensured");
             };
+            let bytes: &[u8] = match source {
+                Source::Template(i) => &self.scenarios[scenario].templates[i].bytes,
+                Source::Own => own,
+            };
             let t0 = fresh.take().unwrap_or_else(Instant::now);
-            let guard = InflightGuard::new(self, t0 + self.plan.timeout, conn.stream.raw_fd());
-            let result = exchange::exchange(
-                conn,
-                self.plan.protocol,
-                request,
-                &mut user.scratch,
-                t0,
-                &mut user.observed,
-            )
-            .await;
+            let guard = InflightGuard::new(self, t0 + sc.timeout, conn.stream.raw_fd());
+            let result = exchange::exchange(conn, sc.protocol, bytes, scratch, t0, observed).await;
             let timed_out = guard.finish();
             let keep = matches!(result, Ok(())) && user.observed.keep_alive && !timed_out;
             if !keep {
@@ -410,9 +542,19 @@ impl Shard {
         }
     }
 
-    /// Folds one finished request into the stage's metrics.
-    fn record(&self, run: &StageRun, user: &User, result: Result<Instant, Attempt>) {
-        let mut m = run.metrics.borrow_mut();
+    /// Folds one finished turn into its scenario's metrics; returns whether
+    /// it succeeded (a failed turn ends the conversation).
+    fn record(
+        &self,
+        run: &StageRun,
+        user: &User,
+        result: Result<Instant, Attempt>,
+        scenario: usize,
+        turn: u64,
+        turns: u64,
+    ) -> bool {
+        let mut all = run.metrics.borrow_mut();
+        let m = &mut all[scenario];
         let t0 = match &result {
             Ok(t0) => *t0,
             Err(a) => a.t0,
@@ -421,18 +563,22 @@ impl Shard {
             m.connects += 1;
             m.connect.record(connect);
         }
-        if t0 < run.measure_from {
-            m.warmup_requests += 1;
-            return;
-        }
-        m.requests += 1;
-        m.stale_retries += u64::from(user.stale_retry);
         let observed = &user.observed;
         let class = match result {
             Err(a) => Some(a.class),
             Ok(_) if (200..300).contains(&observed.status) => None,
             Ok(_) => Some(ErrorClass::for_status(observed.status)),
         };
+        if t0 < run.measure_from {
+            m.warmup_requests += 1;
+            return class.is_none();
+        }
+        m.requests += 1;
+        m.turn_row(turn).requests += 1;
+        if turn == 0 {
+            m.conversations_started += 1;
+        }
+        m.stale_retries += u64::from(user.stale_retry);
         if observed.status != 0 && !matches!(class, Some(c) if is_connect_class(c)) {
             m.count_status(observed.status);
         }
@@ -441,17 +587,34 @@ impl Shard {
         }
         if let Some(class) = class {
             m.count_error(class);
+            m.conversations_failed += 1;
             if class == ErrorClass::Http429 {
                 m.retry_after_s_max = m.retry_after_s_max.max(observed.retry_after_s);
             }
-            return;
+            return false;
         }
         m.ok += 1;
-        if let Some(done) = observed.done_at {
-            m.latency.record(done - t0);
+        if turn + 1 == turns {
+            m.conversations_completed += 1;
+        }
+        let reply = &user.scratch.reply;
+        let latency = observed.done_at.map(|done| done - t0);
+        if let Some(latency) = latency {
+            m.latency.record(latency);
         }
         if let Some(ttft) = observed.ttft {
             m.ttft.record(ttft);
+        }
+        let row = m.turn_row(turn);
+        row.ok += 1;
+        row.latency_us += latency.map_or(0, |d| d.as_micros() as u64);
+        if let Some(ttft) = observed.ttft {
+            row.ttft_samples += 1;
+            row.ttft_us += ttft.as_micros() as u64;
+        }
+        if let Some(p) = reply.prompt_tokens {
+            row.prompt_samples += 1;
+            row.prompt_tokens += p;
         }
         for &gap in &user.scratch.itl_gaps_us {
             m.itl.record_us(u64::from(gap));
@@ -459,15 +622,20 @@ impl Shard {
         m.itl_gaps_dropped += observed.itl_gaps_dropped;
         m.sse_events += observed.sse_events;
         m.content_events += observed.content_events;
-        let reply = &user.scratch.reply;
         m.content_bytes += reply.content_bytes;
+        m.cached_tokens += reply.cached_tokens.unwrap_or(0);
         match (reply.prompt_tokens, reply.completion_tokens) {
-            (None, None) => m.usage_missing += 1,
+            (None, None) => {
+                m.usage_missing += 1;
+                m.prompt_tokens_estimated += content::estimate_tokens(user.prompt_bytes);
+                m.completion_tokens_estimated += content::estimate_tokens(reply.content_bytes);
+            }
             (p, c) => {
                 m.prompt_tokens += p.unwrap_or(0);
                 m.completion_tokens += c.unwrap_or(0);
             }
         }
+        true
     }
 }
 

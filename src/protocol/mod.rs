@@ -9,6 +9,7 @@
 //!
 //! Adding a protocol is one new module and one line in `REGISTRY`.
 
+pub mod anthropic;
 pub mod json;
 pub mod openai;
 
@@ -64,6 +65,8 @@ pub struct Reply {
     pub prompt_tokens: Option<u64>,
     /// Completion tokens reported by the server.
     pub completion_tokens: Option<u64>,
+    /// Prompt tokens the server says it read from its prompt cache.
+    pub cached_tokens: Option<u64>,
     /// The server said why generation stopped.
     pub finished: bool,
     /// The stream's end marker arrived (`[DONE]` for OpenAI).
@@ -77,6 +80,7 @@ impl Reply {
         self.content_bytes = 0;
         self.prompt_tokens = None;
         self.completion_tokens = None;
+        self.cached_tokens = None;
         self.finished = false;
         self.saw_end = false;
     }
@@ -122,12 +126,50 @@ impl From<sse::SseError> for ProtocolError {
     }
 }
 
+/// Where an API key goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer <key>` (OpenAI, most gateways).
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+}
+
+impl Auth {
+    /// Parses a profile's `auth` value.
+    pub fn parse(text: &str) -> Option<Auth> {
+        match text.to_ascii_lowercase().as_str() {
+            "bearer" | "authorization" => Some(Auth::Bearer),
+            "x-api-key" | "x_api_key" | "api-key" => Some(Auth::XApiKey),
+            _ => None,
+        }
+    }
+
+    /// The profile spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Auth::Bearer => "bearer",
+            Auth::XApiKey => "x-api-key",
+        }
+    }
+
+    /// The header carrying `key` this way.
+    pub fn header(self, key: &str) -> (String, String) {
+        match self {
+            Auth::Bearer => ("Authorization".into(), format!("Bearer {key}")),
+            Auth::XApiKey => ("x-api-key".into(), key.to_string()),
+        }
+    }
+}
+
 /// One wire format.
 pub trait Protocol: Sync + fmt::Debug {
     /// Name used in profiles (`openai-chat`).
     fn name(&self) -> &'static str;
     /// Default request path.
     fn default_path(&self) -> &'static str;
+    /// Where this API expects its key, unless a profile says otherwise.
+    fn default_auth(&self) -> Auth;
     /// Headers this protocol always sends (besides Host, Content-Type and
     /// Content-Length).
     fn fixed_headers(&self) -> &'static [(&'static str, &'static str)];
@@ -144,12 +186,13 @@ pub trait Protocol: Sync + fmt::Debug {
 }
 
 /// Every protocol, by profile name.
-pub static REGISTRY: &[&dyn Protocol] = &[&openai::OpenAiChat];
+pub static REGISTRY: &[&dyn Protocol] = &[&openai::OpenAiChat, &anthropic::AnthropicMessages];
 
 /// Looks a protocol up by name (also accepts common aliases).
 pub fn by_name(name: &str) -> Option<&'static dyn Protocol> {
     let name = match name {
-        "openai" | "openai_chat" | "chat" => "openai-chat",
+        "openai" | "openai_chat" | "chat" | "openai-chat-completions" => "openai-chat",
+        "anthropic-messages" | "anthropic_messages" | "messages" | "claude" => "anthropic",
         other => other,
     };
     REGISTRY.iter().copied().find(|p| p.name() == name)

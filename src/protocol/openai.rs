@@ -8,7 +8,7 @@
 //! `choices`, and the `data: [DONE]` end marker.
 
 use super::json::{Bad, Kind, Scanner, Str};
-use super::{EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
+use super::{Auth, EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
 use crate::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -123,6 +123,14 @@ fn parse_document(
                 b"completion_tokens" => {
                     reply.completion_tokens = s.u64_or_null()?.or(reply.completion_tokens)
                 }
+                b"prompt_tokens_details" if s.peek()? == Kind::Object => s.object(|s, key| {
+                    if key.raw == b"cached_tokens" {
+                        reply.cached_tokens = s.u64_or_null()?.or(reply.cached_tokens);
+                        Ok(())
+                    } else {
+                        s.skip()
+                    }
+                })?,
                 _ => s.skip()?,
             }
             Ok(())
@@ -189,6 +197,10 @@ impl Protocol for OpenAiChat {
 
     fn default_path(&self) -> &'static str {
         "/v1/chat/completions"
+    }
+
+    fn default_auth(&self) -> Auth {
+        Auth::Bearer
     }
 
     fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
