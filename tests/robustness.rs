@@ -131,3 +131,143 @@ fn deep_nesting_is_rejected_not_recursed() {
         Err(ProtocolError::BadJson)
     );
 }
+
+/// Keys the generator draws from: the schema's own, a few typos, and a
+/// stranger, at any depth.
+const PROFILE_KEYS: &[&str] = &[
+    "defaults",
+    "scenarios",
+    "stages",
+    "warmup",
+    "think_time",
+    "cache_mode",
+    "correlation",
+    "thresholds",
+    "timeout",
+    "seed",
+    "name",
+    "weight",
+    "protocol",
+    "target",
+    "model",
+    "headers",
+    "system",
+    "max_tokens",
+    "stream",
+    "turns",
+    "content",
+    "mode",
+    "prompts",
+    "script",
+    "approx_input_tokens",
+    "min",
+    "max",
+    "concurrency",
+    "duration",
+    "uuid_in_prompt",
+    "header",
+    "ttft_p95_ms",
+    "p95_ms",
+    "error_rate",
+    "min_rps",
+    "auth",
+    "shared_prefix_tokens",
+    "mdoe",
+    "wieght",
+    "zzz",
+];
+
+fn random_value(rng: &mut Rng, depth: u32) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let strings = [
+        "",
+        "pool",
+        "sized",
+        "scripted",
+        "bust",
+        "natural",
+        "shared-prefix",
+        "anthropic",
+        "openai-chat",
+        "1:1s",
+        "@5:1s",
+        "2:1s,3:2s",
+        "10ms",
+        "1h",
+        "-1s",
+        "x-api-key",
+        "bearer",
+        "http://127.0.0.1:9",
+        "\u{0}",
+        "a\r\nb: c",
+    ];
+    match rng.below(if depth >= 4 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => json!(rng.below(2) == 0),
+        2 => {
+            let numbers = [0.0, 1.0, -1.0, 0.5, 3.0, 1e9, 1e300, 4294967296.0, 55.0];
+            json!(numbers[rng.below(numbers.len() as u64) as usize])
+        }
+        3 => json!(rng.next_u64() >> rng.below(64)),
+        4 => json!(strings[rng.below(strings.len() as u64) as usize]),
+        5 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            let mut map = serde_json::Map::new();
+            for _ in 0..rng.below(6) {
+                let key = PROFILE_KEYS[rng.below(PROFILE_KEYS.len() as u64) as usize];
+                map.insert(key.to_string(), random_value(rng, depth + 1));
+            }
+            Value::Object(map)
+        }
+    }
+}
+
+/// Loads a profile the way `run` does; the target is forced to loopback
+/// so no input can make the test resolve a host name.
+fn load(text: &str) -> Result<(), String> {
+    let profile = loadtest::config::parse(text)?;
+    let overrides = loadtest::plan::Overrides {
+        target: Some("http://127.0.0.1:9".into()),
+        ..Default::default()
+    };
+    loadtest::plan::build(&profile, &overrides, vec![0]).map(|_| ())
+}
+
+#[test]
+fn the_profile_loader_never_panics() {
+    let mut rng = Rng::new(0x9e0f11e);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
+    let mut shipped: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    shipped.sort();
+    let mut accepted = 0;
+    for case in 0..CASES {
+        let text = if case % 2 == 0 {
+            let valid = &shipped[rng.below(shipped.len() as u64) as usize];
+            String::from_utf8_lossy(&input(&mut rng, valid)).into_owned()
+        } else {
+            random_value(&mut rng, 0).to_string()
+        };
+        let outcome = std::panic::catch_unwind(|| load(&text));
+        match outcome {
+            Err(_) => panic!("the loader panicked on: {text}"),
+            Ok(Ok(())) => accepted += 1,
+            Ok(Err(message)) => {
+                assert!(!message.is_empty(), "empty error for: {text}");
+                assert!(
+                    !message.contains('\n'),
+                    "multi-line error `{message}` for: {text}"
+                );
+            }
+        }
+    }
+    // Some mutations keep a profile valid; the test must not only ever
+    // exercise the first error path.
+    assert!(accepted > 100, "only {accepted} inputs were accepted");
+}
