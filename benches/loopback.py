@@ -10,7 +10,7 @@ requests per generator CPU-second (from the generator process's rusage),
 plus the upstream's CPU per request (from /proc). Medians over rounds.
 
 Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
-       [--conns 64,1000] [--tools wrk,oha,bare-glommio,loadtest]
+       [--conns 64,1000] [--tools wrk,oha,bare-glommio,loadtest,loadtest-bust]
        [--upstreams mock,nginx] [--no-build] [--markdown out.md]
 """
 
@@ -121,9 +121,9 @@ def run_bare(url, conns, seconds):
     return dict(rps=j["rps"], requests=j["requests"], p50=j["p50_ms"], p99=j["p99_ms"], cpu=cpu)
 
 
-def run_loadtest(url, conns, seconds, outdir):
+def run_loadtest(url, conns, seconds, outdir, profile=PROFILE):
     out, cpu = timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
-                      "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
+                      "run", "--config", profile, "--target", url, "--cpus", GEN_CPU,
                       "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir])
     path = out.split("summary: ")[1].split()[0]
     stage = json.load(open(path))["stages"][0]
@@ -192,7 +192,7 @@ def main():
     ap.add_argument("--conns", default="64,1000")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
-    ap.add_argument("--tools", default="wrk,oha,bare-glommio,loadtest", help="subset, comma-separated")
+    ap.add_argument("--tools", default="wrk,oha,bare-glommio,loadtest,loadtest-bust", help="subset, comma-separated")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
     args = ap.parse_args()
     if not args.no_build:
@@ -221,6 +221,15 @@ def main():
             tools.append(("oha", lambda u, c: run_oha(u, c, args.seconds, body_path)))
         tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
         tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
+        # The same profile as users run it by default: cache_mode bust (a
+        # fresh UUID in every prompt) and an x-request-id header, so each
+        # request is a template copy plus two UUID patches.
+        bust = json.load(open(PROFILE))
+        bust.pop("cache_mode", None)
+        bust.pop("correlation", None)
+        bust_path = os.path.join(tmp, "bust.json")
+        json.dump(bust, open(bust_path, "w"))
+        tools.append(("loadtest-bust", lambda u, c: run_loadtest(u, c, args.seconds, tmp, bust_path)))
         tools = [t for t in tools if t[0] in args.tools.split(",")]
         upstreams = [u for u in upstreams if u[0] in args.upstreams.split(",")]
         results = {}

@@ -983,6 +983,24 @@ mod tests {
     }
 
     #[test]
+    fn messages_route_and_system_prompt() {
+        let head = parse_request_head(b"POST /v1/messages HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.route, Route::Messages);
+        let r = parse_chat(
+            br#"{"model":"c","system":"abcdefgh","max_tokens":7,"messages":[{"role":"user","content":"ijkl"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.prompt_chars, 12);
+        assert_eq!(r.max_tokens, Some(7));
+        let body = Flavor::Anthropic.error_body(429, "slow down");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+    }
+
+    #[test]
     fn text_cache_slices_by_token() {
         let mut cache = TextCache::default();
         assert_eq!(cache.first(0), b"");

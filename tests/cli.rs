@@ -242,3 +242,86 @@ fn ctrl_c_keeps_what_was_measured() {
     assert!(stages[1]["measured_s"].as_f64().unwrap() < 30.0);
     assert_eq!(summary["generator_health"]["aborted"], "stopped by request");
 }
+
+#[test]
+fn seed_style_command_line_runs_and_thresholds_set_the_exit_code() {
+    let dir = temp_dir("seedstyle");
+    // The seed tool's spelling: no subcommand, single-dash flags.
+    let p = write(
+        &dir,
+        "strict.json",
+        r#"{"defaults":{"target":"http://localhost:1","stream":true},"stages":"2:300ms",
+            "thresholds":{"p95_ms":0.001,"error_rate":0.5}}"#,
+    );
+    let output = bin()
+        .arg("-config")
+        .arg(&p)
+        .args(["-mock", "-vk", "sk-xyz", "-model", "prov/m", "-out"])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {}",
+        stderr(&output)
+    );
+    assert!(
+        stdout.contains("threshold FAIL 2:300ms all: p95"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("thresholds: FAIL"), "{stdout}");
+    assert!(stdout.contains("model=prov/m"), "{stdout}");
+    let summary = std::fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("summary-"))
+        .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    assert_eq!(summary["pass"], false);
+    assert_eq!(summary["thresholds"][0]["pass"], false);
+    // The key is masked in the summary's copy of the plan.
+    let auth = summary["plan"]["scenarios"][0]["headers"]["Authorization"].as_str();
+    assert_eq!(auth, Some("Bearer ***"));
+}
+
+#[test]
+fn validate_prints_the_resolved_profile() {
+    let realistic = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/realistic.json");
+    let output = bin()
+        .args([
+            "validate",
+            realistic,
+            "--target",
+            "http://127.0.0.1:8081",
+            "--seed",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let scenarios = plan["scenarios"].as_array().unwrap();
+    assert_eq!(scenarios.len(), 3);
+    assert_eq!(scenarios[0]["name"], "simple");
+    assert_eq!(scenarios[0]["share_pct"], 55.0);
+    assert_eq!(scenarios[1]["turns"]["max"], 4);
+    assert_eq!(scenarios[2]["target"], "http://127.0.0.1:8081");
+    assert_eq!(plan["seed"], 5);
+    assert_eq!(plan["cache_mode"], "bust");
+
+    let dir = temp_dir("validate");
+    let p = write(
+        &dir,
+        "typo.json",
+        r#"{"stages":"1:1s","defaults":{"target":"http://127.0.0.1:1"},
+            "scenarios":[{},{},{"content":{"mdoe":"pool"}}]}"#,
+    );
+    let output = bin().arg("validate").arg(&p).output().unwrap();
+    assert_usage_error(
+        output,
+        "typo.json: scenarios[2].content.mdoe: unknown field, did you mean \"mode\"?",
+    );
+}
