@@ -238,6 +238,13 @@ async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, seed:
             }
             let Some(source) = shard.prepare(scenario, &mut user, turn) else {
                 run.metrics.borrow_mut()[scenario].context_limit += 1;
+                // The plan bounds first turns, but escaping can still grow
+                // one past the limit; back off rather than spin on it.
+                if turn == 0 {
+                    let left = run.end.get().saturating_duration_since(Instant::now());
+                    rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+                }
+                now = Instant::now();
                 continue 'conversations;
             };
             let result = AssertUnwindSafe(shard.request(&mut user, scenario, source, now))
