@@ -503,6 +503,29 @@ fn resolve_scenario(
             (None, None) => (None, format!("{at}.{field}")),
         }
     }
+    // As in the seed tool, an empty string means "not set" and falls back
+    // (a seed profile's `"system": ""` must not send an empty system prompt).
+    let blank = |o: &Option<String>| o.clone().filter(|v| !v.is_empty());
+    let (own, defaults) = (
+        &config::Scenario {
+            protocol: blank(&own.protocol),
+            target: blank(&own.target),
+            model: blank(&own.model),
+            system: blank(&own.system),
+            timeout: blank(&own.timeout),
+            auth: blank(&own.auth),
+            ..own.clone()
+        },
+        &config::Scenario {
+            protocol: blank(&defaults.protocol),
+            target: blank(&defaults.target),
+            model: blank(&defaults.model),
+            system: blank(&defaults.system),
+            timeout: blank(&defaults.timeout),
+            auth: blank(&defaults.auth),
+            ..defaults.clone()
+        },
+    );
     let name = match &own.name {
         Some(name) => {
             if name.is_empty()
@@ -1158,6 +1181,19 @@ mod tests {
         assert_eq!(plan.split_users(100), vec![55, 30, 15]);
         assert_eq!(plan.split_users(4), vec![2, 1, 1]);
         assert_eq!(plan.split_users(1), vec![1, 0, 0]);
+    }
+
+    #[test]
+    fn empty_strings_fall_back_like_the_seed_tool() {
+        let p = profile(
+            r#"{"defaults":{"target":"http://127.0.0.1:1","model":"m","system":""},"stages":"1:1s",
+                "scenarios":[{"name":"a","model":"","target":"","protocol":""}]}"#,
+        );
+        let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+        let s = &plan.scenarios[0];
+        assert_eq!(s.model, "m");
+        assert_eq!(s.system, None);
+        assert_eq!(s.protocol.name(), "openai-chat");
     }
 
     #[test]
