@@ -68,6 +68,11 @@ pub struct OverrideArgs {
     /// Do not verify TLS certificates (https targets).
     #[arg(long)]
     pub insecure: bool,
+    /// Open-loop stages: most conversations in flight (all shards); an
+    /// arrival beyond it is counted as dropped. Default: sized from the
+    /// file-descriptor limit.
+    #[arg(long)]
+    pub max_inflight: Option<u64>,
 }
 
 /// `loadtest validate`.
@@ -142,6 +147,13 @@ pub struct MockArgs {
     /// Default: exactly the request's max_tokens.
     #[arg(long)]
     pub tokens: Option<u32>,
+    /// Freeze once, this long after starting (with --stall-for), e.g. 10s:
+    /// requests arriving in the window are answered when it ends.
+    #[arg(long, requires = "stall_for")]
+    pub stall_at: Option<String>,
+    /// Length of that freeze, e.g. 1s.
+    #[arg(long, requires = "stall_at")]
+    pub stall_for: Option<String>,
 }
 
 /// An error at the edge: a message for the user and an exit code.
@@ -223,6 +235,13 @@ fn serve_mock(args: MockArgs) -> Result<u8, Failure> {
         itl: duration_flag("itl", &args.itl)?,
         tokens: args.tokens,
         cpus: cpus.clone(),
+        stall: match (&args.stall_at, &args.stall_for) {
+            (Some(at), Some(length)) => Some((
+                duration_flag("stall-at", at)?,
+                duration_flag("stall-for", length)?,
+            )),
+            _ => None,
+        },
     };
     rt::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
@@ -311,6 +330,7 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
         vk: args.vk.clone(),
         headers: parse_headers(&args.headers)?,
         insecure: args.insecure,
+        max_inflight: args.max_inflight,
     })
 }
 
@@ -333,6 +353,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let (generator_cpus, mock_cpus) = choose_cpus(&args, &allowed)?;
     let mut overrides = overrides(&args.overrides)?;
     let fd_limit = rt::raise_fd_limit();
+    if overrides.max_inflight.is_none() && profile.max_inflight.is_none() {
+        overrides.max_inflight = Some(default_max_inflight(fd_limit, args.mock));
+    }
     let mock_server = if args.mock {
         let config = MockConfig {
             latency: opt_duration("mock-latency", &args.mock_latency)?,
@@ -340,6 +363,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             itl: opt_duration("mock-itl", &args.mock_itl)?,
             tokens: args.mock_tokens,
             cpus: mock_cpus.clone(),
+            stall: None,
         };
         let server = mock::start("127.0.0.1:0".parse().expect("literal address"), config)
             .map_err(|e| usage(format!("--mock: {e}")))?;
@@ -425,6 +449,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             verdicts.len()
         );
     }
+    if let Some(knee) = report::knee(&plan, &result) {
+        println!("{}", report::knee_line(&knee));
+    }
     println!("summary: {}", path.display());
     match &result.aborted {
         None if !failed.is_empty() => Ok(1),
@@ -445,12 +472,26 @@ fn opt_duration(flag: &str, text: &Option<String>) -> Result<Duration, Failure> 
         .map_or(Ok(Duration::ZERO), |t| duration_flag(flag, t))
 }
 
+/// The default bound on open-loop conversations in flight: what the
+/// file-descriptor limit leaves after a reserve (each conversation holds a
+/// connection; an in-process mock holds the other end too).
+fn default_max_inflight(fd_limit: u64, local_mock: bool) -> u64 {
+    const RESERVE: u64 = 256;
+    if fd_limit == 0 {
+        return crate::limits::MAX_INFLIGHT_DEFAULT;
+    }
+    let per = if local_mock { 2 } else { 1 };
+    (fd_limit.saturating_sub(RESERVE) / per).clamp(16, crate::limits::USERS_MAX)
+}
+
 /// (stage label, scenario name) pairs where a scenario with weight gets no
 /// users because the stage has too few for the blend.
 fn zero_user_scenarios(plan: &plan::Plan) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for stage in &plan.stages {
-        let stage::Load::Closed { users } = stage.load;
+        let stage::Load::Closed { users } = stage.load else {
+            continue;
+        };
         for (scenario, n) in plan.scenarios.iter().zip(plan.split_users(users)) {
             if n == 0 && scenario.weight > 0.0 {
                 out.push((stage.label(), scenario.name.clone()));
@@ -476,7 +517,7 @@ fn preflight(plan: &plan::Plan, fd_limit: u64, local_mock: bool) -> Result<(), F
     let needed = plan.users_max() * per_user + 64;
     if fd_limit > 0 && needed > fd_limit {
         return Err(usage(format!(
-            "the largest stage needs about {needed} open files but the limit is {fd_limit}; raise `ulimit -n` or lower the users"
+            "the largest stage needs about {needed} open files but the limit is {fd_limit}; raise `ulimit -n`, or lower the users or --max-inflight"
         )));
     }
     Ok(())

@@ -31,6 +31,8 @@ pub struct Profile {
     pub warmup: Option<String>,
     /// Pause between turns, for scenarios that set none.
     pub think_time: Option<Value>,
+    /// Most conversations in flight per open-loop stage (all shards).
+    pub max_inflight: Option<u64>,
     /// `bust` (default), `shared-prefix` or `natural`.
     pub cache_mode: Option<String>,
     /// Length of the common preamble with `cache_mode: shared-prefix`.

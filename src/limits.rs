@@ -84,6 +84,21 @@ pub const TIMEOUT_TICK: Duration = Duration::from_millis(100);
 /// descriptor limit; the plan checks that separately.
 pub const USERS_MAX: u64 = 1_000_000;
 
+/// Highest open-loop rate, arrivals per second over all shards. Far above
+/// what one host can send (about 80k/s per core here); a typo such as an
+/// extra zero is caught instead of being attempted.
+pub const RATE_MAX: f64 = 10_000_000.0;
+
+/// How long an open-loop pacer sleeps at least between wake-ups, so at high
+/// rates it fires every arrival already due once per tick instead of paying
+/// a timer wake-up (~35 µs of CPU here) per arrival. The research notes
+/// measured a 100 µs tick at p99 lateness 163 µs for 20k events/s.
+pub const PACER_TICK: Duration = Duration::from_micros(100);
+
+/// Default bound on conversations in flight per open-loop stage, when the
+/// file-descriptor limit is unknown.
+pub const MAX_INFLIGHT_DEFAULT: u64 = 10_000;
+
 /// Most stages in one run.
 pub const STAGES_MAX: usize = 1_000;
 

@@ -296,6 +296,21 @@ pub struct StageMetrics {
     pub itl: Hist,
     /// Time to open a new connection (includes waiting for a connect slot).
     pub connect: Hist,
+    /// Open loop: latency from the intended send time (coordinated
+    /// omission corrected). Empty in closed-loop stages.
+    pub latency_corrected: Hist,
+    /// Open loop: TTFT from the intended send time.
+    pub ttft_corrected: Hist,
+    /// Open loop: how late each request started (actual − intended).
+    pub sched_lag: Hist,
+    /// Open loop: arrivals due in the measured window.
+    pub arrivals: u64,
+    /// Open loop: arrivals not sent because `max_inflight` conversations
+    /// were already in flight.
+    pub dropped_arrivals: u64,
+    /// Open loop: most conversations in flight at once (summed over shards
+    /// when merged, so an upper bound).
+    pub inflight_peak: u64,
     /// Prompt tokens reported by the server.
     pub prompt_tokens: u64,
     /// Completion tokens reported by the server.
@@ -356,6 +371,12 @@ impl StageMetrics {
             ttfb: Hist::new(),
             itl: Hist::new(),
             connect: Hist::new(),
+            latency_corrected: Hist::new(),
+            ttft_corrected: Hist::new(),
+            sched_lag: Hist::new(),
+            arrivals: 0,
+            dropped_arrivals: 0,
+            inflight_peak: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
             usage_missing: 0,
@@ -464,6 +485,12 @@ impl StageMetrics {
         self.ttfb.merge(&other.ttfb);
         self.itl.merge(&other.itl);
         self.connect.merge(&other.connect);
+        self.latency_corrected.merge(&other.latency_corrected);
+        self.ttft_corrected.merge(&other.ttft_corrected);
+        self.sched_lag.merge(&other.sched_lag);
+        self.arrivals += other.arrivals;
+        self.dropped_arrivals += other.dropped_arrivals;
+        self.inflight_peak += other.inflight_peak;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.usage_missing += other.usage_missing;

@@ -35,7 +35,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Mock server settings.
 #[derive(Debug, Clone)]
@@ -52,6 +52,10 @@ pub struct MockConfig {
     pub tokens: Option<u32>,
     /// One shard per CPU.
     pub cpus: Vec<usize>,
+    /// Stall once: requests arriving between `at` and `at + for` after the
+    /// server started are answered only when the window ends (the whole
+    /// server seems to freeze, as in a GC pause or a failover).
+    pub stall: Option<(Duration, Duration)>,
 }
 
 impl Default for MockConfig {
@@ -62,6 +66,7 @@ impl Default for MockConfig {
             itl: Duration::ZERO,
             tokens: None,
             cpus: vec![0],
+            stall: None,
         }
     }
 }
@@ -139,13 +144,14 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
         fds.push(rt::bind_reuseport(addr, limits::MOCK_LISTEN_BACKLOG)?);
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
     let listeners = fds.iter().map(|fd| fd.as_raw_fd()).collect();
     let mut handles = Vec::new();
     for (index, (fd, &cpu)) in fds.into_iter().zip(config.cpus.iter()).enumerate() {
         let config = config.clone();
         let stop = stop.clone();
         let handle = rt::start_executor(&format!("mock-{index}"), Some(cpu), move || {
-            serve(fd, config, stop)
+            serve(fd, config, stop, started)
         })?;
         handles.push(handle);
     }
@@ -157,9 +163,15 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
     })
 }
 
-async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockStats {
+async fn serve(
+    fd: OwnedFd,
+    config: MockConfig,
+    stop: Arc<AtomicBool>,
+    started: Instant,
+) -> MockStats {
     let listener = rt::TcpListener::from_owned(fd);
     let shared = Rc::new(Shared {
+        started,
         config,
         text: RefCell::new(TextCache::default()),
         open_connections: Cell::new(0),
@@ -191,6 +203,8 @@ async fn serve(fd: OwnedFd, config: MockConfig, stop: Arc<AtomicBool>) -> MockSt
 }
 
 struct Shared {
+    /// When the server started (for `MockConfig::stall`).
+    started: Instant,
     config: MockConfig,
     text: RefCell<TextCache>,
     /// Connections being served now (bounded by
@@ -380,6 +394,12 @@ async fn respond(
             Ok(true)
         }
         (Route::Chat | Route::Messages, true) => {
+            if let Some((at, length)) = shared.config.stall {
+                let since = shared.started.elapsed();
+                if since >= at && since < at + length {
+                    rt::sleep(at + length - since).await;
+                }
+            }
             let flavor = if head.route == Route::Messages {
                 Flavor::Anthropic
             } else {

@@ -183,6 +183,9 @@ pub struct Plan {
     pub correlation_header: Option<String>,
     /// Pass/fail limits per stage and scenario.
     pub thresholds: Thresholds,
+    /// Most conversations in flight in an open-loop stage, over all shards;
+    /// an arrival beyond it is counted as dropped, never queued.
+    pub max_inflight: u64,
     /// Reuse connections between requests.
     pub keep_alive: bool,
     /// Skip TLS verification (only meaningful for https targets).
@@ -217,6 +220,8 @@ pub struct Overrides {
     pub headers: Vec<(String, String)>,
     /// `--insecure`.
     pub insecure: bool,
+    /// `--max-inflight`.
+    pub max_inflight: Option<u64>,
 }
 
 impl Plan {
@@ -250,12 +255,14 @@ impl Plan {
         head.into_bytes()
     }
 
-    /// Most virtual users of any stage.
+    /// Most connections any stage may need: its users (closed loop) or
+    /// `max_inflight` (open loop).
     pub fn users_max(&self) -> u64 {
         self.stages
             .iter()
             .map(|s| match s.load {
                 stage::Load::Closed { users } => users,
+                stage::Load::Open { .. } => self.max_inflight,
             })
             .max()
             .unwrap_or(0)
@@ -381,6 +388,17 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         (n, _) => n.unwrap_or(1024),
     };
     let thresholds = thresholds(profile.thresholds.unwrap_or_default())?;
+    let max_inflight = match overrides.max_inflight.or(profile.max_inflight) {
+        Some(0) => return Err("max_inflight: must be at least 1".into()),
+        Some(n) if n > limits::USERS_MAX => {
+            return Err(format!(
+                "max_inflight: must be at most {}",
+                limits::USERS_MAX
+            ))
+        }
+        Some(n) => n,
+        None => limits::MAX_INFLIGHT_DEFAULT,
+    };
     if cpus.is_empty() {
         return Err("no CPUs selected for the generator".into());
     }
@@ -444,6 +462,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         uuid_in_prompt,
         correlation_header,
         thresholds,
+        max_inflight,
         keep_alive: !profile.disable_keepalive.unwrap_or(false),
         insecure: overrides.insecure || profile.insecure_skip_verify.unwrap_or(false),
         capture_error_body: profile.capture_error_body.unwrap_or(false),
@@ -848,20 +867,10 @@ fn stages_value(value: &Value) -> Result<Vec<Stage>, String> {
                 "{at}: must be an object like {{\"concurrency\": 10, \"duration\": \"30s\"}}"
             ));
         };
-        let known = ["concurrency", "users", "duration"];
+        let known = ["concurrency", "users", "rate", "arrival", "duration"];
         if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("{at}.{key}: unknown field{}", hint(key, &known)));
         }
-        let users = match (map.get("concurrency"), map.get("users")) {
-            (Some(v), None) => v
-                .as_u64()
-                .ok_or(format!("{at}.concurrency: must be a whole number"))?,
-            (None, Some(v)) => v
-                .as_u64()
-                .ok_or(format!("{at}.users: must be a whole number"))?,
-            (Some(_), Some(_)) => return Err(format!("{at}: give concurrency or users, not both")),
-            (None, None) => return Err(format!("{at}.concurrency: missing")),
-        };
         let duration = match map.get("duration") {
             Some(Value::String(text)) => {
                 stage::parse_duration(text).map_err(|e| format!("{at}.duration: {e}"))?
@@ -869,7 +878,64 @@ fn stages_value(value: &Value) -> Result<Vec<Stage>, String> {
             Some(_) => return Err(format!("{at}.duration: must be a string like \"60s\"")),
             None => return Err(format!("{at}.duration: missing")),
         };
-        stages.push(stage::closed_stage(users, duration).map_err(|e| format!("{at}: {e}"))?);
+        let closed = match (map.get("concurrency"), map.get("users")) {
+            (Some(v), None) => Some(
+                v.as_u64()
+                    .ok_or(format!("{at}.concurrency: must be a whole number"))?,
+            ),
+            (None, Some(v)) => Some(
+                v.as_u64()
+                    .ok_or(format!("{at}.users: must be a whole number"))?,
+            ),
+            (Some(_), Some(_)) => return Err(format!("{at}: give concurrency or users, not both")),
+            (None, None) => None,
+        };
+        let stage = match (closed, map.get("rate")) {
+            (Some(users), None) => {
+                if map.contains_key("arrival") {
+                    return Err(format!(
+                        "{at}.arrival: only open-loop (rate) stages have arrivals"
+                    ));
+                }
+                stage::closed_stage(users, duration).map_err(|e| format!("{at}: {e}"))?
+            }
+            (None, Some(rate)) => {
+                let rate = match rate {
+                    Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
+                    Value::String(text) => {
+                        stage::parse_rate(text).map_err(|e| format!("{at}.rate: {e}"))?
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{at}.rate: must be a number of requests per second"
+                        ))
+                    }
+                };
+                let poisson = match map.get("arrival").map(|v| v.as_str()) {
+                    None | Some(Some("constant")) => false,
+                    Some(Some("poisson")) => true,
+                    Some(Some(other)) => {
+                        return Err(format!(
+                            "{at}.arrival: unknown arrival process `{other}`{} (known: constant, poisson)",
+                            hint(other, &["constant", "poisson"])
+                        ))
+                    }
+                    Some(None) => return Err(format!("{at}.arrival: must be \"constant\" or \"poisson\"")),
+                };
+                stage::open_stage(rate, poisson, duration).map_err(|e| format!("{at}: {e}"))?
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: give concurrency (closed loop) or rate (open loop), not both"
+                ))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{at}: missing concurrency (closed loop) or rate (open loop)"
+                ))
+            }
+        };
+        stages.push(stage);
     }
     Ok(stages)
 }
@@ -1194,6 +1260,20 @@ mod tests {
         assert_eq!(s.model, "m");
         assert_eq!(s.system, None);
         assert_eq!(s.protocol.name(), "openai-chat");
+    }
+
+    #[test]
+    fn open_loop_stage_objects() {
+        let p = profile(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},"max_inflight":50,
+                "stages":[{"concurrency":2,"duration":"1s"},{"rate":"40k","duration":"2s"},
+                          {"rate":1500,"arrival":"poisson","duration":"3s"}]}"#,
+        );
+        let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+        let labels: Vec<String> = plan.stages.iter().map(Stage::label).collect();
+        assert_eq!(labels, ["2:1s", "@40000:2s", "@~1500:3s"]);
+        assert_eq!(plan.max_inflight, 50);
+        assert_eq!(plan.users_max(), 50);
     }
 
     #[test]

@@ -44,7 +44,145 @@ pub fn table_rows(plan: &Plan, result: &StageResult) -> Vec<String> {
         }
     }
     rows.push(table_row(result, "all", &result.metrics));
+    if let Some(line) = open_loop_line(plan, result) {
+        rows.push(line);
+    }
     rows
+}
+
+/// The open-loop summary line of a stage: target vs achieved rate,
+/// scheduler lag, dropped arrivals, and corrected next to uncorrected
+/// percentiles.
+pub fn open_loop_line(plan: &Plan, result: &StageResult) -> Option<String> {
+    let target = result.target_rate()?;
+    let achieved = result.achieved_rate().unwrap_or(0.0);
+    let m = &result.metrics;
+    let ms = |h: &Hist, p: f64| {
+        h.percentile_ms(p)
+            .map_or("-".to_string(), |v| format!("{v:.2}"))
+    };
+    let mut line = format!(
+        "  open loop: target {target:.1}/s achieved {achieved:.1}/s ({:.2}%), scheduler lag p50 {} p99 {} max {} ms, dropped {} of {} arrivals (max_inflight {}, peak in flight {})",
+        100.0 * achieved / target,
+        ms(&m.sched_lag, 50.0),
+        ms(&m.sched_lag, 99.0),
+        m.sched_lag.max_ms().map_or("-".into(), |v| format!("{v:.2}")),
+        m.dropped_arrivals,
+        m.arrivals,
+        plan.max_inflight,
+        m.inflight_peak
+    );
+    let _ = write!(
+        line,
+        "\n  latency from intended send (corrected) p50 {} p99 {} p99.9 {} ms; from actual send p50 {} p99 {} p99.9 {} ms",
+        ms(&m.latency_corrected, 50.0),
+        ms(&m.latency_corrected, 99.0),
+        ms(&m.latency_corrected, 99.9),
+        ms(&m.latency, 50.0),
+        ms(&m.latency, 99.0),
+        ms(&m.latency, 99.9)
+    );
+    if m.ttft_corrected.count() > 0 {
+        let _ = write!(
+            line,
+            "\n  ttft corrected p50 {} p99 {} ms; uncorrected p50 {} p99 {} ms",
+            ms(&m.ttft_corrected, 50.0),
+            ms(&m.ttft_corrected, 99.0),
+            ms(&m.ttft, 50.0),
+            ms(&m.ttft, 99.0)
+        );
+    }
+    if let Some(reason) = open_loop_flag(result) {
+        let _ = write!(line, "\n  FLAGGED: {reason}");
+    }
+    Some(line)
+}
+
+/// Why an open-loop stage did not deliver its load, if it did not: dropped
+/// arrivals, or an achieved rate below 99 % of the target.
+pub fn open_loop_flag(result: &StageResult) -> Option<String> {
+    let target = result.target_rate()?;
+    let achieved = result.achieved_rate().unwrap_or(0.0);
+    let m = &result.metrics;
+    let mut reasons = Vec::new();
+    if m.dropped_arrivals > 0 {
+        reasons.push(format!(
+            "{} arrivals dropped at max_inflight (the target could not be offered)",
+            m.dropped_arrivals
+        ));
+    }
+    if achieved < 0.99 * target {
+        reasons.push(format!(
+            "achieved {achieved:.1}/s is {:.1}% of the {target:.1}/s target",
+            100.0 * achieved / target
+        ));
+    }
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// The knee of an open-loop sweep: the highest-rate stage that held its
+/// target (achieved ≥ 99 %, nothing dropped, error rate within
+/// `thresholds.error_rate` or 1 %, corrected p99 within `thresholds.p99_ms`
+/// when set), and the first stage, in run order, that did not, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Knee {
+    /// Label and target rate of the highest stage that held.
+    pub highest_ok: Option<(String, f64)>,
+    /// Label and reason of the first stage that broke.
+    pub first_broken: Option<(String, String)>,
+}
+
+/// Computes the knee over a run's open-loop stages (`None` without any).
+pub fn knee(plan: &Plan, run: &RunResult) -> Option<Knee> {
+    let mut knee = Knee {
+        highest_ok: None,
+        first_broken: None,
+    };
+    let mut any = false;
+    for stage in &run.stages {
+        let Some(target) = stage.target_rate() else {
+            continue;
+        };
+        any = true;
+        let m = &stage.metrics;
+        let mut reasons = Vec::new();
+        if let Some(flag) = open_loop_flag(stage) {
+            reasons.push(flag);
+        }
+        let max_error = plan.thresholds.error_rate.unwrap_or(0.01);
+        let errors = error_rate(m);
+        if errors > max_error {
+            reasons.push(format!("error rate {errors:.4} > {max_error}"));
+        }
+        if let (Some(limit), Some(p99)) = (
+            plan.thresholds.p99_ms,
+            m.latency_corrected.percentile_ms(99.0),
+        ) {
+            if p99 > limit {
+                reasons.push(format!("corrected p99 {p99:.2} ms > {limit} ms"));
+            }
+        }
+        if reasons.is_empty() {
+            if knee.highest_ok.as_ref().is_none_or(|(_, r)| target > *r) {
+                knee.highest_ok = Some((stage.stage.label(), target));
+            }
+        } else if knee.first_broken.is_none() {
+            knee.first_broken = Some((stage.stage.label(), reasons.join("; ")));
+        }
+    }
+    any.then_some(knee)
+}
+
+/// The knee as one line for the console.
+pub fn knee_line(knee: &Knee) -> String {
+    let held = match &knee.highest_ok {
+        Some((label, _)) => format!("highest stage that held its rate: {label}"),
+        None => "no open-loop stage held its rate".to_string(),
+    };
+    match &knee.first_broken {
+        Some((label, reason)) => format!("knee: {held}; first to break: {label} ({reason})"),
+        None => format!("knee: {held}; no stage broke (raise the rate to find the knee)"),
+    }
 }
 
 fn table_row(result: &StageResult, name: &str, m: &StageMetrics) -> String {
@@ -148,8 +286,9 @@ pub fn run_header(plan: &Plan) -> String {
     let stages: Vec<String> = plan.stages.iter().map(|s| s.label()).collect();
     let _ = write!(
         out,
-        "stages {} (closed loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
+        "stages {} ({} loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
         stages.join(","),
+        loop_mode(plan),
         stage::format_duration(plan.warmup)
     );
     out
@@ -384,6 +523,11 @@ fn stats_json(result: &StageResult, m: &StageMetrics) -> Value {
         "ttfb_ms": percentiles(&m.ttfb),
         "itl_ms": percentiles(&m.itl),
         "connect_ms": percentiles(&m.connect),
+        "latency_corrected_ms": percentiles(&m.latency_corrected),
+        "ttft_corrected_ms": percentiles(&m.ttft_corrected),
+        "sched_lag_ms": percentiles(&m.sched_lag),
+        "arrivals": m.arrivals,
+        "dropped_arrivals": m.dropped_arrivals,
         "prompt_tokens": m.prompt_tokens,
         "completion_tokens": m.completion_tokens,
         "cached_prompt_tokens": m.cached_tokens,
@@ -417,7 +561,25 @@ fn stats_json(result: &StageResult, m: &StageMetrics) -> Value {
 pub fn stage_json(plan: &Plan, result: &StageResult) -> Value {
     let load = match result.stage.load {
         Load::Closed { users } => json!({"kind": "closed", "users": users}),
+        Load::Open { rate, poisson } => json!({
+            "kind": "open",
+            "rate": rate,
+            "arrival": if poisson { "poisson" } else { "constant" },
+        }),
     };
+    let open_loop = result.target_rate().map(|target| {
+        let m = &result.metrics;
+        json!({
+            "target_rate": target,
+            "achieved_rate": result.achieved_rate(),
+            "achieved_pct": result.achieved_rate().map(|a| 100.0 * a / target),
+            "arrivals": m.arrivals,
+            "dropped_arrivals": m.dropped_arrivals,
+            "max_inflight": plan.max_inflight,
+            "inflight_peak": m.inflight_peak,
+            "flagged": open_loop_flag(result),
+        })
+    });
     let mut out = json!({
         "index": result.index,
         "label": result.stage.label(),
@@ -426,6 +588,7 @@ pub fn stage_json(plan: &Plan, result: &StageResult) -> Value {
         "measured_s": result.measured.as_secs_f64(),
         "elapsed_s": result.elapsed.as_secs_f64(),
         "stopped_early": result.stopped_early,
+        "open_loop": open_loop,
         "connections_open": result.metrics.connections_open,
         "shard_cpu_s": result.shard_cpu_s,
         "shard_busy_pct": result.shard_busy().iter().map(|b| b * 100.0).collect::<Vec<_>>(),
@@ -495,6 +658,7 @@ pub fn plan_json(plan: &Plan) -> Value {
     json!({
         "scenarios": scenarios,
         "stages": plan.stages.iter().map(|s| s.label()).collect::<Vec<_>>(),
+        "max_inflight": plan.max_inflight,
         "warmup_s": plan.warmup.as_secs_f64(),
         "connect_timeout_s": plan.connect_timeout.as_secs_f64(),
         "cache_mode": plan.cache_mode.name(),
@@ -550,6 +714,16 @@ pub fn mask_secret(name: &str, value: &str) -> String {
     }
 }
 
+/// `closed`, `open` or `mixed`.
+fn loop_mode(plan: &Plan) -> &'static str {
+    let open = plan.stages.iter().filter(|s| s.is_open()).count();
+    match open {
+        0 => "closed",
+        n if n == plan.stages.len() => "open",
+        _ => "mixed",
+    }
+}
+
 /// The whole summary document.
 pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -> Value {
     let verdicts: Vec<Value> = threshold_verdicts(plan, run)
@@ -566,12 +740,16 @@ pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -
         "run_id": run_id,
         "generated": rfc3339(SystemTime::now()),
         "started": rfc3339(run.started_at),
-        "loop_mode": "closed",
+        "loop_mode": loop_mode(plan),
         "plan": plan_json(plan),
         "histogram": {"unit": "us", "significant_digits": crate::limits::HISTOGRAM_SIGFIG, "max_ms": crate::limits::HISTOGRAM_US_MAX / 1000},
         "stages": run.stages.iter().map(|s| stage_json(plan, s)).collect::<Vec<_>>(),
         "thresholds": verdicts,
         "pass": pass,
+        "knee": knee(plan, run).map(|k| json!({
+            "highest_ok": k.highest_ok.map(|(label, rate)| json!({"stage": label, "rate": rate})),
+            "first_broken": k.first_broken.map(|(label, reason)| json!({"stage": label, "reason": reason})),
+        })),
         "generator_health": {
             "fd_limit": fd_limit,
             "aborted": run.aborted,
@@ -596,7 +774,65 @@ fn generator_errors(run: &RunResult) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{ErrorClass, StageMetrics};
     use std::time::Duration;
+
+    fn open_stage(index: usize, rate: f64, started: u64, dropped: u64, errors: u64) -> StageResult {
+        let mut m = StageMetrics::new();
+        m.conversations_started = started;
+        m.requests = started;
+        m.arrivals = started + dropped;
+        m.dropped_arrivals = dropped;
+        for _ in 0..errors {
+            m.count_error(ErrorClass::Http5xx);
+        }
+        for _ in 0..started {
+            m.latency_corrected.record_us(2_000);
+        }
+        StageResult {
+            index,
+            stage: crate::stage::open_stage(rate, false, Duration::from_secs(10)).unwrap(),
+            metrics: m.clone(),
+            scenarios: vec![m],
+            measured: Duration::from_secs(10),
+            elapsed: Duration::from_secs(10),
+            shard_cpu_s: vec![1.0],
+            stopped_early: false,
+        }
+    }
+
+    #[test]
+    fn knee_is_the_highest_stage_that_held() {
+        let profile = crate::config::parse(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"@1:1s","thresholds":{"p99_ms":5}}"#,
+        )
+        .unwrap();
+        let plan = crate::plan::build(&profile, &Default::default(), vec![0]).unwrap();
+        let run = |stages: Vec<StageResult>| RunResult {
+            stages,
+            started_at: SystemTime::UNIX_EPOCH,
+            aborted: None,
+        };
+        // 1k/s held, 2k/s held (99.5 %), 4k/s fell short, 8k/s dropped.
+        let sweep = run(vec![
+            open_stage(0, 1000.0, 10_000, 0, 0),
+            open_stage(1, 2000.0, 19_900, 0, 0),
+            open_stage(2, 4000.0, 30_000, 0, 0),
+            open_stage(3, 8000.0, 40_000, 5_000, 0),
+        ]);
+        let knee = knee(&plan, &sweep).unwrap();
+        assert_eq!(knee.highest_ok, Some(("@2000:10s".to_string(), 2000.0)));
+        let (label, reason) = knee.first_broken.clone().unwrap();
+        assert_eq!(label, "@4000:10s");
+        assert!(reason.contains("75.0% of the 4000.0/s target"), "{reason}");
+        assert!(knee_line(&knee).contains("first to break: @4000:10s"));
+        // Errors above 1 % (no error_rate threshold set) break a stage too.
+        let errors = run(vec![open_stage(0, 1000.0, 10_000, 0, 200)]);
+        let knee = super::knee(&plan, &errors).unwrap();
+        assert!(knee.first_broken.unwrap().1.contains("error rate"));
+        // Closed-loop runs have no knee.
+        assert!(super::knee(&plan, &run(Vec::new())).is_none());
+    }
 
     #[test]
     fn timestamps() {

@@ -1,16 +1,15 @@
-//! Stage strings: `1:10s,100:60s` and durations like `500ms`, `10s`, `2m`.
+//! Stage strings: `1:10s,100:60s` (closed loop), `@20000:60s` or
+//! `@~40k:60s` (open loop, constant or Poisson arrivals), and durations like
+//! `500ms`, `10s`, `2m`.
 //!
 //! A stage is one load level held for a duration. This module only parses
-//! and validates; it does not know how a stage is run. Open-loop stages
-//! (`@RATE:DURATION`) are recognised so the error can say they are not
-//! supported yet, rather than "bad number".
+//! and validates; it does not know how a stage is run.
 
 use crate::limits;
 use std::time::Duration;
 
 /// What drives a stage's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Load {
     /// Closed loop: this many virtual users, each sending its next request
     /// when the previous one has finished.
@@ -18,10 +17,18 @@ pub enum Load {
         /// Virtual users across all shards.
         users: u64,
     },
+    /// Open loop: conversations start at this rate whatever the server
+    /// does.
+    Open {
+        /// Arrivals per second across all shards.
+        rate: f64,
+        /// Exponential gaps (a Poisson process) instead of even spacing.
+        poisson: bool,
+    },
 }
 
 /// One stage of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stage {
     /// What drives it.
     pub load: Load,
@@ -34,7 +41,29 @@ impl Stage {
     pub fn label(&self) -> String {
         match self.load {
             Load::Closed { users } => format!("{users}:{}", format_duration(self.duration)),
+            Load::Open { rate, poisson } => format!(
+                "@{}{}:{}",
+                if poisson { "~" } else { "" },
+                format_rate(rate),
+                format_duration(self.duration)
+            ),
         }
+    }
+
+    /// Whether arrivals are open loop.
+    pub fn is_open(&self) -> bool {
+        matches!(self.load, Load::Open { .. })
+    }
+}
+
+/// A rate as written back: whole numbers plainly, others with up to three
+/// decimals.
+pub fn format_rate(rate: f64) -> String {
+    if rate.fract() == 0.0 {
+        format!("{rate:.0}")
+    } else {
+        let text = format!("{rate:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -55,10 +84,20 @@ pub fn parse_stages(text: &str) -> Result<Vec<Stage>, String> {
     Ok(stages)
 }
 
-/// Parses one stage, `USERS:DURATION`.
+/// Parses one stage, `USERS:DURATION`, `@RATE:DURATION` or
+/// `@~RATE:DURATION`.
 pub fn parse_stage(text: &str) -> Result<Stage, String> {
-    if text.starts_with('@') {
-        return Err("open-loop stages (@RATE:DURATION) are not supported yet".into());
+    if let Some(open) = text.strip_prefix('@') {
+        let (poisson, open) = match open.strip_prefix('~') {
+            Some(rest) => (true, rest),
+            None => (false, open),
+        };
+        let (rate, duration) = open
+            .split_once(':')
+            .ok_or("expected @RATE:DURATION, e.g. @20000:60s")?;
+        let rate = parse_rate(rate.trim())?;
+        let duration = parse_duration(duration.trim())?;
+        return open_stage(rate, poisson, duration);
     }
     let (users, duration) = text
         .split_once(':')
@@ -69,6 +108,46 @@ pub fn parse_stage(text: &str) -> Result<Stage, String> {
         .map_err(|_| format!("`{users}` is not a whole number of users"))?;
     let duration = parse_duration(duration.trim())?;
     closed_stage(users, duration)
+}
+
+/// Parses a rate: `20000`, `1.5`, `40k`, `1.2m` (per second).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let lower = text.to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = lower.strip_suffix('k') {
+        (n, 1e3)
+    } else if let Some(n) = lower.strip_suffix('m') {
+        (n, 1e6)
+    } else {
+        (lower.as_str(), 1.0)
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a rate (requests per second, e.g. 20000 or 40k)"))?;
+    let rate = value * scale;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!("rate `{text}` must be greater than zero"));
+    }
+    Ok(rate)
+}
+
+/// Builds a validated open-loop stage.
+pub fn open_stage(rate: f64, poisson: bool, duration: Duration) -> Result<Stage, String> {
+    if !(rate > 0.0 && rate <= limits::RATE_MAX) {
+        return Err(format!(
+            "rate must be greater than 0 and at most {}",
+            format_rate(limits::RATE_MAX)
+        ));
+    }
+    if duration.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    if duration > limits::STAGE_DURATION_MAX {
+        return Err("duration must be at most 7 days".into());
+    }
+    Ok(Stage {
+        load: Load::Open { rate, poisson },
+        duration,
+    })
 }
 
 /// Builds a validated closed-loop stage.
@@ -143,6 +222,33 @@ mod tests {
     }
 
     #[test]
+    fn parses_open_and_mixed_stages() {
+        let stages = parse_stages("10:30s,@20000:60s,@~40k:1m,@1.5:10s").unwrap();
+        assert_eq!(stages[0].load, Load::Closed { users: 10 });
+        assert_eq!(
+            stages[1].load,
+            Load::Open {
+                rate: 20000.0,
+                poisson: false
+            }
+        );
+        assert_eq!(
+            stages[2].load,
+            Load::Open {
+                rate: 40000.0,
+                poisson: true
+            }
+        );
+        assert_eq!(stages[2].duration, Duration::from_secs(60));
+        assert!(stages[1].is_open() && !stages[0].is_open());
+        let labels: Vec<String> = stages.iter().map(Stage::label).collect();
+        assert_eq!(labels, ["10:30s", "@20000:1m", "@~40000:1m", "@1.5:10s"]);
+        for label in &labels {
+            assert_eq!(parse_stage(label).unwrap().label(), *label);
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
@@ -166,8 +272,12 @@ mod tests {
         assert!(err.contains("USERS:DURATION"), "{err}");
         let err = parse_stages("10:0s").unwrap_err();
         assert!(err.contains("greater than zero"), "{err}");
-        let err = parse_stages("@100:10s").unwrap_err();
-        assert!(err.contains("open-loop"), "{err}");
+        let err = parse_stages("@0:10s").unwrap_err();
+        assert!(err.contains("greater than zero"), "{err}");
+        let err = parse_stages("@fast:10s").unwrap_err();
+        assert!(err.contains("not a rate"), "{err}");
+        let err = parse_stages("@100").unwrap_err();
+        assert!(err.contains("@RATE:DURATION"), "{err}");
         let err = parse_stages("-1:10s").unwrap_err();
         assert!(err.contains("whole number"), "{err}");
     }

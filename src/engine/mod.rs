@@ -17,6 +17,7 @@
 //! are a handful per stage, so a 10 ms poll costs nothing measurable and
 //! cannot hang.
 
+pub mod arrivals;
 mod exchange;
 mod shard;
 pub mod workload;
@@ -58,6 +59,8 @@ pub struct Report {
     pub scenarios: Vec<StageMetrics>,
     /// Connections it had open at the end of the stage.
     pub connections_open: u64,
+    /// Open loop: most conversations it had in flight.
+    pub inflight_peak: u64,
     /// The shard thread's CPU seconds so far.
     pub cpu_s: f64,
 }
@@ -93,6 +96,21 @@ impl StageResult {
     /// Completion tokens per second over the measured window.
     pub fn output_tokens_per_s(&self) -> f64 {
         self.output_tokens_per_s_of(&self.metrics)
+    }
+
+    /// Open loop: the stage's target arrival rate.
+    pub fn target_rate(&self) -> Option<f64> {
+        match self.stage.load {
+            crate::stage::Load::Open { rate, .. } => Some(rate),
+            crate::stage::Load::Closed { .. } => None,
+        }
+    }
+
+    /// Open loop: conversations started and finished per second over the
+    /// measured window (arrivals that were sent, not dropped).
+    pub fn achieved_rate(&self) -> Option<f64> {
+        self.target_rate()
+            .map(|_| per_second(self.metrics.conversations_started, self.measured))
     }
 
     /// Requests per second of one scenario's (or the total) metrics.
@@ -245,6 +263,7 @@ fn coordinate(
         let mut scenarios: Vec<StageMetrics> =
             plan.scenarios.iter().map(|_| StageMetrics::new()).collect();
         let mut connections_open = 0;
+        let mut inflight_peak = 0;
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
         let mut received = 0;
@@ -286,6 +305,7 @@ fn coordinate(
                 merged.merge(theirs);
             }
             connections_open += report.connections_open;
+            inflight_peak += report.inflight_peak;
             received += 1;
         }
         let mut merged = StageMetrics::new();
@@ -293,6 +313,7 @@ fn coordinate(
             merged.merge(scenario);
         }
         merged.connections_open = connections_open;
+        merged.inflight_peak = inflight_peak;
         let elapsed = start.elapsed();
         let measured = if stopped_early {
             elapsed.min(stage.duration).saturating_sub(plan.warmup)

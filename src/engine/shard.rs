@@ -18,6 +18,7 @@
 //! machinery (`Shard::request` and `exchange`), so an open-loop arrival
 //! source can drive the same machinery.
 
+use super::arrivals::{Blend, Schedule};
 use super::exchange::{self, Conn, Failure, Observed, Scratch};
 use super::workload::{self, ScenarioState, UUID_LEN};
 use super::{Command, Report, COMMAND_POLL};
@@ -101,6 +102,7 @@ pub async fn run(ctx: ShardContext) {
             stage: index,
             scenarios: run.metrics.take(),
             connections_open: shard.open_connections.get(),
+            inflight_peak: shard.inflight_peak.get(),
             cpu_s: rt::thread_cpu_seconds(),
         };
         // The channel holds several reports per shard and the coordinator
@@ -122,6 +124,8 @@ pub async fn run(ctx: ShardContext) {
 
 /// State of the stage being run.
 struct StageRun {
+    /// When the stage started (open-loop arrivals are offsets from it).
+    start: Instant,
     /// No request starts at or after this instant.
     end: Cell<Instant>,
     /// Requests starting before this are warm-up.
@@ -133,6 +137,7 @@ struct StageRun {
 impl StageRun {
     fn new(stage: &Stage, start: Instant, warmup: Duration, scenarios: usize) -> Self {
         StageRun {
+            start,
             end: Cell::new(start + stage.duration),
             measure_from: start + warmup,
             metrics: RefCell::new((0..scenarios).map(|_| StageMetrics::new()).collect()),
@@ -144,6 +149,19 @@ async fn run_stage(shard: &Rc<Shard>, run: &Rc<StageRun>, index: usize) {
     let stage = shard.plan.stages[index];
     let users = match stage.load {
         Load::Closed { users } => users,
+        Load::Open { rate, poisson } => {
+            let watchdog = rt::spawn(watchdog(shard.clone(), run.clone()));
+            shard.inflight_peak.set(0);
+            // Its own task: the stage task also polls the stop listener,
+            // and every poll of a pending glommio sleep registers another
+            // timer entry, so waking the stage task 10,000 times a second
+            // would pile up timer entries for nothing.
+            rt::spawn(pacer(shard.clone(), run.clone(), index, rate, poisson)).await;
+            shard.watchdog_stop.set(true);
+            watchdog.await;
+            shard.watchdog_stop.set(false);
+            return;
+        }
     };
     let watchdog = rt::spawn(watchdog(shard.clone(), run.clone()));
     let mut tasks = Vec::with_capacity(share_of(users, shard.index, shard.count) as usize);
@@ -210,79 +228,214 @@ async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, seed:
     // serves as "now" for the loop check and the next send; what runs in
     // between is this loop's bookkeeping, well under a microsecond.
     let mut now = Instant::now();
-    // A user thinks after every answer: between turns, and before starting
-    // its next conversation, so single-turn scenarios are paced like
-    // people too. Only its very first request goes out at once.
-    let mut first_request = true;
-    'conversations: while now < run.end.get() {
-        let turns = user.rng.range_inclusive(sc.turns.0, sc.turns.1);
-        user.uuid = workload::new_uuid(&mut user.ids);
-        user.history.clear();
-        for turn in 0..turns {
-            let think = if first_request {
-                Duration::ZERO
-            } else {
-                user.think_time(sc.think_time)
-            };
-            first_request = false;
+    // A user thinks after every answer: between turns (inside
+    // `conversation`), and before starting its next conversation, so
+    // single-turn scenarios are paced like people too. Only its very first
+    // request goes out at once.
+    let mut first = true;
+    while now < run.end.get() {
+        if !first {
+            let think = user.think_time(sc.think_time);
+            if !think.is_zero() {
+                let left = run.end.get().saturating_duration_since(Instant::now());
+                rt::sleep(think.min(left)).await;
+                now = Instant::now();
+                if now >= run.end.get() {
+                    break;
+                }
+            }
+        }
+        first = false;
+        let outcome = conversation(&shard, &run, scenario, &mut user, now, None).await;
+        now = outcome.now;
+        if outcome.connect_failed {
+            let left = run.end.get().saturating_duration_since(Instant::now());
+            rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+            now = Instant::now();
+        }
+    }
+    if let Some(conn) = user.conn.take() {
+        shard.idle[sc.target].borrow_mut().push(conn);
+    }
+}
+
+/// How a conversation ended, for the loop that runs the next one.
+struct Outcome {
+    /// The instant to continue from (the last response's completion when
+    /// known, so no extra clock read is needed).
+    now: Instant,
+    /// It ended because a connection could not be opened.
+    connect_failed: bool,
+}
+
+/// Runs one conversation of `scenario` with `user`: its turns back to back
+/// with think time between them, each reply fed into the next turn's
+/// history, until the last turn, a failed turn or the end of the stage.
+/// `intended` is the open-loop arrival time of its first turn; closed-loop
+/// conversations pass `None`.
+async fn conversation(
+    shard: &Shard,
+    run: &StageRun,
+    scenario: usize,
+    user: &mut User,
+    mut now: Instant,
+    mut intended: Option<Instant>,
+) -> Outcome {
+    let sc = &shard.plan.scenarios[scenario];
+    let turns = user.rng.range_inclusive(sc.turns.0, sc.turns.1);
+    user.uuid = workload::new_uuid(&mut user.ids);
+    user.history.clear();
+    for turn in 0..turns {
+        if turn > 0 {
+            let think = user.think_time(sc.think_time);
+            if intended.is_some() {
+                // A later turn is due one think time after the previous
+                // answer; a late timer shows as scheduler lag.
+                intended = Some(now + think);
+            }
             if !think.is_zero() {
                 let left = run.end.get().saturating_duration_since(Instant::now());
                 rt::sleep(think.min(left)).await;
                 now = Instant::now();
             }
             if now >= run.end.get() {
-                if turn > 0 {
-                    run.metrics.borrow_mut()[scenario].conversations_cut += 1;
-                }
-                break 'conversations;
-            }
-            let Some(source) = shard.prepare(scenario, &mut user, turn) else {
-                run.metrics.borrow_mut()[scenario].context_limit += 1;
-                // The plan bounds first turns, but escaping can still grow
-                // one past the limit; back off rather than spin on it.
-                if turn == 0 {
-                    let left = run.end.get().saturating_duration_since(Instant::now());
-                    rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
-                }
-                now = Instant::now();
-                continue 'conversations;
-            };
-            let result = AssertUnwindSafe(shard.request(&mut user, scenario, source, now))
-                .catch_unwind()
-                .await;
-            let result = result.unwrap_or_else(|_| {
-                shard.close(&mut user.conn);
-                Err(Attempt {
-                    class: ErrorClass::Panic,
-                    t0: now,
-                })
-            });
-            let failed_to_connect = matches!(&result, Err(a) if is_connect_class(a.class));
-            now = match (&result, user.observed.done_at) {
-                (Ok(_), Some(done)) => done,
-                _ => Instant::now(),
-            };
-            let ok = shard.record(&run, &user, result, scenario, turn, turns);
-            if !ok {
-                if failed_to_connect {
-                    let left = run.end.get().saturating_duration_since(Instant::now());
-                    rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
-                    now = Instant::now();
-                }
-                continue 'conversations;
-            }
-            if turn + 1 < turns {
-                let reply = String::from_utf8_lossy(&user.scratch.reply.content).into_owned();
-                user.history.push(Message {
-                    role: Role::Assistant,
-                    content: reply,
-                });
+                run.metrics.borrow_mut()[scenario].conversations_cut += 1;
+                break;
             }
         }
+        let Some(source) = shard.prepare(scenario, user, turn) else {
+            run.metrics.borrow_mut()[scenario].context_limit += 1;
+            // The plan bounds first turns, but escaping can still grow one
+            // past the limit; back off rather than spin on it.
+            if turn == 0 {
+                let left = run.end.get().saturating_duration_since(Instant::now());
+                rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+            }
+            return Outcome {
+                now: Instant::now(),
+                connect_failed: false,
+            };
+        };
+        let result = AssertUnwindSafe(shard.request(user, scenario, source, now))
+            .catch_unwind()
+            .await;
+        let result = result.unwrap_or_else(|_| {
+            shard.close(&mut user.conn);
+            Err(Attempt {
+                class: ErrorClass::Panic,
+                t0: now,
+            })
+        });
+        let connect_failed = matches!(&result, Err(a) if is_connect_class(a.class));
+        now = match (&result, user.observed.done_at) {
+            (Ok(_), Some(done)) => done,
+            _ => Instant::now(),
+        };
+        let at = TurnAt {
+            scenario,
+            turn,
+            turns,
+            intended,
+        };
+        if !shard.record(run, user, result, at) {
+            return Outcome {
+                now,
+                connect_failed,
+            };
+        }
+        if turn + 1 < turns {
+            let reply = String::from_utf8_lossy(&user.scratch.reply.content).into_owned();
+            user.history.push(Message {
+                role: Role::Assistant,
+                content: reply,
+            });
+        }
     }
+    Outcome {
+        now,
+        connect_failed: false,
+    }
+}
+
+/// The open-loop pacer of one shard for one stage: starts a conversation at
+/// every arrival time of its schedule, whatever the responses do.
+///
+/// Arrivals are due at absolute instants (stage start + offset), so the
+/// pacer catches up after any delay instead of drifting. It sleeps until the
+/// next arrival but at least `limits::PACER_TICK`, and on each wake-up
+/// starts every arrival already due: at high rates that is one timer
+/// wake-up per tick instead of one per arrival. An arrival that finds
+/// `max_inflight` conversations in flight is counted as dropped, never
+/// queued or delayed.
+async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poisson: bool) {
+    let plan = &shard.plan;
+    let seed = plan.seed ^ (stage as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
+    let mut schedule = Schedule::new(rate, poisson, shard.index, shard.count, seed);
+    let weights: Vec<f64> = plan.scenarios.iter().map(|s| s.weight).collect();
+    let mut blend = Blend::new(&weights);
+    let limit = share_of(plan.max_inflight, shard.index, shard.count).max(1);
+    'pacing: loop {
+        let now = Instant::now();
+        loop {
+            let due = run.start + schedule.peek();
+            if due >= run.end.get() {
+                break 'pacing;
+            }
+            if due > now {
+                break;
+            }
+            schedule.advance();
+            let scenario = blend.pick();
+            let measured = due >= run.measure_from;
+            if measured {
+                run.metrics.borrow_mut()[scenario].arrivals += 1;
+            }
+            if shard.open_inflight.get() >= limit {
+                if measured {
+                    run.metrics.borrow_mut()[scenario].dropped_arrivals += 1;
+                }
+                continue;
+            }
+            let inflight = shard.open_inflight.get() + 1;
+            shard.open_inflight.set(inflight);
+            shard
+                .inflight_peak
+                .set(shard.inflight_peak.get().max(inflight));
+            rt::spawn(open_arrival(shard.clone(), run.clone(), scenario, due)).detach();
+        }
+        let due = run.start + schedule.peek();
+        let wait = due
+            .saturating_duration_since(now)
+            .max(limits::PACER_TICK)
+            .min(run.end.get().saturating_duration_since(now));
+        rt::sleep(wait).await;
+    }
+    // The stage's arrivals are all started; let them finish.
+    while shard.open_inflight.get() > 0 {
+        rt::sleep(OPEN_DRAIN_POLL).await;
+    }
+}
+
+/// How often a pacer checks whether its stage's conversations are done.
+const OPEN_DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// One open-loop arrival: a conversation on a pooled user, then the user
+/// and its connection go back to the shard's pools.
+async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, intended: Instant) {
+    let mut user = shard.take_user(scenario);
+    let now = Instant::now();
+    if intended >= run.measure_from {
+        run.metrics.borrow_mut()[scenario]
+            .sched_lag
+            .record(now.saturating_duration_since(intended));
+    }
+    conversation(&shard, &run, scenario, &mut user, now, Some(intended)).await;
+    let target = shard.plan.scenarios[scenario].target;
     if let Some(conn) = user.conn.take() {
-        shard.idle[sc.target].borrow_mut().push(conn);
+        shard.idle[target].borrow_mut().push(conn);
     }
+    shard.users.borrow_mut().push(user);
+    shard.open_inflight.set(shard.open_inflight.get() - 1);
 }
 
 fn is_connect_class(class: ErrorClass) -> bool {
@@ -364,6 +517,16 @@ enum Source {
     Own,
 }
 
+/// Where a finished request sits: its scenario, its turn (0-based) of how
+/// many, and its open-loop intended send time.
+#[derive(Debug, Clone, Copy)]
+struct TurnAt {
+    scenario: usize,
+    turn: u64,
+    turns: u64,
+    intended: Option<Instant>,
+}
+
 /// A failed request: its class and when it started.
 struct Attempt {
     class: ErrorClass,
@@ -387,11 +550,20 @@ struct Shard {
     watchdog_stop: Cell<bool>,
     /// Connections currently open.
     open_connections: Rc<Cell<u64>>,
+    /// Open loop: idle users, reused by arrivals so their buffers are too.
+    users: RefCell<Vec<User>>,
+    /// Seeds users created for open-loop arrivals.
+    user_seeds: RefCell<Rng>,
+    /// Open loop: conversations in flight now.
+    open_inflight: Cell<u64>,
+    /// Open loop: most conversations in flight in this stage.
+    inflight_peak: Cell<u64>,
 }
 
 impl Shard {
     fn new(index: usize, count: usize, plan: Arc<Plan>) -> Self {
-        let mut rng = Rng::new(plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(seed);
         let scenarios = (0..plan.scenarios.len())
             .map(|i| ScenarioState::new(&plan, i, &mut rng))
             .collect();
@@ -409,7 +581,22 @@ impl Shard {
             inflight: RefCell::new(Inflight::default()),
             watchdog_stop: Cell::new(false),
             open_connections: Rc::new(Cell::new(0)),
+            users: RefCell::new(Vec::new()),
+            user_seeds: RefCell::new(Rng::new(seed)),
+            open_inflight: Cell::new(0),
+            inflight_peak: Cell::new(0),
         }
+    }
+
+    /// An idle user for an open-loop arrival of `scenario`.
+    fn take_user(&self, scenario: usize) -> User {
+        let keep = !self.plan.scenarios[scenario].single_turn();
+        let mut user = self.users.borrow_mut().pop().unwrap_or_else(|| {
+            let seed = self.user_seeds.borrow_mut().next_u64();
+            User::new(seed, self.plan.run_nonce, keep)
+        });
+        user.scratch.reply.keep_content = keep;
+        user
     }
 
     /// Puts turn `turn` of the user's conversation into sendable bytes.
@@ -556,16 +743,23 @@ impl Shard {
         run: &StageRun,
         user: &User,
         result: Result<Instant, Attempt>,
-        scenario: usize,
-        turn: u64,
-        turns: u64,
+        at: TurnAt,
     ) -> bool {
+        let TurnAt {
+            scenario,
+            turn,
+            turns,
+            intended,
+        } = at;
         let mut all = run.metrics.borrow_mut();
         let m = &mut all[scenario];
         let t0 = match &result {
             Ok(t0) => *t0,
             Err(a) => a.t0,
         };
+        // Open loop: a request belongs to the window its intended time
+        // falls in, so a late start cannot move it out of a stage's count.
+        let due = intended.unwrap_or(t0);
         if let Some(connect) = user.connect_time {
             m.connects += 1;
             m.connect.record(connect);
@@ -576,7 +770,7 @@ impl Shard {
             Ok(_) if (200..300).contains(&observed.status) => None,
             Ok(_) => Some(ErrorClass::for_status(observed.status)),
         };
-        if t0 < run.measure_from {
+        if due < run.measure_from {
             m.warmup_requests += 1;
             return class.is_none();
         }
@@ -611,6 +805,16 @@ impl Shard {
         }
         if let Some(ttft) = observed.ttft {
             m.ttft.record(ttft);
+        }
+        if let Some(intended) = intended {
+            // Late start, from the intended instant to the actual send.
+            let late = t0.saturating_duration_since(intended);
+            if let Some(latency) = latency {
+                m.latency_corrected.record(latency + late);
+            }
+            if let Some(ttft) = observed.ttft {
+                m.ttft_corrected.record(ttft + late);
+            }
         }
         let row = m.turn_row(turn);
         row.ok += 1;

@@ -1,0 +1,279 @@
+//! Open-loop stages against the built-in mock, on loopback: arrivals at a
+//! set rate whatever the server does, latency from the intended send time,
+//! dropped arrivals at `max_inflight`, and the proof that coordinated
+//! omission is handled. Rates are low (hundreds per second) and stages
+//! short, so the tests are bounded and insensitive to a busy CI machine.
+
+use loadtest::engine::{self, RunResult};
+use loadtest::metrics::ErrorClass;
+use loadtest::mock::{self, MockConfig, MockServer};
+use loadtest::plan::{self, Overrides, Plan};
+use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
+use loadtest::{config, report, rt, sse};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+fn cpus() -> (Vec<usize>, Vec<usize>) {
+    let allowed = rt::allowed_cpus();
+    (vec![allowed[0]], vec![*allowed.last().unwrap()])
+}
+
+fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
+    let mut config = MockConfig {
+        cpus: cpus().1,
+        tokens: Some(8),
+        ..MockConfig::default()
+    };
+    tune(&mut config);
+    mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
+}
+
+fn plan(profile: &str, mock: &MockServer) -> Plan {
+    let profile = config::parse(profile).expect("profile parses");
+    let overrides = Overrides {
+        target: Some(format!("http://{}", mock.addr())),
+        ..Overrides::default()
+    };
+    plan::build(&profile, &overrides, cpus().0).expect("plan builds")
+}
+
+fn run(plan: &Plan) -> RunResult {
+    let result = engine::run(plan, |_| {}).expect("run completes");
+    assert!(result.aborted.is_none(), "aborted: {:?}", result.aborted);
+    result
+}
+
+#[test]
+fn mixed_closed_and_open_stages_make_one_report() {
+    let mock = start_mock(|_| {});
+    let plan = plan(
+        r#"{"stages":"2:300ms,@400:500ms,@~400:500ms","defaults":{"stream":true}}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    let served = mock.stop();
+    assert_eq!(result.stages.len(), 3);
+    let closed = &result.stages[0].metrics;
+    assert!(closed.ok > 0);
+    assert_eq!(
+        closed.latency_corrected.count(),
+        0,
+        "closed loop has no intended times"
+    );
+    assert_eq!(closed.arrivals, 0);
+    for stage in &result.stages[1..] {
+        let m = &stage.metrics;
+        assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+        // 400/s for 0.5 s: 200 arrivals due (Poisson: about 200).
+        if stage.index == 1 {
+            assert_eq!(m.arrivals, 200);
+        } else {
+            assert!((120..=280).contains(&m.arrivals), "{}", m.arrivals);
+        }
+        assert_eq!(m.dropped_arrivals, 0);
+        assert_eq!(
+            m.requests, m.arrivals,
+            "every arrival was sent and finished"
+        );
+        assert_eq!(m.latency_corrected.count(), m.ok);
+        assert_eq!(m.ttft_corrected.count(), m.ok);
+        assert_eq!(m.sched_lag.count(), m.arrivals);
+        // Corrected is never below uncorrected.
+        for p in [50.0, 99.0, 100.0] {
+            assert!(m.latency_corrected.percentile_ms(p) >= m.latency.percentile_ms(p));
+        }
+        let achieved = stage.achieved_rate().unwrap();
+        assert!(achieved > 0.0);
+    }
+    assert_eq!(
+        result.stages[1].achieved_rate(),
+        Some(400.0),
+        "constant spacing: exactly the target"
+    );
+    let total: u64 = result
+        .stages
+        .iter()
+        .map(|s| s.metrics.requests + s.metrics.warmup_requests)
+        .sum();
+    assert_eq!(total, served.chat_responses);
+    // One report: the summary has all three stages and calls the run mixed.
+    let summary = report::summary_json(&plan, &result, 0, "test");
+    assert_eq!(summary["loop_mode"], "mixed");
+    assert_eq!(summary["stages"][0]["load"]["kind"], "closed");
+    assert_eq!(summary["stages"][1]["load"]["kind"], "open");
+    assert_eq!(summary["stages"][2]["load"]["arrival"], "poisson");
+    assert_eq!(summary["stages"][1]["open_loop"]["target_rate"], 400.0);
+    assert!(summary["stages"][1]["latency_corrected_ms"]["p99"].is_number());
+    assert!(summary["stages"][1]["sched_lag_ms"]["p50"].is_number());
+    let rows = report::table_rows(&plan, &result.stages[1]).join("\n");
+    assert!(rows.contains("open loop: target 400.0/s"), "{rows}");
+    assert!(rows.contains("corrected"), "{rows}");
+}
+
+#[test]
+fn poisson_arrivals_with_a_seed_are_reproducible() {
+    let arrivals = |seed: u64| {
+        let mock = start_mock(|_| {});
+        let plan = plan(
+            &format!(r#"{{"stages":"@~600:400ms","seed":{seed}}}"#),
+            &mock,
+        );
+        let result = run(&plan);
+        mock.stop();
+        result.stages[0].metrics.arrivals
+    };
+    let (a, b) = (arrivals(11), arrivals(11));
+    assert_eq!(a, b, "the same seed must give the same arrivals");
+    // Different seeds give different schedules; of three, some count
+    // differs (each is ~240 ± 15).
+    let others = [arrivals(12), arrivals(13), arrivals(14)];
+    assert!(others.iter().any(|&n| n != a), "{a} {others:?}");
+}
+
+#[test]
+fn max_inflight_overflow_is_counted_not_hidden() {
+    let mock = start_mock(|c| c.latency = Duration::from_millis(200));
+    let plan = plan(
+        r#"{"stages":"@200:500ms","max_inflight":4,"defaults":{"stream":false}}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    mock.stop();
+    let stage = &result.stages[0];
+    let m = &stage.metrics;
+    assert_eq!(m.arrivals, 100);
+    assert!(m.dropped_arrivals > 50, "dropped {}", m.dropped_arrivals);
+    assert_eq!(m.requests + m.dropped_arrivals, m.arrivals);
+    assert!(m.inflight_peak <= 4, "peak {}", m.inflight_peak);
+    assert_eq!(m.errors_total(), 0, "dropped arrivals are not errors");
+    let flag = report::open_loop_flag(stage).expect("the stage is flagged");
+    assert!(flag.contains("dropped"), "{flag}");
+    let knee = report::knee(&plan, &result).unwrap();
+    assert_eq!(knee.highest_ok, None);
+    assert!(knee.first_broken.unwrap().1.contains("dropped"));
+}
+
+#[test]
+fn an_arrival_starts_a_whole_conversation() {
+    let mock = start_mock(|_| {});
+    let plan = plan(
+        r#"{"stages":"@100:500ms","scenarios":[{"name":"chat","turns":3,"think_time":"20ms",
+            "content":{"script":["a","b","c"]}}]}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    mock.stop();
+    let m = &result.stages[0].metrics;
+    assert_eq!(m.arrivals, 50);
+    assert_eq!(m.conversations_started, 50);
+    // Conversations that start near the end are cut by it; the rest finish.
+    assert!(
+        m.conversations_completed >= 40,
+        "{}",
+        m.conversations_completed
+    );
+    assert_eq!(
+        m.requests,
+        m.turn_rows().iter().map(|(_, r)| r.requests).sum::<u64>()
+    );
+    assert_eq!(m.turn_rows().len(), 3);
+    assert_eq!(m.errors_total(), 0);
+}
+
+#[test]
+fn a_server_stall_shows_in_the_corrected_percentiles() {
+    // The mock freezes once for 1 s, 0.5 s into a 2.5 s open-loop stage.
+    let mock = start_mock(|c| c.stall = Some((Duration::from_millis(500), Duration::from_secs(1))));
+    let plan = plan(
+        r#"{"stages":"@200:2500ms","defaults":{"stream":true}}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    mock.stop();
+    let m = &result.stages[0].metrics;
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    let corrected = m.latency_corrected.percentile_ms(99.0).unwrap();
+    assert!(
+        corrected >= 800.0,
+        "corrected p99 {corrected} ms misses the stall"
+    );
+    let ttft = m.ttft_corrected.percentile_ms(99.0).unwrap();
+    assert!(
+        ttft >= 800.0,
+        "corrected TTFT p99 {ttft} ms misses the stall"
+    );
+    // Arrivals kept coming during the stall: the rate was held.
+    assert_eq!(m.arrivals, 500);
+    assert_eq!(m.requests, 500);
+}
+
+/// An adapter that blocks the shard's thread for a second once: a stall of
+/// the generator itself, the case where a closed-loop or naive open-loop
+/// tool would send late and report latency from the late send.
+#[derive(Debug)]
+struct StallOnce;
+
+static STALLED: AtomicBool = AtomicBool::new(false);
+
+impl Protocol for StallOnce {
+    fn name(&self) -> &'static str {
+        "stall-once"
+    }
+    fn default_path(&self) -> &'static str {
+        "/v1/chat/completions"
+    }
+    fn default_auth(&self) -> Auth {
+        Auth::Bearer
+    }
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
+        protocol::openai::OpenAiChat.write_body(request, out)
+    }
+    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
+        if !STALLED.swap(true, Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        protocol::openai::OpenAiChat.parse_body(body, reply)
+    }
+    fn parse_event(
+        &self,
+        event: sse::Event<'_>,
+        reply: &mut Reply,
+    ) -> Result<EventKind, ProtocolError> {
+        protocol::openai::OpenAiChat.parse_event(event, reply)
+    }
+}
+
+static STALL_ONCE: StallOnce = StallOnce;
+
+#[test]
+fn a_generator_stall_is_not_hidden_coordinated_omission() {
+    let mock = start_mock(|_| {});
+    let mut plan = plan(
+        r#"{"stages":"@200:3s","warmup":"300ms","defaults":{"stream":false}}"#,
+        &mock,
+    );
+    plan.scenarios[0].protocol = &STALL_ONCE;
+    let result = run(&plan);
+    mock.stop();
+    let m = &result.stages[0].metrics;
+    assert!(STALLED.load(Ordering::Relaxed));
+    assert_eq!(m.error_count(ErrorClass::Panic), 0);
+    // The arrivals due while the shard was blocked went out a second late.
+    // Measured from their late send they look fast; from their intended
+    // time they show the second they waited.
+    let corrected = m.latency_corrected.percentile_ms(99.0).unwrap();
+    let uncorrected = m.latency.percentile_ms(99.0).unwrap();
+    let lag = m.sched_lag.percentile_ms(99.0).unwrap();
+    assert!(corrected >= 700.0, "corrected p99 {corrected} ms");
+    assert!(lag >= 700.0, "scheduler lag p99 {lag} ms");
+    assert!(
+        uncorrected < corrected / 4.0,
+        "uncorrected p99 {uncorrected} ms should miss the stall (corrected {corrected} ms)"
+    );
+    // Late arrivals were sent, not dropped or skipped.
+    assert_eq!(m.arrivals, 540);
+    assert_eq!(m.requests + m.dropped_arrivals, m.arrivals);
+}
