@@ -422,6 +422,16 @@ const OPEN_DRAIN_POLL: Duration = Duration::from_millis(1);
 /// One open-loop arrival: a conversation on a pooled user, then the user
 /// and its connection go back to the shard's pools.
 async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, intended: Instant) {
+    // Released on drop, so even a panic outside the per-request guard
+    // cannot leave the pacer waiting for a conversation that is gone.
+    struct InFlight<'a>(&'a Shard);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            let count = &self.0.open_inflight;
+            count.set(count.get().saturating_sub(1));
+        }
+    }
+    let _in_flight = InFlight(&shard);
     let mut user = shard.take_user(scenario);
     let now = Instant::now();
     if intended >= run.measure_from {
@@ -435,7 +445,6 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
         shard.idle[target].borrow_mut().push(conn);
     }
     shard.users.borrow_mut().push(user);
-    shard.open_inflight.set(shard.open_inflight.get() - 1);
 }
 
 fn is_connect_class(class: ErrorClass) -> bool {

@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Open-loop accuracy: how close loadtest's arrivals come to the target rate
+on one generator core, and how late they start, next to `oha -q` (and
+`wrk2 -R` when installed) in the same run.
+
+The upstream is the built-in mock (zero latency, 128-token non-streamed
+replies) in its own process on CPU 1, or nginx (when installed) serving the
+mock's reply as a canned response on CPU 1; every generator is pinned to
+CPU 0. For each rate the
+tools run in turn (order rotated every round). Reported per run: achieved
+rate as a share of the target, loadtest's scheduler lag (actual start minus
+intended start) p50/p99/max, latency p99 from the intended send (corrected)
+and from the actual send, and generator CPU microseconds per request.
+
+The bar (issue 4): at 20,000 req/s, achieved within 0.5 % of the target and
+scheduler lag p99 under 1 ms.
+
+Usage: python3 benches/open_loop.py [--rates 5000,10000,20000] [--seconds 8]
+       [--warmup 2] [--rounds 2] [--upstreams mock,nginx] [--no-build]
+       [--markdown out.md]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import loopback  # noqa: E402  (shares the helpers: timed, wait_port, build)
+
+ROOT = loopback.ROOT
+PROFILE = loopback.PROFILE
+GEN_CPU = loopback.GEN_CPU
+UP_CPU = loopback.UP_CPU
+MOCK_PORT = 18082
+
+
+def run_loadtest(url, rate, seconds, warmup, outdir):
+    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+                               "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
+                               "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
+                               "--out", outdir])
+    path = out.split("summary: ")[1].split()[0]
+    stage = json.load(open(path))["stages"][0]
+    if stage["errors"]:
+        raise RuntimeError(f"loadtest saw errors: {stage['errors']}")
+    lag = stage["sched_lag_ms"]
+    sent = stage["requests"] + stage["warmup_requests"]
+    return dict(achieved=stage["open_loop"]["achieved_rate"], lag_p50=lag["p50"], lag_p99=lag["p99"],
+                lag_max=lag["max"], cor_p99=stage["latency_corrected_ms"]["p99"],
+                unc_p99=stage["latency_ms"]["p99"], dropped=stage["dropped_arrivals"],
+                us_per_req=1e6 * cpu / max(sent, 1))
+
+
+def run_oha(url, rate, seconds, warmup, body_path):
+    # oha has no warm-up; it runs the measured length only.
+    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, shutil.which("oha") or "/opt/oha/bin/oha",
+                               "-z", f"{seconds}s", "-c", "256", "-q", str(rate), "--latency-correction",
+                               "--no-tui", "--output-format", "json", "-m", "POST",
+                               "-H", "Content-Type: application/json", "-D", body_path, url])
+    j = json.loads(out)
+    total = sum(j.get("statusCodeDistribution", {}).values())
+    p = j.get("latencyPercentiles", {})
+    return dict(achieved=j["summary"]["requestsPerSec"], lag_p50=None, lag_p99=None, lag_max=None,
+                cor_p99=p.get("p99", 0) * 1000, unc_p99=None, dropped=None,
+                us_per_req=1e6 * cpu / max(total, 1))
+
+
+def run_wrk2(url, rate, seconds, warmup, lua):
+    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, "wrk2", "-t1", "-c256", f"-d{seconds}s",
+                               f"-R{rate}", "--latency", "-s", lua, url])
+    achieved = float(out.split("Requests/sec:")[1].split()[0])
+    total = int(out.split(" requests in ")[0].split()[-1])
+    p99 = None
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("99.000%", "99%"):
+            p99 = loopback.ms(parts[1])
+    return dict(achieved=achieved, lag_p50=None, lag_p99=None, lag_max=None, cor_p99=p99,
+                unc_p99=None, dropped=None, us_per_req=1e6 * cpu / max(total, 1))
+
+
+def fmt(value, digits=2):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rates", default="5000,10000,20000,30000")
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--markdown")
+    ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
+    args = ap.parse_args()
+    if not args.no_build:
+        loopback.build()
+    tmp = tempfile.mkdtemp(prefix="loadtest-openloop-")
+    body = loopback.request_body()
+    body_path = os.path.join(tmp, "body.json")
+    open(body_path, "w").write(body)
+    lua = os.path.join(tmp, "post.lua")
+    open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                         f"wrk.body = [[{body}]]\n")
+    mock = subprocess.Popen(["taskset", "-c", UP_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+                             "mock", "--listen", f"127.0.0.1:{MOCK_PORT}", "--cpus", UP_CPU, "--tokens", "128"],
+                            stdout=subprocess.DEVNULL)
+    nginx = None
+    try:
+        loopback.wait_port(MOCK_PORT)
+        upstreams = []
+        if "mock" in args.upstreams.split(","):
+            upstreams.append(("mock", f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions"))
+        if "nginx" in args.upstreams.split(","):
+            loopback.MOCK_PORT = MOCK_PORT
+            nginx = loopback.start_nginx(tmp, loopback.canned_response(body))
+            if nginx:
+                upstreams.append(("nginx", f"http://127.0.0.1:{loopback.NGINX_PORT}/v1/chat/completions"))
+
+        def tools_for(url):
+            tools = [("loadtest", lambda r: run_loadtest(url, r, args.seconds, args.warmup, tmp))]
+            if shutil.which("oha") or os.path.exists("/opt/oha/bin/oha"):
+                tools.append(("oha -q", lambda r: run_oha(url, r, args.seconds, args.warmup, body_path)))
+            if shutil.which("wrk2"):
+                tools.append(("wrk2 -R", lambda r: run_wrk2(url, r, args.seconds, args.warmup, lua)))
+            return tools
+
+        results = {}
+        for round_ in range(args.rounds):
+            for up_name, url in upstreams:
+                tools = tools_for(url)
+                for rate in [int(r) for r in args.rates.split(",")]:
+                    order = tools[round_ % len(tools):] + tools[: round_ % len(tools)]
+                    for name, fn in order:
+                        r = fn(rate)
+                        results.setdefault((up_name, rate, name), []).append(r)
+                        print(f"round {round_ + 1} {up_name:5} {rate:>6}/s {name:9} achieved {100 * r['achieved'] / rate:6.2f}%  "
+                              f"lag p50 {fmt(r['lag_p50'])} p99 {fmt(r['lag_p99'])} max {fmt(r['lag_max'])} ms  "
+                              f"p99 corrected {fmt(r['cor_p99'])} uncorrected {fmt(r['unc_p99'])} ms  "
+                              f"dropped {r['dropped']}  {r['us_per_req']:.1f} us CPU/req", flush=True)
+        lines = ["| upstream | rate/s | generator | achieved % (runs) | lag p50 ms | lag p99 ms | lag max ms | p99 corrected ms | p99 uncorrected ms | CPU µs/req |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+
+        def med(runs, key):
+            values = [r[key] for r in runs if r[key] is not None]
+            return statistics.median(values) if values else None
+
+        for (up_name, rate, name), runs in results.items():
+            pct = " / ".join(f"{100 * r['achieved'] / rate:.2f}" for r in runs)
+            lines.append(f"| {up_name} | {rate:,} | {name} | {pct} | {fmt(med(runs, 'lag_p50'))} | {fmt(med(runs, 'lag_p99'))} | "
+                         f"{fmt(med(runs, 'lag_max'))} | {fmt(med(runs, 'cor_p99'))} | {fmt(med(runs, 'unc_p99'))} | "
+                         f"{fmt(med(runs, 'us_per_req'), 1)} |")
+        table = "\n".join(lines)
+        print(table)
+        if args.markdown:
+            open(args.markdown, "w").write(table + "\n")
+    finally:
+        mock.send_signal(signal.SIGTERM)
+        if nginx:
+            nginx[0].send_signal(signal.SIGQUIT)
+        mock.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
