@@ -404,8 +404,13 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         );
     }
     println!("{}", report::table_header());
+    // One timestamp names every file of the run.
+    let ts = report::timestamp(std::time::SystemTime::now());
+    let results_path = args.out.join(format!("results-{ts}.jsonl"));
+    let sink = crate::sink::Sink::start(&results_path, &plan, plan.cpus.len(), plan.run_nonce)
+        .map_err(|e| usage(format!("--out: {e}")))?;
     let stages_total = plan.stages.len();
-    let result = engine::run(&plan, |progress| match progress {
+    let result = engine::run_with_sink(&plan, Some(&sink), |progress| match progress {
         // Progress goes to stderr so stdout stays the table.
         engine::Progress::StageStarted(index) => eprintln!(
             "stage {}/{stages_total} started: {}",
@@ -421,16 +426,23 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(server) = mock_server {
         server.stop();
     }
+    let (jsonl_lines, sink_dropped) = sink.finish().map_err(|e| Failure {
+        code: 3,
+        message: format!("{}: {e}", results_path.display()),
+    })?;
     let result = result.map_err(|e| Failure {
         code: 3,
         message: e,
     })?;
+    let health = report::Health {
+        fd_limit,
+        sink_dropped,
+        jsonl_lines,
+        results_file: Some(results_path.display().to_string()),
+    };
     let run_id = uuid::Uuid::new_v4().to_string();
-    let summary = report::summary_json(&plan, &result, fd_limit, &run_id);
-    let path = args.out.join(format!(
-        "summary-{}.json",
-        report::timestamp(result.started_at)
-    ));
+    let summary = report::summary_json(&plan, &result, &health, &run_id);
+    let path = args.out.join(format!("summary-{ts}.json"));
     write_json(&path, &summary)?;
     let turns = report::turn_table(&plan, &result);
     if !turns.is_empty() {
@@ -452,8 +464,20 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     if let Some(knee) = report::knee(&plan, &result) {
         println!("{}", report::knee_line(&knee));
     }
+    let invalid = report::generator_verdict(&result, &health);
+    for reason in &invalid {
+        println!("generator: INVALID: {reason}");
+    }
+    println!("results: {} ({jsonl_lines} lines)", results_path.display());
     println!("summary: {}", path.display());
     match &result.aborted {
+        None if !invalid.is_empty() => {
+            eprintln!(
+                "loadtest: run invalid: the generator was the bottleneck ({})",
+                invalid.join("; ")
+            );
+            Ok(3)
+        }
         None if !failed.is_empty() => Ok(1),
         None => Ok(0),
         Some(reason) if reason.contains("stopped by request") => {

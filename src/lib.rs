@@ -43,5 +43,6 @@ pub mod protocol;
 pub mod report;
 pub mod rng;
 pub mod rt;
+pub mod sink;
 pub mod sse;
 pub mod stage;

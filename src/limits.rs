@@ -99,6 +99,25 @@ pub const PACER_TICK: Duration = Duration::from_micros(100);
 /// file-descriptor limit is unknown.
 pub const MAX_INFLIGHT_DEFAULT: u64 = 10_000;
 
+/// Records a shard may queue for the JSONL writer before it starts
+/// dropping (and counting) them.
+///
+/// Cost: the queue is allocated up front, ~200 bytes a record, so 32,768
+/// records ≈ 6.5 MiB per shard. At 80k requests/s a shard fills it in 0.4 s
+/// only if the writer stops entirely.
+pub const SINK_QUEUE_PER_SHARD: usize = 32_768;
+
+/// The JSONL writer appends in batches of about this many bytes...
+pub const SINK_BATCH_BYTES: usize = 64 * 1024;
+
+/// ...or at least this often, so lines reach the file while a run is going.
+pub const SINK_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Open loop: a scheduler lag p99 above this makes the run invalid (exit
+/// code 3): arrivals were that late because the generator itself was
+/// saturated, so the numbers describe the generator, not the target.
+pub const SCHED_LAG_INVALID: Duration = Duration::from_millis(50);
+
 /// Most stages in one run.
 pub const STAGES_MAX: usize = 1_000;
 

@@ -725,7 +725,55 @@ fn loop_mode(plan: &Plan) -> &'static str {
 }
 
 /// The whole summary document.
-pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -> Value {
+/// What the run learned about the generator itself.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The open-files limit after raising it.
+    pub fd_limit: u64,
+    /// JSONL records dropped because a shard's queue was full.
+    pub sink_dropped: u64,
+    /// JSONL lines written.
+    pub jsonl_lines: u64,
+    /// The JSONL file, when one was written.
+    pub results_file: Option<String>,
+}
+
+/// Why the run measured the generator rather than the target, if it did:
+/// generator-side errors (port or file-descriptor exhaustion, panics),
+/// dropped JSONL records, or open-loop arrivals starting more than
+/// `limits::SCHED_LAG_INVALID` late at p99. Empty when the run is valid.
+pub fn generator_verdict(run: &RunResult, health: &Health) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (class, n) in generator_errors(run)
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+    {
+        reasons.push(format!("{n} {class} errors on the generator"));
+    }
+    if health.sink_dropped > 0 {
+        reasons.push(format!(
+            "{} per-turn records dropped because the JSONL writer fell behind",
+            health.sink_dropped
+        ));
+    }
+    let limit_ms = crate::limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
+    for stage in &run.stages {
+        if let Some(p99) = stage.metrics.sched_lag.percentile_ms(99.0) {
+            if p99 > limit_ms {
+                reasons.push(format!(
+                    "stage {}: scheduler lag p99 {p99:.1} ms > {limit_ms:.0} ms (the generator could not keep pace)",
+                    stage.stage.label()
+                ));
+            }
+        }
+    }
+    reasons
+}
+
+/// The whole summary document.
+pub fn summary_json(plan: &Plan, run: &RunResult, health: &Health, run_id: &str) -> Value {
     let verdicts: Vec<Value> = threshold_verdicts(plan, run)
         .into_iter()
         .map(|(stage, scenario, failures)| {
@@ -751,9 +799,16 @@ pub fn summary_json(plan: &Plan, run: &RunResult, fd_limit: u64, run_id: &str) -
             "first_broken": k.first_broken.map(|(label, reason)| json!({"stage": label, "reason": reason})),
         })),
         "generator_health": {
-            "fd_limit": fd_limit,
+            "fd_limit": health.fd_limit,
             "aborted": run.aborted,
             "generator_errors": generator_errors(run),
+            "sink_dropped": health.sink_dropped,
+            "jsonl_lines": health.jsonl_lines,
+            "results_file": health.results_file,
+            "peak_connections": run.stages.iter().map(|s| s.metrics.connections_open.max(s.metrics.inflight_peak)).max(),
+            "shard_busy_pct_max": run.stages.iter().flat_map(|s| s.shard_busy()).fold(0.0f64, f64::max) * 100.0,
+            "invalid_reasons": generator_verdict(run, health),
+            "valid": generator_verdict(run, health).is_empty(),
         },
     })
 }

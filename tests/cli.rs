@@ -227,17 +227,20 @@ fn ctrl_c_keeps_what_was_measured() {
         rest.iter().any(|l| l.starts_with("2:1m*")),
         "stopped stage row: {rest:?}"
     );
-    let summary = std::fs::read_dir(&out)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let summary = files_with_prefix(&out, "summary-").remove(0);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
     let stages = summary["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 2);
     assert_eq!(stages[1]["stopped_early"], true);
+    // The per-turn log was flushed and closed too.
+    let (lines, partial) =
+        loadtest::sink::read_lines(&files_with_prefix(&out, "results-")[0]).unwrap();
+    assert!(!partial);
+    assert_eq!(
+        summary["generator_health"]["jsonl_lines"],
+        lines.len() as u64
+    );
     assert!(stages[1]["requests"].as_u64().unwrap() > 0);
     assert!(stages[1]["measured_s"].as_f64().unwrap() < 30.0);
     assert_eq!(summary["generator_health"]["aborted"], "stopped by request");
@@ -324,4 +327,138 @@ fn validate_prints_the_resolved_profile() {
         output,
         "typo.json: scenarios[2].content.mdoe: unknown field, did you mean \"mode\"?",
     );
+}
+
+fn files_with_prefix(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_turn_is_a_jsonl_line() {
+    let dir = temp_dir("jsonl");
+    let out = dir.join("runs");
+    let output = bin()
+        .args([
+            "run",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/cross-ingress.json"),
+            "--mock",
+            "--stages",
+            "4:400ms,@100:400ms",
+            "--warmup",
+            "100ms",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&files_with_prefix(&out, "summary-")[0]).unwrap(),
+    )
+    .unwrap();
+    let results = files_with_prefix(&out, "results-");
+    assert_eq!(results.len(), 1);
+    let (lines, partial) = loadtest::sink::read_lines(&results[0]).unwrap();
+    assert!(!partial);
+    let sent: u64 = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap() + s["warmup_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lines.len() as u64, sent, "one line per finished turn");
+    assert_eq!(summary["generator_health"]["jsonl_lines"], sent);
+    assert_eq!(summary["generator_health"]["sink_dropped"], 0);
+    let ts = results[0].file_name().unwrap().to_string_lossy()[8..24].to_string();
+    assert!(files_with_prefix(&out, "summary-")[0]
+        .to_string_lossy()
+        .contains(&ts));
+    let mut scenarios = std::collections::BTreeSet::new();
+    for line in &lines {
+        scenarios.insert(line["scenario"].as_str().unwrap().to_string());
+        assert_eq!(line["status"], 200);
+        assert!(line["error"].is_null());
+        assert_eq!(line["tokens_source"], "server");
+        assert!(line["completion_tokens"].as_u64().unwrap() > 0);
+        assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+        assert!(line["ttft_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            uuid::Uuid::parse_str(line["conv_uuid"].as_str().unwrap())
+                .unwrap()
+                .get_version_num(),
+            4
+        );
+        let open = line["stage"] == "@100:400ms";
+        assert_eq!(line["intended_start_us"].is_u64(), open, "{line}");
+        assert!(line["start_us"].as_u64().unwrap() > 1_700_000_000_000_000);
+    }
+    assert_eq!(scenarios.len(), 2, "both ingress formats logged");
+    let warm = lines.iter().filter(|l| l["warmup"] == true).count() as u64;
+    let warm_summary: u64 = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["warmup_requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(warm, warm_summary);
+}
+
+#[test]
+fn a_killed_run_leaves_whole_jsonl_lines() {
+    let dir = temp_dir("kill9");
+    let out = dir.join("runs");
+    let mut child = bin()
+        .args([
+            "run",
+            "--config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/profiles/perf-128-nonstream.json"
+            ),
+            "--mock",
+            "--stages",
+            "8:30s",
+            "--warmup",
+            "0s",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until a good part of the file has been written.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let path = loop {
+        let found = files_with_prefix(&out, "results-");
+        if let Some(path) = found.first() {
+            if std::fs::metadata(path).map_or(0, |m| m.len()) > 512 * 1024 {
+                break path.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSONL written in 20 s"
+        );
+        std::thread::yield_now();
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (lines, _partial) = loadtest::sink::read_lines(&path).unwrap();
+    assert!(lines.len() > 1000, "{} lines", lines.len());
+    for line in &lines {
+        assert!(
+            line["conv_uuid"].is_string() && line["status"].is_u64(),
+            "{line}"
+        );
+    }
+    // No summary: the process never got to write one, and that is fine.
+    assert!(files_with_prefix(&out, "summary-").is_empty());
 }

@@ -97,7 +97,7 @@ fn mixed_closed_and_open_stages_make_one_report() {
         .sum();
     assert_eq!(total, served.chat_responses);
     // One report: the summary has all three stages and calls the run mixed.
-    let summary = report::summary_json(&plan, &result, 0, "test");
+    let summary = report::summary_json(&plan, &result, &report::Health::default(), "test");
     assert_eq!(summary["loop_mode"], "mixed");
     assert_eq!(summary["stages"][0]["load"]["kind"], "closed");
     assert_eq!(summary["stages"][1]["load"]["kind"], "open");
@@ -267,8 +267,10 @@ fn a_generator_stall_is_not_hidden_coordinated_omission() {
     let corrected = m.latency_corrected.percentile_ms(99.0).unwrap();
     let uncorrected = m.latency.percentile_ms(99.0).unwrap();
     let lag = m.sched_lag.percentile_ms(99.0).unwrap();
-    assert!(corrected >= 700.0, "corrected p99 {corrected} ms");
-    assert!(lag >= 700.0, "scheduler lag p99 {lag} ms");
+    // The stall starts with the first response (in the 300 ms warm-up), so
+    // measured arrivals wait up to ~700 ms.
+    assert!(corrected >= 500.0, "corrected p99 {corrected} ms");
+    assert!(lag >= 500.0, "scheduler lag p99 {lag} ms");
     assert!(
         uncorrected < corrected / 4.0,
         "uncorrected p99 {uncorrected} ms should miss the stall (corrected {corrected} ms)"

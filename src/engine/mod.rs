@@ -190,7 +190,17 @@ pub enum Progress<'a> {
 /// requested before the run (`request_stop`) means no stage starts: the
 /// request is not cleared, so a Ctrl-C that lands while the run is being
 /// set up is not lost.
-pub fn run(plan: &Plan, mut on_progress: impl FnMut(Progress<'_>)) -> Result<RunResult, String> {
+pub fn run(plan: &Plan, on_progress: impl FnMut(Progress<'_>)) -> Result<RunResult, String> {
+    run_with_sink(plan, None, on_progress)
+}
+
+/// Like `run`, and every finished turn also goes to `sink` (the JSONL
+/// writer), without ever blocking a shard.
+pub fn run_with_sink(
+    plan: &Plan,
+    sink: Option<&crate::sink::Sink>,
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Result<RunResult, String> {
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
     let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::CONTROL_CHANNEL_DEPTH);
@@ -204,6 +214,7 @@ pub fn run(plan: &Plan, mut on_progress: impl FnMut(Progress<'_>)) -> Result<Run
             plan: plan.clone(),
             commands: command_rx,
             reports: report_tx.clone(),
+            sink: sink.map(|s| s.sender(index)),
         };
         let handle = match rt::start_executor(&format!("shard-{index}"), Some(cpu), move || {
             shard::run(ctx)

@@ -29,6 +29,7 @@ use crate::plan::Plan;
 use crate::protocol::{Message, Role};
 use crate::rng::Rng;
 use crate::rt;
+use crate::sink::{Record, SinkSender};
 use crate::stage::{Load, Stage};
 use futures_lite::FutureExt;
 use std::cell::{Cell, RefCell};
@@ -52,6 +53,8 @@ pub struct ShardContext {
     pub commands: mpsc::Receiver<Command>,
     /// Stage reports to the coordinator.
     pub reports: mpsc::SyncSender<Report>,
+    /// Where finished turns go for `results-<ts>.jsonl`, if anywhere.
+    pub sink: Option<SinkSender>,
 }
 
 /// How long a user waits after a failed connect before trying again, so a
@@ -72,7 +75,7 @@ async fn next_command(commands: &mpsc::Receiver<Command>) -> Option<Command> {
 /// The shard's main future.
 pub async fn run(ctx: ShardContext) {
     let commands = ctx.commands;
-    let shard = Rc::new(Shard::new(ctx.index, ctx.count, ctx.plan));
+    let shard = Rc::new(Shard::new(ctx.index, ctx.count, ctx.plan, ctx.sink));
     while let Some(command) = next_command(&commands).await {
         let Command::RunStage { index, start } = command else {
             // Stop between stages, or Shutdown: nothing is running.
@@ -83,6 +86,7 @@ pub async fn run(ctx: ShardContext) {
         };
         let stage = shard.plan.stages[index];
         let run = Rc::new(StageRun::new(
+            index,
             &stage,
             start,
             shard.plan.warmup,
@@ -124,6 +128,8 @@ pub async fn run(ctx: ShardContext) {
 
 /// State of the stage being run.
 struct StageRun {
+    /// Index into `Plan::stages`.
+    index: usize,
     /// When the stage started (open-loop arrivals are offsets from it).
     start: Instant,
     /// No request starts at or after this instant.
@@ -135,8 +141,15 @@ struct StageRun {
 }
 
 impl StageRun {
-    fn new(stage: &Stage, start: Instant, warmup: Duration, scenarios: usize) -> Self {
+    fn new(
+        index: usize,
+        stage: &Stage,
+        start: Instant,
+        warmup: Duration,
+        scenarios: usize,
+    ) -> Self {
         StageRun {
+            index,
             start,
             end: Cell::new(start + stage.duration),
             measure_from: start + warmup,
@@ -567,10 +580,14 @@ struct Shard {
     open_inflight: Cell<u64>,
     /// Open loop: most conversations in flight in this stage.
     inflight_peak: Cell<u64>,
+    /// The JSONL writer's queue for this shard.
+    sink: Option<SinkSender>,
+    /// Scratch for the per-turn ITL median.
+    itl_scratch: RefCell<Vec<u32>>,
 }
 
 impl Shard {
-    fn new(index: usize, count: usize, plan: Arc<Plan>) -> Self {
+    fn new(index: usize, count: usize, plan: Arc<Plan>, sink: Option<SinkSender>) -> Self {
         let seed = plan.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut rng = Rng::new(seed);
         let scenarios = (0..plan.scenarios.len())
@@ -594,7 +611,75 @@ impl Shard {
             user_seeds: RefCell::new(Rng::new(seed)),
             open_inflight: Cell::new(0),
             inflight_peak: Cell::new(0),
+            sink,
+            itl_scratch: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Hands a finished turn to the JSONL writer (never waits).
+    fn log_turn(
+        &self,
+        run: &StageRun,
+        user: &User,
+        at: TurnAt,
+        t0: Instant,
+        class: Option<ErrorClass>,
+    ) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let observed = &user.observed;
+        let reply = &user.scratch.reply;
+        let us = |d: Duration| d.as_micros() as u64;
+        let gaps = &user.scratch.itl_gaps_us;
+        let (itl_p50_us, itl_max_us) = if gaps.is_empty() {
+            (None, None)
+        } else {
+            let mut sorted = self.itl_scratch.borrow_mut();
+            sorted.clear();
+            sorted.extend_from_slice(gaps);
+            let mid = sorted.len() / 2;
+            let (_, median, _) = sorted.select_nth_unstable(mid);
+            let median = u64::from(*median);
+            (Some(median), gaps.iter().max().map(|&g| u64::from(g)))
+        };
+        let ok = class.is_none();
+        let estimated = ok && reply.prompt_tokens.is_none() && reply.completion_tokens.is_none();
+        let (prompt_tokens, completion_tokens) = if estimated {
+            (
+                Some(content::estimate_tokens(user.prompt_bytes)),
+                Some(content::estimate_tokens(reply.content_bytes)),
+            )
+        } else if ok {
+            (reply.prompt_tokens, reply.completion_tokens)
+        } else {
+            (None, None)
+        };
+        sink.send(Record {
+            conv_uuid: user.uuid,
+            scenario: at.scenario as u16,
+            stage: run.index as u16,
+            shard: self.index as u16,
+            turn: (at.turn + 1) as u32,
+            turns: at.turns as u32,
+            intended: at.intended,
+            start: t0,
+            latency_us: observed
+                .done_at
+                .filter(|_| ok)
+                .map(|done| us(done.saturating_duration_since(t0))),
+            ttft_us: observed.ttft.map(us),
+            ttfb_us: observed.ttfb.map(us),
+            itl_p50_us,
+            itl_max_us,
+            connect_us: user.connect_time.map(us),
+            status: observed.status,
+            prompt_tokens,
+            completion_tokens,
+            tokens_estimated: estimated,
+            warmup: at.intended.unwrap_or(t0) < run.measure_from,
+            error: class,
+        });
     }
 
     /// An idle user for an open-loop arrival of `scenario`.
@@ -779,6 +864,7 @@ impl Shard {
             Ok(_) if (200..300).contains(&observed.status) => None,
             Ok(_) => Some(ErrorClass::for_status(observed.status)),
         };
+        self.log_turn(run, user, at, t0, class);
         if due < run.measure_from {
             m.warmup_requests += 1;
             return class.is_none();

@@ -1,0 +1,488 @@
+//! `results-<ts>.jsonl`: one line per finished turn, written by one writer
+//! thread so no shard ever waits on a disk.
+//!
+//! Each shard owns the sending end of its own bounded queue
+//! (`limits::SINK_QUEUE_PER_SHARD` records). A shard hands over a compact,
+//! fixed-size `Record` with `try_send`; when its queue is full the record
+//! is dropped and counted (`sink_dropped`), and the request itself is
+//! unaffected (the in-memory statistics stay complete). The writer thread
+//! drains every queue in turn, formats lines and appends them with one
+//! `write` per batch of whole lines, at least every
+//! `limits::SINK_FLUSH_INTERVAL`. A process killed with SIGKILL therefore
+//! leaves only whole lines, except possibly a partial last line, which
+//! `read_lines` (and any careful reader) skips.
+
+use crate::engine::workload::UUID_LEN;
+use crate::http::push_decimal;
+use crate::limits;
+use crate::metrics::ErrorClass;
+use crate::plan::Plan;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// One finished turn, as a shard hands it over. Copy, no heap.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    /// The conversation's UUID (ASCII).
+    pub conv_uuid: [u8; UUID_LEN],
+    /// Index into `Plan::scenarios`.
+    pub scenario: u16,
+    /// Index into `Plan::stages`.
+    pub stage: u16,
+    /// The shard that sent it.
+    pub shard: u16,
+    /// Turn number, 1-based.
+    pub turn: u32,
+    /// Turns this conversation was to have.
+    pub turns: u32,
+    /// Open loop: when it was due.
+    pub intended: Option<Instant>,
+    /// When it was sent (or the connect began, for a failed connect).
+    pub start: Instant,
+    /// Whole request, microseconds (successful requests).
+    pub latency_us: Option<u64>,
+    /// Time to first token, microseconds.
+    pub ttft_us: Option<u64>,
+    /// Time to first byte, microseconds.
+    pub ttfb_us: Option<u64>,
+    /// Median inter-token gap, microseconds.
+    pub itl_p50_us: Option<u64>,
+    /// Largest inter-token gap, microseconds.
+    pub itl_max_us: Option<u64>,
+    /// Connect time when this request opened its connection.
+    pub connect_us: Option<u64>,
+    /// HTTP status (0: no response head).
+    pub status: u16,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens.
+    pub completion_tokens: Option<u64>,
+    /// The token counts are client estimates (the server sent no usage).
+    pub tokens_estimated: bool,
+    /// Started during warm-up.
+    pub warmup: bool,
+    /// Why it failed.
+    pub error: Option<ErrorClass>,
+}
+
+/// The shards' ends of the sink, and the counter of dropped records.
+#[derive(Debug, Clone)]
+pub struct SinkSender {
+    queue: SyncSender<Record>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl SinkSender {
+    /// Hands a record over without waiting; drops and counts it when the
+    /// queue is full.
+    #[inline]
+    pub fn send(&self, record: Record) {
+        if self.queue.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A running writer thread.
+#[derive(Debug)]
+pub struct Sink {
+    path: PathBuf,
+    senders: Vec<SinkSender>,
+    dropped: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<io::Result<u64>>>,
+}
+
+impl Sink {
+    /// Creates `path` and starts the writer for `shards` queues. Times are
+    /// written as Unix microseconds, anchored at this call.
+    pub fn start(path: &Path, plan: &Plan, shards: usize, run: u64) -> io::Result<Sink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::with_capacity(shards);
+        let mut receivers = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::sync_channel(limits::SINK_QUEUE_PER_SHARD);
+            senders.push(SinkSender {
+                queue: tx,
+                dropped: dropped.clone(),
+            });
+            receivers.push(rx);
+        }
+        let names = Names::new(plan, run);
+        let writer_stop = stop.clone();
+        let writer = std::thread::Builder::new()
+            .name("loadtest-sink".into())
+            .spawn(move || write_loop(file, receivers, names, writer_stop))?;
+        Ok(Sink {
+            path: path.to_path_buf(),
+            senders,
+            dropped,
+            stop,
+            writer: Some(writer),
+        })
+    }
+
+    /// The sender for shard `index`.
+    pub fn sender(&self, index: usize) -> SinkSender {
+        self.senders[index].clone()
+    }
+
+    /// Records dropped so far because a queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Where the lines go.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes what is queued, stops the writer and returns the number of
+    /// lines written and of records dropped.
+    pub fn finish(mut self) -> io::Result<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.senders.clear();
+        let written = match self.writer.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result?,
+            Some(Err(_)) => return Err(io::Error::other("the JSONL writer thread panicked")),
+            None => 0,
+        };
+        Ok((written, self.dropped()))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the writer needs to turn indices into names and instants into
+/// Unix time; names are stored already JSON-encoded (quoted, escaped).
+struct Names {
+    scenarios: Vec<(String, String, bool)>,
+    stages: Vec<String>,
+    anchor: (Instant, SystemTime),
+    run: String,
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"?\"".into())
+}
+
+impl Names {
+    fn new(plan: &Plan, run: u64) -> Self {
+        Names {
+            scenarios: plan
+                .scenarios
+                .iter()
+                .map(|s| {
+                    (
+                        json_string(&s.name),
+                        json_string(s.protocol.name()),
+                        s.stream,
+                    )
+                })
+                .collect(),
+            stages: plan
+                .stages
+                .iter()
+                .map(|s| json_string(&s.label()))
+                .collect(),
+            anchor: (Instant::now(), SystemTime::now()),
+            run: json_string(&format!("{run:016x}")),
+        }
+    }
+
+    fn unix_us(&self, at: Instant) -> u64 {
+        let (instant, system) = self.anchor;
+        let at = if at >= instant {
+            system + (at - instant)
+        } else {
+            system - (instant - at)
+        };
+        at.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+    }
+}
+
+/// Appends `"key":`.
+fn key(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn uint(out: &mut Vec<u8>, name: &str, value: Option<u64>) {
+    key(out, name);
+    match value {
+        Some(v) => push_decimal(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+}
+
+/// Microseconds as milliseconds with three decimals (exact), or null.
+fn millis(out: &mut Vec<u8>, name: &str, us: Option<u64>) {
+    key(out, name);
+    match us {
+        Some(us) => {
+            push_decimal(out, us / 1000);
+            let frac = us % 1000;
+            out.push(b'.');
+            out.push(b'0' + (frac / 100) as u8);
+            out.push(b'0' + (frac / 10 % 10) as u8);
+            out.push(b'0' + (frac % 10) as u8);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b',');
+}
+
+fn raw(out: &mut Vec<u8>, name: &str, json: &str) {
+    key(out, name);
+    out.extend_from_slice(json.as_bytes());
+    out.push(b',');
+}
+
+/// Formats one record as a JSON line (with the newline), by hand: the
+/// writer handles tens of thousands of lines a second per shard, and
+/// building a `serde_json::Value` per line cost several times more.
+fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
+    let unknown = ("\"?\"".to_string(), "\"?\"".to_string(), false);
+    let (scenario, protocol, stream) = names
+        .scenarios
+        .get(usize::from(record.scenario))
+        .unwrap_or(&unknown);
+    let stage = names
+        .stages
+        .get(usize::from(record.stage))
+        .map_or("\"?\"", String::as_str);
+    let transfer = match (record.latency_us, record.ttfb_us) {
+        (Some(l), Some(b)) => Some(l.saturating_sub(b)),
+        _ => None,
+    };
+    out.push(b'{');
+    key(out, "conv_uuid");
+    out.push(b'"');
+    out.extend_from_slice(&record.conv_uuid);
+    out.extend_from_slice(b"\",");
+    raw(out, "scenario", scenario);
+    raw(out, "protocol", protocol);
+    uint(out, "turn", Some(u64::from(record.turn)));
+    uint(out, "turns", Some(u64::from(record.turns)));
+    raw(out, "stream", if *stream { "true" } else { "false" });
+    raw(out, "stage", stage);
+    uint(out, "stage_index", Some(u64::from(record.stage)));
+    uint(
+        out,
+        "intended_start_us",
+        record.intended.map(|at| names.unix_us(at)),
+    );
+    uint(out, "start_us", Some(names.unix_us(record.start)));
+    millis(out, "latency_ms", record.latency_us);
+    millis(out, "ttft_ms", record.ttft_us);
+    millis(out, "ttfb_ms", record.ttfb_us);
+    millis(out, "itl_p50_ms", record.itl_p50_us);
+    millis(out, "itl_max_ms", record.itl_max_us);
+    raw(out, "dns_ms", "null");
+    millis(out, "connect_ms", record.connect_us);
+    raw(out, "tls_ms", "null");
+    millis(out, "transfer_ms", transfer);
+    uint(out, "status", Some(u64::from(record.status)));
+    uint(out, "prompt_tokens", record.prompt_tokens);
+    uint(out, "completion_tokens", record.completion_tokens);
+    let source = match (record.prompt_tokens, record.tokens_estimated) {
+        (None, false) => "null",
+        (_, true) => "\"estimated\"",
+        (_, false) => "\"server\"",
+    };
+    raw(out, "tokens_source", source);
+    raw(out, "warmup", if record.warmup { "true" } else { "false" });
+    match record.error {
+        Some(class) => {
+            key(out, "error");
+            out.push(b'"');
+            out.extend_from_slice(class.name().as_bytes());
+            out.extend_from_slice(b"\",");
+        }
+        None => raw(out, "error", "null"),
+    }
+    uint(out, "shard", Some(u64::from(record.shard)));
+    raw(out, "run", &names.run);
+    // Replace the trailing comma.
+    if out.last() == Some(&b',') {
+        out.pop();
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+fn write_loop(
+    mut file: File,
+    receivers: Vec<Receiver<Record>>,
+    names: Names,
+    stop: Arc<AtomicBool>,
+) -> io::Result<u64> {
+    let mut buf = Vec::with_capacity(limits::SINK_BATCH_BYTES + 4096);
+    let mut written = 0u64;
+    let mut last_flush = Instant::now();
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut got = 0usize;
+        let mut open = 0usize;
+        for rx in &receivers {
+            loop {
+                match rx.try_recv() {
+                    Ok(record) => {
+                        format(&record, &names, &mut buf);
+                        got += 1;
+                        written += 1;
+                        if buf.len() >= limits::SINK_BATCH_BYTES {
+                            file.write_all(&buf)?;
+                            buf.clear();
+                            last_flush = Instant::now();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => {
+                        open += 1;
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            }
+        }
+        let idle = got == 0;
+        if !buf.is_empty() && (idle || last_flush.elapsed() >= limits::SINK_FLUSH_INTERVAL) {
+            file.write_all(&buf)?;
+            buf.clear();
+            last_flush = Instant::now();
+        }
+        if idle && (stopping || open == 0) {
+            file.flush()?;
+            return Ok(written);
+        }
+        if idle {
+            std::thread::sleep(SINK_POLL);
+        }
+    }
+}
+
+/// How long the writer sleeps when every queue is empty.
+const SINK_POLL: Duration = Duration::from_millis(5);
+
+/// Reads a JSONL file the way a careful reader should: every whole line
+/// parsed, a partial last line (from a crash) skipped and reported.
+pub fn read_lines(path: &Path) -> io::Result<(Vec<serde_json::Value>, bool)> {
+    let bytes = std::fs::read(path)?;
+    let mut lines = Vec::new();
+    let mut partial = false;
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                if line.is_empty() {
+                    continue;
+                }
+                let value = serde_json::from_slice(line).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("bad line: {e}"))
+                })?;
+                lines.push(value);
+            }
+            None => {
+                partial = true;
+                break;
+            }
+        }
+    }
+    Ok((lines, partial))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_valid_json_with_every_field() {
+        let profile = crate::config::parse(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:1s,@5:1s",
+                "scenarios":[{"name":"a\\\"b"}]}"#,
+        )
+        .unwrap();
+        let plan = crate::plan::build(&profile, &Default::default(), vec![0]).unwrap();
+        let names = Names::new(&plan, 0xabc);
+        let start = Instant::now();
+        let record = Record {
+            conv_uuid: *b"0b5e2c1a-0000-4000-8000-000000000001",
+            scenario: 0,
+            stage: 1,
+            shard: 3,
+            turn: 2,
+            turns: 4,
+            intended: Some(start),
+            start: start + Duration::from_micros(250),
+            latency_us: Some(12_345),
+            ttft_us: Some(1_005),
+            ttfb_us: Some(999),
+            itl_p50_us: Some(20),
+            itl_max_us: None,
+            connect_us: None,
+            status: 200,
+            prompt_tokens: Some(40),
+            completion_tokens: Some(7),
+            tokens_estimated: false,
+            warmup: false,
+            error: Some(ErrorClass::TruncatedStream),
+        };
+        let mut out = Vec::new();
+        format(&record, &names, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["scenario"], "a\\\"b");
+        assert_eq!(v["protocol"], "openai-chat");
+        assert_eq!(v["stage"], "@5:1s");
+        assert_eq!(v["turn"], 2);
+        assert_eq!(v["latency_ms"], 12.345);
+        assert_eq!(v["ttft_ms"], 1.005);
+        assert_eq!(v["itl_p50_ms"], 0.02);
+        assert_eq!(v["transfer_ms"], 11.346);
+        assert!(v["itl_max_ms"].is_null() && v["dns_ms"].is_null());
+        assert_eq!(v["error"], "truncated_stream");
+        assert_eq!(v["tokens_source"], "server");
+        assert_eq!(v["run"], "0000000000000abc");
+        assert_eq!(
+            v["start_us"].as_u64().unwrap() - v["intended_start_us"].as_u64().unwrap(),
+            250
+        );
+        assert_eq!(v.as_object().unwrap().len(), 27);
+    }
+
+    #[test]
+    fn partial_last_lines_are_skipped() {
+        let dir = std::env::temp_dir().join(format!("lt-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let (lines, partial) = read_lines(&path).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(partial);
+        std::fs::write(&path, "{\"a\":1}\n").unwrap();
+        let (lines, partial) = read_lines(&path).unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(!partial);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
