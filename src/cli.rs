@@ -444,6 +444,10 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let summary = report::summary_json(&plan, &result, &health, &run_id);
     let path = args.out.join(format!("summary-{ts}.json"));
     write_json(&path, &summary)?;
+    let text_path = args.out.join(format!("report-{ts}.txt"));
+    write_text(&text_path, &report::text_report(&plan, &result, &health))?;
+    let csv_path = args.out.join(format!("report-{ts}.csv"));
+    write_text(&csv_path, &report::csv(&plan, &result))?;
     let turns = report::turn_table(&plan, &result);
     if !turns.is_empty() {
         println!("\nper turn (all stages; prompt tokens from server usage):\n{turns}");
@@ -469,6 +473,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         println!("generator: INVALID: {reason}");
     }
     println!("results: {} ({jsonl_lines} lines)", results_path.display());
+    println!("report: {} and {}", text_path.display(), csv_path.display());
     println!("summary: {}", path.display());
     match &result.aborted {
         None if !invalid.is_empty() => {
@@ -545,6 +550,10 @@ fn preflight(plan: &plan::Plan, fd_limit: u64, local_mock: bool) -> Result<(), F
         )));
     }
     Ok(())
+}
+
+fn write_text(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text).map_err(|e| usage(format!("{}: {e}", path.display())))
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Failure> {

@@ -423,6 +423,311 @@ pub fn threshold_verdicts(plan: &Plan, run: &RunResult) -> Vec<(String, String, 
     out
 }
 
+/// Columns of `report-<ts>.csv`, one row per stage × scenario (and the
+/// stage total as scenario `all`).
+pub const CSV_COLUMNS: &[&str] = &[
+    "stage_index",
+    "stage",
+    "kind",
+    "users",
+    "target_rate",
+    "scenario",
+    "requests",
+    "ok",
+    "ok_pct",
+    "error_rate",
+    "rps",
+    "achieved_rate",
+    "dropped_arrivals",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_p999_ms",
+    "latency_corrected_p50_ms",
+    "latency_corrected_p99_ms",
+    "sched_lag_p99_ms",
+    "ttft_p50_ms",
+    "ttft_p95_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "output_tokens_per_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "status_codes",
+    "errors",
+];
+
+/// `report-<ts>.csv`: a header and one row per stage × scenario.
+pub fn csv(plan: &Plan, run: &RunResult) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for stage in &run.stages {
+        let mut rows: Vec<(&str, &StageMetrics)> = Vec::new();
+        if stage.scenarios.len() > 1 {
+            for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+                rows.push((&scenario.name, m));
+            }
+        }
+        rows.push(("all", &stage.metrics));
+        for (name, m) in rows {
+            let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+            let (kind, users, rate) = match stage.stage.load {
+                Load::Closed { users } => ("closed", users.to_string(), String::new()),
+                Load::Open { rate, .. } => ("open", String::new(), format!("{rate}")),
+            };
+            let total = name == "all";
+            let statuses: Vec<String> = m
+                .status_counts()
+                .iter()
+                .map(|(c, n)| format!("{c}={n}"))
+                .collect();
+            let errors: Vec<String> = m
+                .error_counts()
+                .iter()
+                .map(|(c, n)| format!("{}={n}", c.name()))
+                .collect();
+            let fields = [
+                stage.index.to_string(),
+                stage.stage.label(),
+                kind.to_string(),
+                users,
+                rate,
+                name.to_string(),
+                m.requests.to_string(),
+                m.ok.to_string(),
+                format!("{:.3}", ok_pct(m)),
+                format!("{:.6}", error_rate(m)),
+                format!("{:.3}", stage.rps_of(m)),
+                if total {
+                    num(stage.achieved_rate())
+                } else {
+                    String::new()
+                },
+                if stage.stage.is_open() {
+                    m.dropped_arrivals.to_string()
+                } else {
+                    String::new()
+                },
+                num(m.latency.percentile_ms(50.0)),
+                num(m.latency.percentile_ms(90.0)),
+                num(m.latency.percentile_ms(95.0)),
+                num(m.latency.percentile_ms(99.0)),
+                num(m.latency.percentile_ms(99.9)),
+                num(m.latency_corrected.percentile_ms(50.0)),
+                num(m.latency_corrected.percentile_ms(99.0)),
+                num(m.sched_lag.percentile_ms(99.0)),
+                num(m.ttft.percentile_ms(50.0)),
+                num(m.ttft.percentile_ms(95.0)),
+                num(m.ttft.percentile_ms(99.0)),
+                num(m.itl.percentile_ms(50.0)),
+                num(m.itl.percentile_ms(99.0)),
+                format!("{:.3}", stage.output_tokens_per_s_of(m)),
+                m.prompt_tokens.to_string(),
+                m.completion_tokens.to_string(),
+                statuses.join(";"),
+                errors.join(";"),
+            ];
+            let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Quotes a CSV field when it needs it (RFC 4180).
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// `report-<ts>.txt`: everything a person reads after a run, in one file:
+/// the run header, per stage × scenario statistics, the per-turn table,
+/// generator health, thresholds and the knee.
+pub fn text_report(plan: &Plan, run: &RunResult, health: &Health) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", run_header(plan));
+    let _ = writeln!(out, "started {}", rfc3339(run.started_at));
+    let ms = |h: &Hist, p: f64| {
+        h.percentile_ms(p)
+            .map_or("-".to_string(), |v| format!("{v:.2}"))
+    };
+    for stage in &run.stages {
+        let _ = writeln!(
+            out,
+            "\n== stage {} {}{} (measured {:.1} s)",
+            stage.index + 1,
+            stage.stage.label(),
+            if stage.stopped_early {
+                ", stopped early"
+            } else {
+                ""
+            },
+            stage.measured.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "scenario", "requests", "rps", "ok%", "p50", "p90", "p95", "p99", "p99.9", "ttft50", "ttft95",
+            "ttft99", "itl50", "itl99", "out tok/s"
+        );
+        let mut rows: Vec<(&str, &StageMetrics)> = Vec::new();
+        if stage.scenarios.len() > 1 {
+            for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+                rows.push((&scenario.name, m));
+            }
+        }
+        rows.push(("all", &stage.metrics));
+        for (name, m) in &rows {
+            let _ = writeln!(
+                out,
+                "{:<14} {:>9} {:>10.1} {:>7.2} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10.1}",
+                name,
+                m.requests,
+                stage.rps_of(m),
+                ok_pct(m),
+                ms(&m.latency, 50.0),
+                ms(&m.latency, 90.0),
+                ms(&m.latency, 95.0),
+                ms(&m.latency, 99.0),
+                ms(&m.latency, 99.9),
+                ms(&m.ttft, 50.0),
+                ms(&m.ttft, 95.0),
+                ms(&m.ttft, 99.0),
+                ms(&m.itl, 50.0),
+                ms(&m.itl, 99.0),
+                stage.output_tokens_per_s_of(m)
+            );
+        }
+        for (name, m) in &rows {
+            let statuses: Vec<String> = m
+                .status_counts()
+                .iter()
+                .map(|(c, n)| format!("{c}={n}"))
+                .collect();
+            let errors: Vec<String> = m
+                .error_counts()
+                .iter()
+                .map(|(c, n)| format!("{}={n}", c.name()))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {name}: status {}; errors {}",
+                if statuses.is_empty() {
+                    "-".to_string()
+                } else {
+                    statuses.join(" ")
+                },
+                if errors.is_empty() {
+                    "none".to_string()
+                } else {
+                    errors.join(" ")
+                }
+            );
+        }
+        if let Some(line) = open_loop_line(plan, stage) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let turns = turn_table(plan, run);
+    if !turns.is_empty() {
+        let _ = write!(
+            out,
+            "\n== per turn (all stages; prompt tokens from server usage)\n{turns}"
+        );
+    }
+    let _ = writeln!(out, "\n== aggregate");
+    let mut all = StageMetrics::new();
+    for stage in &run.stages {
+        all.merge(&stage.metrics);
+    }
+    let _ = writeln!(
+        out,
+        "turns {} (ok {}), conversations started {} completed {} failed {}, prompt tokens {} completion tokens {} (server usage; {} responses without usage, estimated {} / {})",
+        all.requests,
+        all.ok,
+        all.conversations_started,
+        all.conversations_completed,
+        all.conversations_failed,
+        all.prompt_tokens,
+        all.completion_tokens,
+        all.usage_missing,
+        all.prompt_tokens_estimated,
+        all.completion_tokens_estimated
+    );
+    let _ = writeln!(out, "\n== generator health");
+    let invalid = generator_verdict(run, health);
+    let _ = writeln!(
+        out,
+        "fd limit {}; peak connections {}; JSONL lines {} dropped {}; shard CPU busy max {:.0}%",
+        health.fd_limit,
+        run.stages
+            .iter()
+            .map(|s| s.metrics.connections_open.max(s.metrics.inflight_peak))
+            .max()
+            .unwrap_or(0),
+        health.jsonl_lines,
+        health.sink_dropped,
+        run.stages
+            .iter()
+            .flat_map(|s| s.shard_busy())
+            .fold(0.0f64, f64::max)
+            * 100.0
+    );
+    let gen = all.error_count(crate::metrics::ErrorClass::GenPortExhaustion)
+        + all.error_count(crate::metrics::ErrorClass::GenFdExhaustion);
+    let _ = writeln!(out, "port/fd exhaustion errors {gen}");
+    for stage in run.stages.iter().filter(|s| s.stage.is_open()) {
+        let _ = writeln!(
+            out,
+            "stage {}: scheduler lag p50 {} p99 {} max {} ms",
+            stage.stage.label(),
+            ms(&stage.metrics.sched_lag, 50.0),
+            ms(&stage.metrics.sched_lag, 99.0),
+            stage
+                .metrics
+                .sched_lag
+                .max_ms()
+                .map_or("-".into(), |v| format!("{v:.2}"))
+        );
+    }
+    if invalid.is_empty() {
+        let _ = writeln!(out, "verdict: valid (the generator was not the bottleneck)");
+    } else {
+        for reason in &invalid {
+            let _ = writeln!(out, "verdict: INVALID: {reason}");
+        }
+    }
+    let verdicts = threshold_verdicts(plan, run);
+    let _ = writeln!(out, "\n== thresholds");
+    if verdicts.is_empty() {
+        let _ = writeln!(out, "none set");
+    } else {
+        for (stage, scenario, failures) in &verdicts {
+            let _ = writeln!(
+                out,
+                "{stage} {scenario}: {}",
+                if failures.is_empty() {
+                    "PASS".to_string()
+                } else {
+                    format!("FAIL ({})", failures.join("; "))
+                }
+            );
+        }
+        let failed = verdicts.iter().any(|v| !v.2.is_empty());
+        let _ = writeln!(out, "overall: {}", if failed { "FAIL" } else { "PASS" });
+    }
+    if let Some(knee) = knee(plan, run) {
+        let _ = writeln!(out, "\n== knee\n{}", knee_line(&knee));
+    }
+    out
+}
+
 /// `YYYYMMDDTHHMMSSZ` in UTC (file names).
 pub fn timestamp(at: SystemTime) -> String {
     let [y, mo, d, h, mi, se] = utc_fields(at);
@@ -854,6 +1159,127 @@ mod tests {
             shard_cpu_s: vec![1.0],
             stopped_early: false,
         }
+    }
+
+    /// A fixed run: a closed stage of two scenarios and an open stage, with
+    /// known latencies, statuses and errors.
+    fn fixed_run() -> (Plan, RunResult) {
+        let profile = crate::config::parse(
+            r#"{"defaults":{"target":"http://127.0.0.1:1","model":"m"},"stages":"4:10s,@100:10s",
+                "warmup":"1s","seed":7,"thresholds":{"p99_ms":50,"error_rate":0.02},
+                "scenarios":[{"name":"chat","weight":3,"turns":2,"stream":true},{"name":"lookup,\"x\"","weight":1}]}"#,
+        )
+        .unwrap();
+        let plan = crate::plan::build(&profile, &Default::default(), vec![0]).unwrap();
+        let mut stages = Vec::new();
+        for (index, stage) in plan.stages.iter().enumerate() {
+            let mut scenarios = vec![StageMetrics::new(), StageMetrics::new()];
+            for (i, m) in scenarios.iter_mut().enumerate() {
+                for k in 0..100u64 {
+                    m.requests += 1;
+                    m.count_status(200);
+                    m.ok += 1;
+                    m.latency.record_us(1_000 * (k + 1) + 500 * i as u64);
+                    if i == 0 {
+                        m.ttft.record_us(200 * (k + 1));
+                        m.itl.record_us(20 + k);
+                    }
+                    m.turn_row(k % 2).requests += 1;
+                    m.turn_row(k % 2).ok += 1;
+                    m.turn_row(k % 2).prompt_samples += 1;
+                    m.turn_row(k % 2).prompt_tokens += 100 + 300 * (k % 2);
+                    m.turn_row(k % 2).latency_us += 1_000 * (k + 1);
+                    if stage.is_open() {
+                        m.latency_corrected.record_us(1_200 * (k + 1));
+                        m.sched_lag.record_us(50 + k);
+                    }
+                }
+                m.requests += 3;
+                m.count_status(503);
+                m.count_error(ErrorClass::Http5xx);
+                m.count_status(503);
+                m.count_error(ErrorClass::Http5xx);
+                m.count_error(ErrorClass::Timeout);
+                m.prompt_tokens = 25_000;
+                m.completion_tokens = 6_400;
+                m.conversations_started = 52;
+                if stage.is_open() {
+                    m.arrivals = 52;
+                }
+            }
+            let mut total = StageMetrics::new();
+            for m in &scenarios {
+                total.merge(m);
+            }
+            total.connections_open = 4;
+            stages.push(StageResult {
+                index,
+                stage: *stage,
+                metrics: total,
+                scenarios,
+                measured: Duration::from_secs(9),
+                elapsed: Duration::from_secs(10),
+                shard_cpu_s: vec![2.5],
+                stopped_early: false,
+            });
+        }
+        let run = RunResult {
+            stages,
+            started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600),
+            aborted: None,
+        };
+        (plan, run)
+    }
+
+    /// Compares with `tests/golden/NAME`; `UPDATE_GOLDEN=1` rewrites it.
+    fn golden(name: &str, actual: &str) {
+        let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            expected == actual,
+            "{name} differs from {path} (UPDATE_GOLDEN=1 rewrites it):\n{actual}"
+        );
+    }
+
+    #[test]
+    fn csv_matches_the_golden_file() {
+        let (plan, run) = fixed_run();
+        let text = csv(&plan, &run);
+        golden("report.csv", &text);
+        // Every row has every column, even with a comma and a quote in a name.
+        for line in text.lines().skip(1) {
+            let mut fields = 0;
+            let mut quoted = false;
+            for c in line.chars() {
+                match c {
+                    '"' => quoted = !quoted,
+                    ',' if !quoted => fields += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(fields + 1, CSV_COLUMNS.len(), "{line}");
+        }
+    }
+
+    #[test]
+    fn text_report_matches_the_golden_file() {
+        let (plan, run) = fixed_run();
+        let health = Health {
+            fd_limit: 20_000,
+            sink_dropped: 0,
+            jsonl_lines: 618,
+            results_file: None,
+        };
+        let text = text_report(&plan, &run, &health)
+            // The target's port is fixed, but not the run header's version.
+            .replace(env!("CARGO_PKG_VERSION"), "VERSION");
+        golden("report.txt", &text);
+        assert!(text.contains("overall: FAIL"));
+        // Timeouts and 503s are the target's errors, not the generator's.
+        assert!(text.contains("verdict: valid"));
     }
 
     #[test]

@@ -400,6 +400,12 @@ fn every_turn_is_a_jsonl_line() {
         assert!(line["start_us"].as_u64().unwrap() > 1_700_000_000_000_000);
     }
     assert_eq!(scenarios.len(), 2, "both ingress formats logged");
+    // The text and CSV reports are written next to it, with the same stamp.
+    let text = std::fs::read_to_string(out.join(format!("report-{ts}.txt"))).unwrap();
+    assert!(text.contains("== generator health") && text.contains("openai-ingress"));
+    let csv = std::fs::read_to_string(out.join(format!("report-{ts}.csv"))).unwrap();
+    // Two stages × (two scenarios + all), plus the header.
+    assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
     let warm = lines.iter().filter(|l| l["warmup"] == true).count() as u64;
     let warm_summary: u64 = summary["stages"]
         .as_array()
