@@ -32,6 +32,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Check a profile and print the fully resolved configuration (JSON).
     Validate(ValidateArgs),
+    /// Compare two summaries; exit 1 on a regression. No load is generated.
+    Compare(CompareArgs),
+    /// Merge summaries from several generator hosts into one, exactly.
+    Merge(MergeArgs),
     /// Serve the built-in mock upstream (OpenAI Chat Completions and
     /// Anthropic Messages).
     Mock(MockArgs),
@@ -73,6 +77,29 @@ pub struct OverrideArgs {
     /// file-descriptor limit.
     #[arg(long)]
     pub max_inflight: Option<u64>,
+}
+
+/// `loadtest compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline summary-<ts>.json.
+    pub old: PathBuf,
+    /// The new summary-<ts>.json.
+    pub new: PathBuf,
+    /// A change for the worse by more than this percentage is a regression.
+    #[arg(long, default_value_t = 10.0)]
+    pub regress_pct: f64,
+}
+
+/// `loadtest merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Summaries of the same run from each generator host.
+    #[arg(required = true, num_args = 1..)]
+    pub summaries: Vec<PathBuf>,
+    /// Where to write the merged summary.
+    #[arg(short = 'o', long = "out")]
+    pub out: PathBuf,
 }
 
 /// `loadtest validate`.
@@ -177,6 +204,8 @@ pub fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
+        Command::Compare(args) => compare(args),
+        Command::Merge(args) => merge(args),
         Command::Mock(args) => serve_mock(args),
     }
 }
@@ -192,6 +221,31 @@ const SINGLE_DASH_FLAGS: &[&str] = &[
 /// flags get a second dash, and a command line that starts with a flag
 /// (no subcommand, as the seed tool was used) means `run`.
 pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    // The seed tool's `-compare old.json,new.json [-regress-pct N]`.
+    let texts: Vec<Option<&str>> = args.iter().map(|a| a.to_str()).collect();
+    if let Some(at) = texts
+        .iter()
+        .position(|a| matches!(a, Some("-compare") | Some("--compare")))
+    {
+        if let Some(Some((old, new))) = texts.get(at + 1).map(|v| v.and_then(|v| v.split_once(',')))
+        {
+            let mut out = vec![
+                args[0].clone(),
+                OsString::from("compare"),
+                OsString::from(old),
+                OsString::from(new),
+            ];
+            if let Some(pct) = texts
+                .iter()
+                .position(|a| matches!(a, Some("-regress-pct") | Some("--regress-pct")))
+                .and_then(|i| args.get(i + 1))
+            {
+                out.push(OsString::from("--regress-pct"));
+                out.push(pct.clone());
+            }
+            return out;
+        }
+    }
     let mut out: Vec<OsString> = Vec::with_capacity(args.len() + 1);
     for (i, arg) in args.into_iter().enumerate() {
         let rewritten = arg.to_str().and_then(|text| {
@@ -332,6 +386,39 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
         insecure: args.insecure,
         max_inflight: args.max_inflight,
     })
+}
+
+fn read_summary(path: &Path) -> Result<serde_json::Value, Failure> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))
+}
+
+fn compare(args: CompareArgs) -> Result<u8, Failure> {
+    if !(args.regress_pct.is_finite() && args.regress_pct >= 0.0) {
+        return Err(usage("--regress-pct: must be a percentage of 0 or more"));
+    }
+    let old = read_summary(&args.old)?;
+    let new = read_summary(&args.new)?;
+    let (table, regressions) = crate::combine::compare(&old, &new, args.regress_pct)
+        .map_err(|e| usage(format!("compare: {e}")))?;
+    print!("{table}");
+    Ok(if regressions > 0 { 1 } else { 0 })
+}
+
+fn merge(args: MergeArgs) -> Result<u8, Failure> {
+    let mut summaries = Vec::new();
+    for path in &args.summaries {
+        summaries.push((path.display().to_string(), read_summary(path)?));
+    }
+    let merged = crate::combine::merge(&summaries).map_err(|e| usage(format!("merge: {e}")))?;
+    write_json(&args.out, &merged)?;
+    println!(
+        "merged {} summaries into {}",
+        summaries.len(),
+        args.out.display()
+    );
+    Ok(0)
 }
 
 fn validate(args: ValidateArgs) -> Result<u8, Failure> {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod combine;
 pub mod config;
 pub mod content;
 pub mod engine;

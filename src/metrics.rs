@@ -8,6 +8,7 @@
 //! bucket), so percentiles of the merged value are those of all requests.
 
 use crate::limits;
+use hdrhistogram::serialization::Serializer as _;
 use hdrhistogram::Histogram;
 use std::time::Duration;
 
@@ -356,6 +357,85 @@ pub struct StageMetrics {
     pub connections_open: u64,
 }
 
+/// Standard base64 (RFC 4648, with padding), for histograms in JSON.
+mod b64 {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(text: &str) -> Result<Vec<u8>, String> {
+        let text = text.trim_end_matches('=');
+        let mut out = Vec::with_capacity(text.len() * 3 / 4);
+        let mut acc = 0u32;
+        let mut bits = 0;
+        for c in text.bytes() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                _ => return Err(format!("`{}` is not base64", c as char)),
+            };
+            acc = (acc << 6) | u32::from(v);
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Hist {
+    /// The histogram as HdrHistogram's V2 compressed encoding in base64
+    /// (what other HdrHistogram libraries read), or `None` when empty.
+    pub fn to_base64(&self) -> Option<String> {
+        let h = self.get()?;
+        let mut bytes = Vec::new();
+        hdrhistogram::serialization::V2DeflateSerializer::new()
+            .serialize(h, &mut bytes)
+            .ok()?;
+        Some(b64::encode(&bytes))
+    }
+
+    /// Reads `to_base64`'s output back (into this crate's bounds).
+    pub fn from_base64(text: &str, clamped: u64) -> Result<Hist, String> {
+        let bytes = b64::decode(text)?;
+        let read: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut &bytes[..])
+            .map_err(|e| format!("not an HdrHistogram: {e:?}"))?;
+        let mut hist = Hist::new();
+        if !read.is_empty() {
+            hist.histogram()
+                .add(&read)
+                .map_err(|e| format!("histogram out of range: {e:?}"))?;
+        }
+        hist.clamped = clamped;
+        Ok(hist)
+    }
+}
+
 impl StageMetrics {
     /// Empty metrics.
     pub fn new() -> Self {
@@ -535,6 +615,28 @@ mod tests {
         assert_eq!(h.count(), 4);
         assert_eq!(h.clamped, 2);
         assert!(h.percentile_ms(100.0).unwrap() >= 3_599_000.0);
+    }
+
+    #[test]
+    fn histograms_survive_base64() {
+        for len in 0..7 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
+            assert_eq!(b64::decode(&b64::encode(&bytes)).unwrap(), bytes);
+        }
+        assert_eq!(b64::encode(b"hdr"), "aGRy");
+        assert_eq!(b64::encode(b"hd"), "aGQ=");
+        assert!(b64::decode("a$").is_err());
+        let mut h = Hist::new();
+        assert!(h.to_base64().is_none());
+        for v in [1u64, 10, 100, 1_000, 12_345, 3_000_000] {
+            h.record_us(v);
+        }
+        let back = Hist::from_base64(&h.to_base64().unwrap(), 3).unwrap();
+        assert_eq!(back.count(), 6);
+        assert_eq!(back.clamped, 3);
+        for p in [0.0, 50.0, 99.0, 100.0] {
+            assert_eq!(back.percentile_ms(p), h.percentile_ms(p));
+        }
     }
 
     #[test]

@@ -858,7 +858,39 @@ fn stats_json(result: &StageResult, m: &StageMetrics) -> Value {
         "retry_after_s_max": m.retry_after_s_max,
         "connects": m.connects,
         "stale_retries": m.stale_retries,
+        "histograms": histograms_json(m),
     })
+}
+
+/// Every non-empty histogram of `m` as HdrHistogram V2 compressed base64,
+/// in microseconds, so summaries can be merged exactly.
+fn histograms_json(m: &StageMetrics) -> Value {
+    let mut out = Map::new();
+    for (name, h) in HISTOGRAMS.iter().map(|(name, get)| (name, get(m))) {
+        if let Some(encoded) = h.to_base64() {
+            out.insert(name.to_string(), json!(encoded));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The histograms a summary carries: name in `histograms`, the key of its
+/// percentile object, and where it lives in `StageMetrics`.
+#[allow(clippy::type_complexity)]
+pub const HISTOGRAMS: &[(&str, fn(&StageMetrics) -> &Hist)] = &[
+    ("latency_ms", |m| &m.latency),
+    ("ttft_ms", |m| &m.ttft),
+    ("ttfb_ms", |m| &m.ttfb),
+    ("itl_ms", |m| &m.itl),
+    ("connect_ms", |m| &m.connect),
+    ("latency_corrected_ms", |m| &m.latency_corrected),
+    ("ttft_corrected_ms", |m| &m.ttft_corrected),
+    ("sched_lag_ms", |m| &m.sched_lag),
+];
+
+/// A histogram's percentile object (as in the summary).
+pub fn percentiles_json(h: &Hist) -> Value {
+    percentiles(h)
 }
 
 /// One stage as JSON: the stage total's statistics at the top level, and
