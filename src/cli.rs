@@ -535,6 +535,8 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     write_text(&text_path, &report::text_report(&plan, &result, &health))?;
     let csv_path = args.out.join(format!("report-{ts}.csv"));
     write_text(&csv_path, &report::csv(&plan, &result))?;
+    let prom_path = args.out.join(format!("metrics-{ts}.prom"));
+    write_text(&prom_path, &report::prometheus(&plan, &result))?;
     let turns = report::turn_table(&plan, &result);
     if !turns.is_empty() {
         println!("\nper turn (all stages; prompt tokens from server usage):\n{turns}");
@@ -560,7 +562,12 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         println!("generator: INVALID: {reason}");
     }
     println!("results: {} ({jsonl_lines} lines)", results_path.display());
-    println!("report: {} and {}", text_path.display(), csv_path.display());
+    println!(
+        "report: {}, {} and {}",
+        text_path.display(),
+        csv_path.display(),
+        prom_path.display()
+    );
     println!("summary: {}", path.display());
     match &result.aborted {
         None if !invalid.is_empty() => {

@@ -728,6 +728,243 @@ pub fn text_report(plan: &Plan, run: &RunResult, health: &Health) -> String {
     out
 }
 
+/// Escapes a Prometheus label value.
+fn prom_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `metrics-<ts>.prom`: the run in the Prometheus text exposition format
+/// (for a textfile collector or a Pushgateway). Counters per stage and
+/// scenario (stage total as `scenario="all"`), rates as gauges, and
+/// latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
+/// 0.999, in seconds.
+pub fn prometheus(plan: &Plan, run: &RunResult) -> String {
+    struct Family {
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        lines: Vec<String>,
+    }
+    let mut families: Vec<Family> = Vec::new();
+    let mut family = |name: &'static str, kind: &'static str, help: &'static str| -> usize {
+        families.push(Family {
+            name,
+            kind,
+            help,
+            lines: Vec::new(),
+        });
+        families.len() - 1
+    };
+    let requests = family(
+        "loadtest_requests_total",
+        "counter",
+        "Requests started in the measured window and finished.",
+    );
+    let ok = family(
+        "loadtest_requests_ok_total",
+        "counter",
+        "Successful requests (2xx with content).",
+    );
+    let errors = family(
+        "loadtest_errors_total",
+        "counter",
+        "Failed requests by error class.",
+    );
+    let responses = family(
+        "loadtest_responses_total",
+        "counter",
+        "Responses by HTTP status code.",
+    );
+    let prompt = family(
+        "loadtest_prompt_tokens_total",
+        "counter",
+        "Prompt tokens reported by the server.",
+    );
+    let completion = family(
+        "loadtest_completion_tokens_total",
+        "counter",
+        "Completion tokens reported by the server.",
+    );
+    let rps = family(
+        "loadtest_requests_per_second",
+        "gauge",
+        "Requests per second over the measured window.",
+    );
+    let tokens = family(
+        "loadtest_output_tokens_per_second",
+        "gauge",
+        "Completion tokens per second over the measured window.",
+    );
+    let target = family(
+        "loadtest_target_arrival_rate",
+        "gauge",
+        "Open loop: arrivals per second asked for.",
+    );
+    let achieved = family(
+        "loadtest_achieved_arrival_rate",
+        "gauge",
+        "Open loop: conversations started per second.",
+    );
+    let dropped = family(
+        "loadtest_dropped_arrivals_total",
+        "counter",
+        "Open loop: arrivals not sent because max_inflight was reached.",
+    );
+    type Pick = fn(&StageMetrics) -> &Hist;
+    let summaries: Vec<(usize, Pick)> = vec![
+        (
+            family(
+                "loadtest_latency_seconds",
+                "summary",
+                "Whole-request latency of successful requests, from the actual send.",
+            ),
+            |m| &m.latency,
+        ),
+        (
+            family(
+                "loadtest_ttft_seconds",
+                "summary",
+                "Time to first token of successful streamed requests, from the actual send.",
+            ),
+            |m| &m.ttft,
+        ),
+        (
+            family(
+                "loadtest_itl_seconds",
+                "summary",
+                "Gaps between content events of successful streamed requests.",
+            ),
+            |m| &m.itl,
+        ),
+        (
+            family(
+                "loadtest_latency_corrected_seconds",
+                "summary",
+                "Open loop: latency from the intended send time.",
+            ),
+            |m| &m.latency_corrected,
+        ),
+        (
+            family(
+                "loadtest_ttft_corrected_seconds",
+                "summary",
+                "Open loop: TTFT from the intended send time.",
+            ),
+            |m| &m.ttft_corrected,
+        ),
+        (
+            family(
+                "loadtest_scheduler_lag_seconds",
+                "summary",
+                "Open loop: actual minus intended start of arrivals.",
+            ),
+            |m| &m.sched_lag,
+        ),
+    ];
+    for stage in &run.stages {
+        let mut rows: Vec<(&str, &StageMetrics)> = plan
+            .scenarios
+            .iter()
+            .zip(&stage.scenarios)
+            .map(|(s, m)| (s.name.as_str(), m))
+            .collect();
+        rows.push(("all", &stage.metrics));
+        for (name, m) in rows {
+            let labels = format!(
+                "stage=\"{}\",stage_index=\"{}\",scenario=\"{}\"",
+                prom_label(&stage.stage.label()),
+                stage.index,
+                prom_label(name)
+            );
+            let put = |families: &mut Vec<Family>, f: usize, extra: &str, value: String| {
+                let name = families[f].name;
+                families[f]
+                    .lines
+                    .push(format!("{name}{{{labels}{extra}}} {value}"));
+            };
+            put(&mut families, requests, "", m.requests.to_string());
+            put(&mut families, ok, "", m.ok.to_string());
+            for (class, n) in m.error_counts() {
+                put(
+                    &mut families,
+                    errors,
+                    &format!(",class=\"{}\"", class.name()),
+                    n.to_string(),
+                );
+            }
+            for (code, n) in m.status_counts() {
+                put(
+                    &mut families,
+                    responses,
+                    &format!(",code=\"{code}\""),
+                    n.to_string(),
+                );
+            }
+            put(&mut families, prompt, "", m.prompt_tokens.to_string());
+            put(
+                &mut families,
+                completion,
+                "",
+                m.completion_tokens.to_string(),
+            );
+            put(&mut families, rps, "", format!("{}", stage.rps_of(m)));
+            put(
+                &mut families,
+                tokens,
+                "",
+                format!("{}", stage.output_tokens_per_s_of(m)),
+            );
+            if name == "all" {
+                if let (Some(t), Some(a)) = (stage.target_rate(), stage.achieved_rate()) {
+                    put(&mut families, target, "", format!("{t}"));
+                    put(&mut families, achieved, "", format!("{a}"));
+                }
+            }
+            if stage.stage.is_open() {
+                put(&mut families, dropped, "", m.dropped_arrivals.to_string());
+            }
+            for (f, get) in &summaries {
+                let h = get(m);
+                let Some(inner) = h.get() else {
+                    continue;
+                };
+                for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
+                    let seconds = inner.value_at_quantile(q) as f64 / 1e6;
+                    put(
+                        &mut families,
+                        *f,
+                        &format!(",quantile=\"{q}\""),
+                        format!("{seconds}"),
+                    );
+                }
+                let base = families[*f].name;
+                let sum = inner.mean() * inner.len() as f64 / 1e6;
+                families[*f]
+                    .lines
+                    .push(format!("{base}_sum{{{labels}}} {sum}"));
+                families[*f]
+                    .lines
+                    .push(format!("{base}_count{{{labels}}} {}", inner.len()));
+            }
+        }
+    }
+    let mut out = String::new();
+    for f in &families {
+        if f.lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for line in &f.lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
 /// `YYYYMMDDTHHMMSSZ` in UTC (file names).
 pub fn timestamp(at: SystemTime) -> String {
     let [y, mo, d, h, mi, se] = utc_fields(at);
@@ -1312,6 +1549,28 @@ mod tests {
         assert!(text.contains("overall: FAIL"));
         // Timeouts and 503s are the target's errors, not the generator's.
         assert!(text.contains("verdict: valid"));
+    }
+
+    #[test]
+    fn prometheus_matches_the_golden_file() {
+        let (plan, run) = fixed_run();
+        let text = prometheus(&plan, &run);
+        golden("metrics.prom", &text);
+        // Label values are escaped; every sample line names a declared family.
+        assert!(text.contains(r#"scenario="lookup,\"x\"""#), "{text}");
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split('{').next().unwrap();
+            let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(
+                declared.contains(&family) || declared.contains(&name),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -406,6 +406,31 @@ fn every_turn_is_a_jsonl_line() {
     let csv = std::fs::read_to_string(out.join(format!("report-{ts}.csv"))).unwrap();
     // Two stages × (two scenarios + all), plus the header.
     assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    // The Prometheus file passes promtool (CI installs it and sets
+    // LOADTEST_REQUIRE_PROMTOOL so a missing promtool fails there).
+    let prom = out.join(format!("metrics-{ts}.prom"));
+    let text = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        text.contains("# TYPE loadtest_ttft_seconds summary"),
+        "{text}"
+    );
+    assert!(text.contains("loadtest_achieved_arrival_rate{"), "{text}");
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&prom).unwrap())
+        .output()
+    {
+        Ok(check) => assert!(
+            check.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        ),
+        Err(_) => assert!(
+            std::env::var_os("LOADTEST_REQUIRE_PROMTOOL").is_none(),
+            "promtool is required here but not installed"
+        ),
+    }
     let warm = lines.iter().filter(|l| l["warmup"] == true).count() as u64;
     let warm_summary: u64 = summary["stages"]
         .as_array()
