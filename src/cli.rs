@@ -127,6 +127,9 @@ pub struct RunArgs {
     /// Start the built-in mock upstream in-process and target it.
     #[arg(long, conflicts_with = "target")]
     pub mock: bool,
+    /// No live progress line.
+    #[arg(long)]
+    pub quiet: bool,
     /// Generator CPUs, one pinned shard each (e.g. 0,2-3). Default: all
     /// (with --mock: the first half).
     #[arg(long, conflicts_with = "shards")]
@@ -497,6 +500,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     let sink = crate::sink::Sink::start(&results_path, &plan, plan.cpus.len(), plan.run_nonce)
         .map_err(|e| usage(format!("--out: {e}")))?;
     let stages_total = plan.stages.len();
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(2) } == 1;
+    let mut line_open = false;
     let result = engine::run_with_sink(&plan, Some(&sink), |progress| match progress {
         // Progress goes to stderr so stdout stays the table.
         engine::Progress::StageStarted(index) => eprintln!(
@@ -504,7 +510,24 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             index + 1,
             plan.stages[index].label()
         ),
+        engine::Progress::Second { stage, point } => {
+            if args.quiet {
+                return;
+            }
+            let line = progress_line(&plan, stage, point);
+            if terminal {
+                // One line, rewritten every second.
+                eprint!("\r\x1b[K{line}");
+                line_open = true;
+            } else if point.second % PLAIN_PROGRESS_EVERY == 0 {
+                eprintln!("{line}");
+            }
+        }
         engine::Progress::StageFinished(stage) => {
+            if line_open {
+                eprint!("\r\x1b[K");
+                line_open = false;
+            }
             for row in report::table_rows(&plan, stage) {
                 println!("{row}");
             }
@@ -588,6 +611,30 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
             Ok(3)
         }
     }
+}
+
+/// Without a terminal, a progress line every this many seconds.
+const PLAIN_PROGRESS_EVERY: u32 = 10;
+
+/// The live progress line for one second of a stage.
+fn progress_line(plan: &plan::Plan, stage: usize, point: &engine::Point) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let s = &plan.stages[stage];
+    format!(
+        "stage {}/{} {} {}/{}s{}: {} req/s, p50 {} p99 {} ms, ttft p50 {} ms, errors {}, in flight {}",
+        stage + 1,
+        plan.stages.len(),
+        s.label(),
+        point.second,
+        s.duration.as_secs(),
+        if point.warmup { " (warm-up)" } else { "" },
+        point.requests,
+        ms(point.latency_p50_ms),
+        ms(point.latency_p99_ms),
+        ms(point.ttft_p50_ms),
+        point.errors,
+        point.in_flight
+    )
 }
 
 fn opt_duration(flag: &str, text: &Option<String>) -> Result<Duration, Failure> {
@@ -780,6 +827,29 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(args.overrides.model.as_deref(), Some("a/b"));
+    }
+
+    #[test]
+    fn progress_line_says_where_the_run_is() {
+        let profile = crate::config::parse(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"5:30s,@100:1m"}"#,
+        )
+        .unwrap();
+        let plan = plan::build(&profile, &Overrides::default(), vec![0]).unwrap();
+        let point = engine::Point {
+            second: 12,
+            warmup: false,
+            requests: 990,
+            errors: 3,
+            latency_p50_ms: Some(1.5),
+            latency_p99_ms: Some(9.25),
+            ttft_p50_ms: None,
+            in_flight: 7,
+        };
+        assert_eq!(
+            progress_line(&plan, 1, &point),
+            "stage 2/2 @100:1m 12/60s: 990 req/s, p50 1.50 p99 9.25 ms, ttft p50 - ms, errors 3, in flight 7"
+        );
     }
 
     #[test]

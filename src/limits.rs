@@ -170,6 +170,12 @@ pub const PROMPTS_MAX: usize = 100_000;
 /// Longest scenario name (it appears in every table row and label).
 pub const SCENARIO_NAME_MAX: usize = 64;
 
+/// Messages each shard may have queued for the coordinator: one tick per
+/// second while a stage runs, one report at its end. The coordinator drains
+/// the channel every 50 ms, so 16 is far more than needed; a tick that does
+/// not fit is dropped (its second is then partial in the time series).
+pub const SHARD_MESSAGE_DEPTH: usize = 16;
+
 /// Depth of the bounded channels between the coordinator and each shard.
 ///
 /// Messages are stage commands and stage snapshots, one per stage per

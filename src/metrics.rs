@@ -272,6 +272,30 @@ impl TurnRow {
     }
 }
 
+/// What finished in one second of a stage (for progress and the time
+/// series), warm-up included.
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    /// Requests that finished.
+    pub requests: u64,
+    /// Of those, failures.
+    pub errors: u64,
+    /// Latency of the successful ones.
+    pub latency: Hist,
+    /// TTFT of the successful streamed ones.
+    pub ttft: Hist,
+}
+
+impl Window {
+    /// Adds another shard's window.
+    pub fn merge(&mut self, other: &Window) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+    }
+}
+
 /// Everything one shard measured in one stage (or their merge).
 #[derive(Debug, Clone)]
 pub struct StageMetrics {

@@ -1166,6 +1166,7 @@ pub fn stage_json(plan: &Plan, result: &StageResult) -> Value {
         "connections_open": result.metrics.connections_open,
         "shard_cpu_s": result.shard_cpu_s,
         "shard_busy_pct": result.shard_busy().iter().map(|b| b * 100.0).collect::<Vec<_>>(),
+        "time_series": result.series,
     });
     if let (Value::Object(map), Value::Object(stats)) =
         (&mut out, stats_json(result, &result.metrics))
@@ -1427,6 +1428,7 @@ mod tests {
             elapsed: Duration::from_secs(10),
             shard_cpu_s: vec![1.0],
             stopped_early: false,
+            series: Vec::new(),
         }
     }
 
@@ -1490,6 +1492,7 @@ mod tests {
                 elapsed: Duration::from_secs(10),
                 shard_cpu_s: vec![2.5],
                 stopped_early: false,
+                series: Vec::new(),
             });
         }
         let run = RunResult {

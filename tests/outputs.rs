@@ -219,3 +219,39 @@ fn compare_and_merge_on_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not line up"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn every_second_is_reported_and_kept_as_a_time_series() {
+    let mock = start_mock();
+    let profile =
+        config::parse(r#"{"stages":"2:2500ms","warmup":"1s","defaults":{"stream":true}}"#).unwrap();
+    let overrides = Overrides {
+        target: Some(format!("http://{}", mock.addr())),
+        ..Overrides::default()
+    };
+    let plan = plan::build(&profile, &overrides, vec![rt::allowed_cpus()[0]]).unwrap();
+    let mut seconds = Vec::new();
+    let result = engine::run(&plan, |p| {
+        if let engine::Progress::Second { stage, point } = p {
+            assert_eq!(stage, 0);
+            seconds.push(point.second);
+        }
+    })
+    .unwrap();
+    mock.stop();
+    let stage = &result.stages[0];
+    // Whole seconds 1 and 2 were reported live, in order.
+    assert_eq!(&seconds[..2], &[1, 2]);
+    let series = &stage.series;
+    assert!(series.len() >= 2 && series.len() <= 4, "{series:?}");
+    assert!(series[0].warmup && !series[1].warmup);
+    // Every finished request is in exactly one second.
+    let total: u64 = series.iter().map(|p| p.requests).sum();
+    assert_eq!(
+        total,
+        stage.metrics.requests + stage.metrics.warmup_requests
+    );
+    assert!(series[1].latency_p50_ms.is_some() && series[1].ttft_p50_ms.is_some());
+    let summary = report::summary_json(&plan, &result, &report::Health::default(), "t");
+    assert_eq!(summary["stages"][0]["time_series"][1]["second"], json!(2));
+}

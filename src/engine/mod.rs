@@ -24,7 +24,7 @@ pub mod workload;
 
 pub use shard::{share_of, users_of_shard};
 
-use crate::metrics::StageMetrics;
+use crate::metrics::{StageMetrics, Window};
 use crate::plan::Plan;
 use crate::rt;
 use crate::stage::Stage;
@@ -65,6 +65,66 @@ pub struct Report {
     pub cpu_s: f64,
 }
 
+/// One second of one shard's stage, sent as it ends.
+#[derive(Debug)]
+pub struct Tick {
+    /// Which shard.
+    pub shard: usize,
+    /// Which stage.
+    pub stage: usize,
+    /// Seconds since the stage started (1 = the first second).
+    pub second: u32,
+    /// What finished in that second.
+    pub window: Window,
+    /// Requests in flight at its end.
+    pub in_flight: u64,
+}
+
+/// Shard → coordinator.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// A second of a running stage.
+    Tick(Tick),
+    /// The end of a stage.
+    Report(Report),
+}
+
+/// One second of a stage over all shards: a point of the time series.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Point {
+    /// Seconds since the stage started (the last point may be partial).
+    pub second: u32,
+    /// The second is part of the warm-up.
+    pub warmup: bool,
+    /// Requests that finished in it.
+    pub requests: u64,
+    /// Failures among them.
+    pub errors: u64,
+    /// Latency p50 of the successful ones.
+    pub latency_p50_ms: Option<f64>,
+    /// Latency p99.
+    pub latency_p99_ms: Option<f64>,
+    /// TTFT p50.
+    pub ttft_p50_ms: Option<f64>,
+    /// Requests in flight at its end.
+    pub in_flight: u64,
+}
+
+impl Point {
+    fn new(second: u32, warmup: bool, window: &Window, in_flight: u64) -> Self {
+        Point {
+            second,
+            warmup,
+            requests: window.requests,
+            errors: window.errors,
+            latency_p50_ms: window.latency.percentile_ms(50.0),
+            latency_p99_ms: window.latency.percentile_ms(99.0),
+            ttft_p50_ms: window.ttft.percentile_ms(50.0),
+            in_flight,
+        }
+    }
+}
+
 /// One finished stage, merged over all shards.
 #[derive(Debug, Clone)]
 pub struct StageResult {
@@ -85,6 +145,8 @@ pub struct StageResult {
     pub shard_cpu_s: Vec<f64>,
     /// The stage was cut short by a stop request.
     pub stopped_early: bool,
+    /// Per second: requests, errors, latency p50/p99, TTFT p50, in flight.
+    pub series: Vec<Point>,
 }
 
 impl StageResult {
@@ -181,6 +243,13 @@ pub(crate) const COMMAND_POLL: Duration = Duration::from_millis(10);
 pub enum Progress<'a> {
     /// Stage `index` has been started on every shard.
     StageStarted(usize),
+    /// A second of stage `stage` ended on every shard.
+    Second {
+        /// Index into `Plan::stages`.
+        stage: usize,
+        /// What happened in it.
+        point: &'a Point,
+    },
     /// A stage finished and was merged.
     StageFinished(&'a StageResult),
 }
@@ -203,7 +272,8 @@ pub fn run_with_sink(
 ) -> Result<RunResult, String> {
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
-    let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::CONTROL_CHANNEL_DEPTH);
+    // Room for several seconds of ticks per shard besides the reports.
+    let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::SHARD_MESSAGE_DEPTH);
     let mut commands = Vec::with_capacity(count);
     let mut handles = Vec::with_capacity(count);
     for (index, &cpu) in plan.cpus.iter().enumerate() {
@@ -255,7 +325,7 @@ pub fn run_with_sink(
 fn coordinate(
     plan: &Plan,
     commands: &[mpsc::SyncSender<Command>],
-    reports: &mpsc::Receiver<Report>,
+    reports: &mpsc::Receiver<ShardMessage>,
     stages: &mut Vec<StageResult>,
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Option<String> {
@@ -278,9 +348,35 @@ fn coordinate(
         let mut shard_cpu_s = vec![0.0; commands.len()];
         let mut stopped_early = false;
         let mut received = 0;
+        // Seconds being assembled: (window, in flight, shards heard from).
+        let mut pending: std::collections::BTreeMap<u32, (Window, u64, usize)> =
+            std::collections::BTreeMap::new();
+        let mut series: Vec<Point> = Vec::new();
+        let warm = |second: u32| f64::from(second) <= plan.warmup.as_secs_f64();
         while received < commands.len() {
             let report = match reports.recv_timeout(STOP_POLL) {
-                Ok(report) => report,
+                Ok(ShardMessage::Tick(tick)) => {
+                    if tick.stage != index {
+                        continue;
+                    }
+                    let entry = pending.entry(tick.second).or_default();
+                    entry.0.merge(&tick.window);
+                    entry.1 += tick.in_flight;
+                    entry.2 += 1;
+                    if entry.2 == commands.len() {
+                        if let Some((window, in_flight, _)) = pending.remove(&tick.second) {
+                            let point =
+                                Point::new(tick.second, warm(tick.second), &window, in_flight);
+                            on_progress(Progress::Second {
+                                stage: index,
+                                point: &point,
+                            });
+                            series.push(point);
+                        }
+                    }
+                    continue;
+                }
+                Ok(ShardMessage::Report(report)) => report,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if STOP_REQUESTED.load(Ordering::Relaxed) && !stopped_early {
                         stopped_early = true;
@@ -319,6 +415,12 @@ fn coordinate(
             inflight_peak += report.inflight_peak;
             received += 1;
         }
+        // Seconds not every shard reported (the last, partial one, or a
+        // tick dropped on a full channel) go in as they are.
+        for (second, (window, in_flight, _)) in pending {
+            series.push(Point::new(second, warm(second), &window, in_flight));
+        }
+        series.sort_by_key(|p| p.second);
         let mut merged = StageMetrics::new();
         for scenario in &scenarios {
             merged.merge(scenario);
@@ -340,6 +442,7 @@ fn coordinate(
             elapsed,
             shard_cpu_s,
             stopped_early,
+            series,
         });
         if let Some(stage) = stages.last() {
             on_progress(Progress::StageFinished(stage));

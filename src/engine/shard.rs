@@ -21,10 +21,10 @@
 use super::arrivals::{Blend, Schedule};
 use super::exchange::{self, Conn, Failure, Observed, Scratch};
 use super::workload::{self, ScenarioState, UUID_LEN};
-use super::{Command, Report, COMMAND_POLL};
+use super::{Command, Report, ShardMessage, Tick, COMMAND_POLL};
 use crate::content;
 use crate::limits;
-use crate::metrics::{ErrorClass, StageMetrics};
+use crate::metrics::{ErrorClass, StageMetrics, Window};
 use crate::plan::Plan;
 use crate::protocol::{Message, Role};
 use crate::rng::Rng;
@@ -51,8 +51,8 @@ pub struct ShardContext {
     pub plan: Arc<Plan>,
     /// Commands from the coordinator (polled, see `COMMAND_POLL`).
     pub commands: mpsc::Receiver<Command>,
-    /// Stage reports to the coordinator.
-    pub reports: mpsc::SyncSender<Report>,
+    /// Ticks and stage reports to the coordinator.
+    pub reports: mpsc::SyncSender<ShardMessage>,
     /// Where finished turns go for `results-<ts>.jsonl`, if anywhere.
     pub sink: Option<SinkSender>,
 }
@@ -92,6 +92,7 @@ pub async fn run(ctx: ShardContext) {
             shard.plan.warmup,
             shard.plan.scenarios.len(),
         ));
+        let ticker = rt::spawn(tick_loop(shard.clone(), run.clone(), ctx.reports.clone()));
         let stage_future = run_stage(&shard, &run, index);
         let stop_listener = async {
             // Any command mid-stage (Stop, Shutdown) or a vanished
@@ -101,6 +102,12 @@ pub async fn run(ctx: ShardContext) {
             std::future::pending::<()>().await;
         };
         stage_future.or(stop_listener).await;
+        // The last, partial second, if anything finished in it.
+        run.done.set(true);
+        if run.window.borrow().requests > 0 {
+            let _ = ctx.reports.try_send(ShardMessage::Tick(shard.tick(&run)));
+        }
+        ticker.detach();
         let report = Report {
             shard: shard.index,
             stage: index,
@@ -112,7 +119,7 @@ pub async fn run(ctx: ShardContext) {
         // The channel holds several reports per shard and the coordinator
         // drains it every stage, so it is never full in practice; if it
         // were, wait on the executor rather than block the thread.
-        let mut pending = report;
+        let mut pending = ShardMessage::Report(report);
         loop {
             match ctx.reports.try_send(pending) {
                 Ok(()) => break,
@@ -123,6 +130,23 @@ pub async fn run(ctx: ShardContext) {
                 Err(mpsc::TrySendError::Disconnected(_)) => return,
             }
         }
+    }
+}
+
+/// Sends a tick at the end of every whole second of the stage (absolute
+/// instants, so the seconds do not drift), until the stage is done.
+async fn tick_loop(shard: Rc<Shard>, run: Rc<StageRun>, reports: mpsc::SyncSender<ShardMessage>) {
+    loop {
+        let next = run.start + Duration::from_secs(u64::from(run.ticks.get()) + 1);
+        let now = Instant::now();
+        if next > now {
+            rt::sleep(next - now).await;
+        }
+        if run.done.get() {
+            return;
+        }
+        // A full channel drops the tick: progress is best effort.
+        let _ = reports.try_send(ShardMessage::Tick(shard.tick(&run)));
     }
 }
 
@@ -138,6 +162,12 @@ struct StageRun {
     measure_from: Instant,
     /// What this shard measured, per scenario.
     metrics: RefCell<Vec<StageMetrics>>,
+    /// What finished since the last tick.
+    window: RefCell<Window>,
+    /// Ticks sent so far.
+    ticks: Cell<u32>,
+    /// The stage is over (no more ticks from the tick loop).
+    done: Cell<bool>,
 }
 
 impl StageRun {
@@ -154,6 +184,9 @@ impl StageRun {
             end: Cell::new(start + stage.duration),
             measure_from: start + warmup,
             metrics: RefCell::new((0..scenarios).map(|_| StageMetrics::new()).collect()),
+            window: RefCell::new(Window::default()),
+            ticks: Cell::new(0),
+            done: Cell::new(false),
         }
     }
 }
@@ -682,6 +715,24 @@ impl Shard {
         });
     }
 
+    /// Closes the current second of `run` into a tick.
+    fn tick(&self, run: &StageRun) -> Tick {
+        let second = run.ticks.get() + 1;
+        run.ticks.set(second);
+        let in_flight = if run.done.get() {
+            0
+        } else {
+            self.inflight.borrow().live as u64
+        };
+        Tick {
+            shard: self.index,
+            stage: run.index,
+            second,
+            window: run.window.take(),
+            in_flight,
+        }
+    }
+
     /// An idle user for an open-loop arrival of `scenario`.
     fn take_user(&self, scenario: usize) -> User {
         let keep = !self.plan.scenarios[scenario].single_turn();
@@ -865,6 +916,20 @@ impl Shard {
             Ok(_) => Some(ErrorClass::for_status(observed.status)),
         };
         self.log_turn(run, user, at, t0, class);
+        {
+            let mut window = run.window.borrow_mut();
+            window.requests += 1;
+            if class.is_some() {
+                window.errors += 1;
+            } else {
+                if let Some(done) = observed.done_at {
+                    window.latency.record(done.saturating_duration_since(t0));
+                }
+                if let Some(ttft) = observed.ttft {
+                    window.ttft.record(ttft);
+                }
+            }
+        }
         if due < run.measure_from {
             m.warmup_requests += 1;
             return class.is_none();
@@ -964,6 +1029,8 @@ fn connect_class(error: &io::Error) -> ErrorClass {
 struct Inflight {
     slots: Vec<Slot>,
     free: Vec<usize>,
+    /// Slots in use (requests in flight).
+    live: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -982,6 +1049,7 @@ impl Inflight {
             live: true,
             expired: false,
         };
+        self.live += 1;
         match self.free.pop() {
             Some(i) => {
                 self.slots[i] = slot;
@@ -998,6 +1066,7 @@ impl Inflight {
         let slot = &mut self.slots[index];
         assert!(slot.live, "in-flight slot {index} released twice");
         slot.live = false;
+        self.live -= 1;
         self.free.push(index);
         slot.expired
     }
