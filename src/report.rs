@@ -1555,6 +1555,48 @@ mod tests {
     }
 
     #[test]
+    fn summary_matches_the_golden_file() {
+        let (plan, run) = fixed_run();
+        let health = Health {
+            fd_limit: 20_000,
+            sink_dropped: 0,
+            jsonl_lines: 618,
+            results_file: Some("runs/results-19700101T000000Z.jsonl".into()),
+        };
+        let mut summary = summary_json(&plan, &run, &health, "fixed");
+        // The only fields that change from run to run of the same data.
+        summary["generated"] = json!("GENERATED");
+        summary["version"] = json!("VERSION");
+        let mut text = serde_json::to_string_pretty(&summary).unwrap();
+        text.push('\n');
+        golden("summary.json", &text);
+        // Keys are lowercase snake_case all the way down (the predecessor
+        // shipped capitalised percentile keys by accident).
+        fn check_keys(v: &Value, at: &str) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        let under_counts = at.ends_with("status_codes")
+                            || at.ends_with("errors")
+                            || at.ends_with("headers");
+                        assert!(
+                            under_counts
+                                || k.chars().all(|c| c.is_ascii_lowercase()
+                                    || c.is_ascii_digit()
+                                    || c == '_'),
+                            "{at}.{k}"
+                        );
+                        check_keys(v, &format!("{at}.{k}"));
+                    }
+                }
+                Value::Array(list) => list.iter().for_each(|v| check_keys(v, at)),
+                _ => {}
+            }
+        }
+        check_keys(&summary, "");
+    }
+
+    #[test]
     fn prometheus_matches_the_golden_file() {
         let (plan, run) = fixed_run();
         let text = prometheus(&plan, &run);

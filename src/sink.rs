@@ -450,6 +450,17 @@ mod tests {
         let mut out = Vec::new();
         format(&record, &names, &mut out);
         assert_eq!(out.last(), Some(&b'\n'));
+        // The exact line, minus the wall-clock fields.
+        let golden = format!("{}/tests/golden/results.jsonl", env!("CARGO_MANIFEST_DIR"));
+        let mut fixed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        fixed["start_us"] = serde_json::json!(0);
+        fixed["intended_start_us"] = serde_json::json!(0);
+        let mut line = serde_json::to_string(&fixed).unwrap();
+        line.push('\n');
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &line).unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&golden).unwrap_or_default(), line);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["scenario"], "a\\\"b");
         assert_eq!(v["protocol"], "openai-chat");

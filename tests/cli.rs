@@ -329,6 +329,25 @@ fn validate_prints_the_resolved_profile() {
     );
 }
 
+/// Splits one RFC 4180 CSV line.
+fn parse_csv_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
+
 fn files_with_prefix(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -406,6 +425,22 @@ fn every_turn_is_a_jsonl_line() {
     let csv = std::fs::read_to_string(out.join(format!("report-{ts}.csv"))).unwrap();
     // Two stages × (two scenarios + all), plus the header.
     assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    // Read back: each stage's `all` row has the summary's figures.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for line in csv.lines().skip(1) {
+        let fields = parse_csv_line(line);
+        assert_eq!(fields.len(), header.len(), "{line}");
+        if fields[col("scenario")] != "all" {
+            continue;
+        }
+        let index: usize = fields[col("stage_index")].parse().unwrap();
+        let stage = &summary["stages"][index];
+        assert_eq!(fields[col("stage")], stage["label"].as_str().unwrap());
+        assert_eq!(fields[col("requests")], stage["requests"].to_string());
+        let p99: f64 = fields[col("latency_p99_ms")].parse().unwrap();
+        assert!((p99 - stage["latency_ms"]["p99"].as_f64().unwrap()).abs() < 0.001);
+    }
     // The Prometheus file passes promtool (CI installs it and sets
     // LOADTEST_REQUIRE_PROMTOOL so a missing promtool fails there).
     let prom = out.join(format!("metrics-{ts}.prom"));
