@@ -528,3 +528,38 @@ fn a_killed_run_leaves_whole_jsonl_lines() {
     // No summary: the process never got to write one, and that is fine.
     assert!(files_with_prefix(&out, "summary-").is_empty());
 }
+
+#[test]
+fn the_progress_line_is_rewritten_on_a_terminal() {
+    // `script` gives the run a pseudo-terminal; without it, skip.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    }
+    let dir = temp_dir("tty");
+    let cmd = format!(
+        "{} run --config {} --mock --stages 2:2500ms --warmup 0s --out {}",
+        env!("CARGO_BIN_EXE_loadtest"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json"),
+        dir.join("runs").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Each second rewrites the same line: carriage return, erase line.
+    assert!(
+        text.contains("\r\x1b[Kstage 1/1 2:2500ms 1/2s"),
+        "no live line in: {text:?}"
+    );
+    assert!(text.contains("req/s, p50 "), "{text:?}");
+    // --quiet: none.
+    let output = Command::new("script")
+        .args(["-qec", &format!("{cmd} --quiet"), "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("\x1b[Kstage"));
+}

@@ -98,6 +98,9 @@ pub struct Point {
     pub warmup: bool,
     /// Requests that finished in it.
     pub requests: u64,
+    /// The same per second (equal for whole seconds; the last, partial
+    /// second counts as a whole one).
+    pub rps: f64,
     /// Failures among them.
     pub errors: u64,
     /// Latency p50 of the successful ones.
@@ -116,6 +119,7 @@ impl Point {
             second,
             warmup,
             requests: window.requests,
+            rps: window.requests as f64,
             errors: window.errors,
             latency_p50_ms: window.latency.percentile_ms(50.0),
             latency_p99_ms: window.latency.percentile_ms(99.0),
