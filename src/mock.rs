@@ -616,30 +616,33 @@ async fn chat(
     event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]")
     });
-    if !ttft.is_zero() {
-        flush_events(stream, out, events).await?;
-        rt::sleep(ttft).await;
-    }
-    for i in 0..tokens {
-        if i > 0 && !itl.is_zero() {
-            flush_events(stream, out, events).await?;
-            rt::sleep(itl).await;
-        }
-        if i == tokens / 2 && knobs.fault != Fault::None {
-            if knobs.fault == Fault::Truncate {
-                push_chunk(out, events);
-                stream.write_all(out).await?;
-                return Ok(true);
-            }
-            events.extend_from_slice(
+    let timing = Timing {
+        ttft,
+        itl,
+        fault: knobs.fault,
+    };
+    let cut = stream_tokens(
+        stream,
+        out,
+        events,
+        tokens,
+        timing,
+        |e, i| {
+            event(e, chunk_prefix, |e| {
+                e.extend_from_slice(b"\"content\":\"");
+                push_word(e, i);
+                e.extend_from_slice(b"\"},\"finish_reason\":null}]");
+            })
+        },
+        |e| {
+            e.extend_from_slice(
                 b"data: {\"error\":{\"message\":\"mock fault\",\"type\":\"server_error\"}}\n\n",
-            );
-        }
-        event(events, chunk_prefix, |e| {
-            e.extend_from_slice(b"\"content\":\"");
-            push_word(e, i);
-            e.extend_from_slice(b"\"},\"finish_reason\":null}]");
-        });
+            )
+        },
+    )
+    .await?;
+    if cut {
+        return Ok(true);
     }
     event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"},\"finish_reason\":\"");
@@ -732,6 +735,50 @@ fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'_>) -> Gene
     }
 }
 
+/// How a stream is paced and broken.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    ttft: Duration,
+    itl: Duration,
+    fault: Fault,
+}
+
+/// Sends `tokens` content events, `token(events, i)` formatting event i,
+/// with the time to first token, the gap between tokens and the fault
+/// halfway (`error` formats the error event). Events are batched into one
+/// write unless a delay separates them. Returns true when the stream was
+/// cut (the connection must then be dropped).
+async fn stream_tokens(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    events: &mut Vec<u8>,
+    tokens: u64,
+    timing: Timing,
+    token: impl Fn(&mut Vec<u8>, u64),
+    error: impl Fn(&mut Vec<u8>),
+) -> io::Result<bool> {
+    if !timing.ttft.is_zero() {
+        flush_events(stream, out, events).await?;
+        rt::sleep(timing.ttft).await;
+    }
+    for i in 0..tokens {
+        if i > 0 && !timing.itl.is_zero() {
+            flush_events(stream, out, events).await?;
+            rt::sleep(timing.itl).await;
+        }
+        if i == tokens / 2 && timing.fault != Fault::None {
+            if timing.fault == Fault::Truncate {
+                push_chunk(out, events);
+                stream.write_all(out).await?;
+                return Ok(true);
+            }
+            error(events);
+        }
+        token(events, i);
+    }
+    Ok(false)
+}
+
 /// Appends one named SSE event.
 fn named_event(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"event: ");
@@ -806,34 +853,37 @@ async fn messages(
     named_event(events, "ping", |e| {
         e.extend_from_slice(b"{\"type\":\"ping\"}")
     });
-    if !ttft.is_zero() {
-        flush_events(stream, out, events).await?;
-        rt::sleep(ttft).await;
-    }
-    for i in 0..g.tokens {
-        if i > 0 && !itl.is_zero() {
-            flush_events(stream, out, events).await?;
-            rt::sleep(itl).await;
-        }
-        if i == g.tokens / 2 && knobs.fault != Fault::None {
-            if knobs.fault == Fault::Truncate {
-                push_chunk(out, events);
-                stream.write_all(out).await?;
-                return Ok(true);
-            }
-            named_event(events, "error", |e| {
+    let timing = Timing {
+        ttft,
+        itl,
+        fault: knobs.fault,
+    };
+    let cut = stream_tokens(
+        stream,
+        out,
+        events,
+        g.tokens,
+        timing,
+        |e, i| {
+            named_event(e, "content_block_delta", |e| {
+                e.extend_from_slice(
+                    b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"",
+                );
+                push_word(e, i);
+                e.extend_from_slice(b"\"}}");
+            })
+        },
+        |e| {
+            named_event(e, "error", |e| {
                 e.extend_from_slice(
                     b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"mock fault\"}}",
                 )
-            });
-        }
-        named_event(events, "content_block_delta", |e| {
-            e.extend_from_slice(
-                b"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"",
-            );
-            push_word(e, i);
-            e.extend_from_slice(b"\"}}");
-        });
+            })
+        },
+    )
+    .await?;
+    if cut {
+        return Ok(true);
     }
     named_event(events, "content_block_stop", |e| {
         e.extend_from_slice(b"{\"type\":\"content_block_stop\",\"index\":0}")

@@ -749,9 +749,35 @@ fn content_value(at: &str, c: &config::Content) -> Result<Content, String> {
     }
 }
 
+/// `X` or `{"min": X, "max": X}`, each read by `one`; min ≤ max.
+fn min_max<T: PartialOrd + Copy>(
+    at: &str,
+    v: &Value,
+    one: impl Fn(&str, &Value) -> Result<T, String>,
+) -> Result<(T, T), String> {
+    let Value::Object(map) = v else {
+        return one(at, v).map(|x| (x, x));
+    };
+    if let Some(key) = map.keys().find(|k| *k != "min" && *k != "max") {
+        return Err(format!(
+            "{at}.{key}: unknown field{}",
+            hint(key, &["min", "max"])
+        ));
+    }
+    let get = |name: &str| -> Result<T, String> {
+        let at = format!("{at}.{name}");
+        one(&at, map.get(name).ok_or(format!("{at}: missing"))?)
+    };
+    let (min, max) = (get("min")?, get("max")?);
+    if min > max {
+        return Err(format!("{at}: min is greater than max"));
+    }
+    Ok((min, max))
+}
+
 /// `3` or `{"min": 2, "max": 5}`.
 fn turns_value(at: &str, v: &Value) -> Result<(u64, u64), String> {
-    let whole = |at: &str, v: &Value| -> Result<u64, String> {
+    min_max(at, v, |at, v| {
         let n = v
             .as_u64()
             .ok_or_else(|| format!("{at}: must be a whole number"))?;
@@ -759,35 +785,12 @@ fn turns_value(at: &str, v: &Value) -> Result<(u64, u64), String> {
             return Err(format!("{at}: must be between 1 and {}", limits::TURNS_MAX));
         }
         Ok(n)
-    };
-    match v {
-        Value::Object(map) => {
-            if let Some(key) = map.keys().find(|k| *k != "min" && *k != "max") {
-                return Err(format!(
-                    "{at}.{key}: unknown field{}",
-                    hint(key, &["min", "max"])
-                ));
-            }
-            let min = whole(
-                &format!("{at}.min"),
-                map.get("min").ok_or(format!("{at}.min: missing"))?,
-            )?;
-            let max = whole(
-                &format!("{at}.max"),
-                map.get("max").ok_or(format!("{at}.max: missing"))?,
-            )?;
-            if min > max {
-                return Err(format!("{at}: min {min} is greater than max {max}"));
-            }
-            Ok((min, max))
-        }
-        _ => whole(at, v).map(|n| (n, n)),
-    }
+    })
 }
 
 /// `"2s"` or `{"min": "1s", "max": "3s"}`.
 fn think_value(at: &str, v: &Value) -> Result<(Duration, Duration), String> {
-    let one = |at: &str, v: &Value| -> Result<Duration, String> {
+    min_max(at, v, |at, v| {
         let d = match v {
             Value::String(text) => stage::parse_duration(text).map_err(|e| format!("{at}: {e}"))?,
             Value::Number(n) if n.as_f64().is_some_and(|x| x >= 0.0) => {
@@ -800,30 +803,7 @@ fn think_value(at: &str, v: &Value) -> Result<(Duration, Duration), String> {
             return Err(format!("{at}: must be at most 1h"));
         }
         Ok(d)
-    };
-    match v {
-        Value::Object(map) => {
-            if let Some(key) = map.keys().find(|k| *k != "min" && *k != "max") {
-                return Err(format!(
-                    "{at}.{key}: unknown field{}",
-                    hint(key, &["min", "max"])
-                ));
-            }
-            let min = one(
-                &format!("{at}.min"),
-                map.get("min").ok_or(format!("{at}.min: missing"))?,
-            )?;
-            let max = one(
-                &format!("{at}.max"),
-                map.get("max").ok_or(format!("{at}.max: missing"))?,
-            )?;
-            if min > max {
-                return Err(format!("{at}: min is greater than max"));
-            }
-            Ok((min, max))
-        }
-        _ => one(at, v).map(|d| (d, d)),
-    }
+    })
 }
 
 fn thresholds(raw: config::Thresholds) -> Result<Thresholds, String> {
@@ -1386,7 +1366,7 @@ mod tests {
                 format!(
                     r#"{{"defaults":{{{t}}},"stages":"1:5s","scenarios":[{{"turns":{{"min":3,"max":2}}}}]}}"#
                 ),
-                "scenarios[0].turns: min 3",
+                "scenarios[0].turns: min is greater than max",
             ),
             (
                 format!(

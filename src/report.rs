@@ -34,16 +34,26 @@ pub fn table_header() -> String {
     )
 }
 
+/// The statistics rows of a stage: each scenario's when there are several,
+/// then the stage total as `all`.
+fn stage_rows<'a>(plan: &'a Plan, stage: &'a StageResult) -> Vec<(&'a str, &'a StageMetrics)> {
+    let mut rows: Vec<(&str, &StageMetrics)> = Vec::new();
+    if stage.scenarios.len() > 1 {
+        for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+            rows.push((&scenario.name, m));
+        }
+    }
+    rows.push(("all", &stage.metrics));
+    rows
+}
+
 /// Table rows for a finished stage: one per scenario when there are
 /// several, then the stage total (`all`).
 pub fn table_rows(plan: &Plan, result: &StageResult) -> Vec<String> {
-    let mut rows = Vec::new();
-    if result.scenarios.len() > 1 {
-        for (scenario, m) in plan.scenarios.iter().zip(&result.scenarios) {
-            rows.push(table_row(result, &scenario.name, m));
-        }
-    }
-    rows.push(table_row(result, "all", &result.metrics));
+    let mut rows: Vec<String> = stage_rows(plan, result)
+        .into_iter()
+        .map(|(name, m)| table_row(result, name, m))
+        .collect();
     if let Some(line) = open_loop_line(plan, result) {
         rows.push(line);
     }
@@ -464,14 +474,7 @@ pub fn csv(plan: &Plan, run: &RunResult) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');
     for stage in &run.stages {
-        let mut rows: Vec<(&str, &StageMetrics)> = Vec::new();
-        if stage.scenarios.len() > 1 {
-            for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
-                rows.push((&scenario.name, m));
-            }
-        }
-        rows.push(("all", &stage.metrics));
-        for (name, m) in rows {
+        for (name, m) in stage_rows(plan, stage) {
             let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
             let (kind, users, rate) = match stage.stage.load {
                 Load::Closed { users } => ("closed", users.to_string(), String::new()),
@@ -576,13 +579,7 @@ pub fn text_report(plan: &Plan, run: &RunResult, health: &Health) -> String {
             "scenario", "requests", "rps", "ok%", "p50", "p90", "p95", "p99", "p99.9", "ttft50", "ttft95",
             "ttft99", "itl50", "itl99", "out tok/s"
         );
-        let mut rows: Vec<(&str, &StageMetrics)> = Vec::new();
-        if stage.scenarios.len() > 1 {
-            for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
-                rows.push((&scenario.name, m));
-            }
-        }
-        rows.push(("all", &stage.metrics));
+        let rows = stage_rows(plan, stage);
         for (name, m) in &rows {
             let _ = writeln!(
                 out,
@@ -865,14 +862,7 @@ pub fn prometheus(plan: &Plan, run: &RunResult) -> String {
         ),
     ];
     for stage in &run.stages {
-        let mut rows: Vec<(&str, &StageMetrics)> = plan
-            .scenarios
-            .iter()
-            .zip(&stage.scenarios)
-            .map(|(s, m)| (s.name.as_str(), m))
-            .collect();
-        rows.push(("all", &stage.metrics));
-        for (name, m) in rows {
+        for (name, m) in stage_rows(plan, stage) {
             let labels = format!(
                 "stage=\"{}\",stage_index=\"{}\",scenario=\"{}\"",
                 prom_label(&stage.stage.label()),

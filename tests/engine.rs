@@ -5,29 +5,17 @@
 //! measured with what the mock says it served, and with the timing the
 //! mock was told to produce.
 
+mod common;
+
 use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
-use loadtest::mock::{self, MockConfig, MockServer, MockStats};
+use loadtest::mock::{MockServer, MockStats};
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
 use loadtest::{config, rt, sse};
 use std::time::Duration;
 
-fn cpus() -> (Vec<usize>, Vec<usize>) {
-    let allowed = rt::allowed_cpus();
-    let first = allowed[0];
-    let last = *allowed.last().unwrap();
-    (vec![first], vec![last])
-}
-
-fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
-    let mut config = MockConfig {
-        cpus: cpus().1,
-        ..MockConfig::default()
-    };
-    tune(&mut config);
-    mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
-}
+use common::{cpus, start_mock};
 
 fn plan(profile: &str, mock: &MockServer, generator_cpus: Vec<usize>) -> Plan {
     plan_to(profile, mock.addr(), generator_cpus)

@@ -4,28 +4,24 @@
 //! omission is handled. Rates are low (hundreds per second) and stages
 //! short, so the tests are bounded and insensitive to a busy CI machine.
 
+mod common;
+
 use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
-use loadtest::mock::{self, MockConfig, MockServer};
+use loadtest::mock::{MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
-use loadtest::{config, report, rt, sse};
+use loadtest::{config, report, sse};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-fn cpus() -> (Vec<usize>, Vec<usize>) {
-    let allowed = rt::allowed_cpus();
-    (vec![allowed[0]], vec![*allowed.last().unwrap()])
-}
+use common::cpus;
 
 fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
-    let mut config = MockConfig {
-        cpus: cpus().1,
-        tokens: Some(8),
-        ..MockConfig::default()
-    };
-    tune(&mut config);
-    mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
+    common::start_mock(|c| {
+        c.tokens = Some(8);
+        tune(c);
+    })
 }
 
 fn plan(profile: &str, mock: &MockServer) -> Plan {

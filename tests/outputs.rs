@@ -1,9 +1,11 @@
 //! Summaries after the run: merging several hosts' summaries exactly, and
 //! comparing two runs with a CI exit code.
 
+mod common;
+
 use loadtest::engine::{self, RunResult};
 use loadtest::metrics::StageMetrics;
-use loadtest::mock::{self, MockConfig, MockServer};
+use loadtest::mock::MockServer;
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::{combine, config, report, rt};
 use serde_json::{json, Value};
@@ -11,13 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn start_mock() -> MockServer {
-    let allowed = rt::allowed_cpus();
-    let config = MockConfig {
-        cpus: vec![*allowed.last().unwrap()],
-        tokens: Some(6),
-        ..MockConfig::default()
-    };
-    mock::start("127.0.0.1:0".parse().unwrap(), config).unwrap()
+    common::start_mock(|c| c.tokens = Some(6))
 }
 
 fn plan(mock: &MockServer) -> Plan {

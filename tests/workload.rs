@@ -6,30 +6,19 @@
 //! users; think times in the shipped profiles are removed so conversations
 //! fit in the stage.
 
+mod common;
+
+use loadtest::config;
 use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
-use loadtest::mock::{self, MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::{config, rt};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn cpus() -> (Vec<usize>, Vec<usize>) {
-    let allowed = rt::allowed_cpus();
-    (vec![allowed[0]], vec![*allowed.last().unwrap()])
-}
-
-fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
-    let mut config = MockConfig {
-        cpus: cpus().1,
-        ..MockConfig::default()
-    };
-    tune(&mut config);
-    mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
-}
+use common::{cpus, start_mock};
 
 fn build(profile: &config::Profile, target: std::net::SocketAddr, extra: Overrides) -> Plan {
     let overrides = Overrides {
