@@ -482,6 +482,13 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_as_small_as_the_queue_bound_assumes() {
+        // limits::SINK_QUEUE_PER_SHARD prices a record at ~230 bytes.
+        let size = std::mem::size_of::<Record>();
+        assert!(size <= 256, "{size} bytes");
+    }
+
+    #[test]
     fn partial_last_lines_are_skipped() {
         let dir = std::env::temp_dir().join(format!("lt-sink-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
