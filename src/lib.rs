@@ -13,18 +13,25 @@
 //! memlock limit of at least 512 KiB (each executor registers 3 × 64 KiB).
 //!
 //! # Layout (dependencies point down)
-//! - `cli`: flags and the `run` / `mock` commands; the only place that does
-//!   file I/O and prints.
+//! - `cli`: flags and the `run` / `validate` / `compare` / `merge` / `mock`
+//!   commands; the only place that prints and writes report files.
 //! - `config` → `plan`: profile JSON as written, then a validated `Plan`
-//!   (stages, resolved target, CPUs). The engine only sees a `Plan`.
-//! - `engine`: coordinator and shards; virtual users as the source of work;
-//!   one request at a time per connection (`engine::exchange`).
+//!   (scenarios, stages, resolved targets, CPUs). The engine only sees a
+//!   `Plan`. `content` generates sized prompt text.
+//! - `engine`: coordinator and shards; closed-loop users and the open-loop
+//!   pacer (`engine::arrivals`) as the sources of work; request bytes per
+//!   turn (`engine::workload`); one request at a time per connection
+//!   (`engine::exchange`).
 //! - `http`, `sse`: the hand-rolled HTTP/1.1 response parser and the SSE
 //!   parser; push parsers over byte slices, bounded, panic-free.
-//! - `protocol`: wire-format adapters (OpenAI chat), registered in one list.
+//! - `protocol`: wire-format adapters (OpenAI Chat Completions, Anthropic
+//!   Messages), registered in one list.
 //! - `metrics`: shard-local counters and HDR histograms, merged exactly.
-//! - `report`: the console table and `summary-<ts>.json`.
-//! - `mock`: the built-in OpenAI-compatible upstream, on the same runtime.
+//! - `sink`: the per-turn JSONL writer thread.
+//! - `report`: the console table, the text, CSV and Prometheus reports and
+//!   `summary-<ts>.json`; `combine`: merging and comparing summaries.
+//! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream, on the
+//!   same runtime.
 //! - `rt`: the runtime seam, the only module that names glommio.
 //! - `limits`: every bound, with its cost.
 
