@@ -157,6 +157,49 @@ fn merge_stats(into: &mut Value, other: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that everything `merge` writes into is an object, so a damaged
+/// or foreign file is an error, not a panic.
+fn check_shape(summary: &Value) -> Result<(), String> {
+    if summary["schema"] != json!(1) {
+        return Err("not a loadtest summary (schema 1)".into());
+    }
+    let object_or_null = |v: &Value, at: &str| {
+        if v.is_object() || v.is_null() {
+            Ok(())
+        } else {
+            Err(format!("{at}: not an object"))
+        }
+    };
+    object_or_null(&summary["generator_health"], "generator_health")?;
+    let stages = summary["stages"].as_array().ok_or("stages: missing")?;
+    for (i, stage) in stages.iter().enumerate() {
+        if !stage.is_object() {
+            return Err(format!("stages[{i}]: not an object"));
+        }
+        object_or_null(&stage["open_loop"], &format!("stages[{i}].open_loop"))?;
+        let mut stats = vec![(format!("stages[{i}]"), stage)];
+        for (j, scenario) in stage["scenarios"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if !scenario.is_object() {
+                return Err(format!("stages[{i}].scenarios[{j}]: not an object"));
+            }
+            stats.push((format!("stages[{i}].scenarios[{j}]"), scenario));
+        }
+        for (at, v) in stats {
+            for turn in v["turns"].as_array().into_iter().flatten() {
+                if !turn.is_object() {
+                    return Err(format!("{at}.turns: not a list of objects"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Merges summaries of the same run from several generator hosts. They
 /// must describe the same stages and scenarios, in the same order.
 pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
@@ -164,9 +207,7 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
         return Err("nothing to merge".into());
     };
     for (name, summary) in summaries {
-        if summary["schema"] != json!(1) {
-            return Err(format!("{name}: not a loadtest summary (schema 1)"));
-        }
+        check_shape(summary).map_err(|e| format!("{name}: {e}"))?;
     }
     let (stages, scenarios) = shape(first);
     let mut merged = first.clone();

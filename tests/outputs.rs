@@ -112,8 +112,22 @@ fn merge_refuses_runs_that_do_not_line_up() {
     ])
     .unwrap_err();
     assert!(err.contains("b: scenarios"), "{err}");
-    let err = combine::merge(&[("a".into(), a), ("c".into(), json!({"schema": 2}))]).unwrap_err();
+    let err =
+        combine::merge(&[("a".into(), a.clone()), ("c".into(), json!({"schema": 2}))]).unwrap_err();
     assert!(err.contains("c: not a loadtest summary"), "{err}");
+    // Damaged files are errors, never panics.
+    for damaged in [
+        json!({"schema": 1, "stages": [3]}),
+        json!({"schema": 1, "stages": [{"scenarios": [1]}]}),
+        json!({"schema": 1, "stages": [{"turns": [7]}]}),
+        json!({"schema": 1, "stages": [], "generator_health": 5}),
+        json!({"schema": 1}),
+    ] {
+        let result = std::panic::catch_unwind(|| {
+            combine::merge(&[("a".into(), a.clone()), ("d".into(), damaged.clone())])
+        });
+        assert!(matches!(result, Ok(Err(_))), "{damaged}");
+    }
 }
 
 fn bin() -> Command {
