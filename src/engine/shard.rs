@@ -276,22 +276,25 @@ async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, seed:
     let mut now = Instant::now();
     // A user thinks after every answer: between turns (inside
     // `conversation`), and before starting its next conversation, so
-    // single-turn scenarios are paced like people too. Only its very first
-    // request goes out at once.
+    // single-turn scenarios are paced like people too. Its very first
+    // request waits a random part of one think time, so a stage's users
+    // arrive spread out as people would, not all in the first millisecond.
     let mut first = true;
     while now < run.end.get() {
-        if !first {
-            let think = user.think_time(sc.think_time);
-            if !think.is_zero() {
-                let left = run.end.get().saturating_duration_since(Instant::now());
-                rt::sleep(think.min(left)).await;
-                now = Instant::now();
-                if now >= run.end.get() {
-                    break;
-                }
-            }
+        let mut think = user.think_time(sc.think_time);
+        if first && !think.is_zero() {
+            let part = user.rng.below(1_000_001) as f64 / 1_000_000.0;
+            think = think.mul_f64(part);
         }
         first = false;
+        if !think.is_zero() {
+            let left = run.end.get().saturating_duration_since(Instant::now());
+            rt::sleep(think.min(left)).await;
+            now = Instant::now();
+            if now >= run.end.get() {
+                break;
+            }
+        }
         let outcome = conversation(&shard, &run, scenario, &mut user, now, None).await;
         now = outcome.now;
         if outcome.connect_failed {
