@@ -16,8 +16,12 @@ The bar (issue 4): at 20,000 req/s, achieved within 0.5 % of the target and
 scheduler lag p99 under 1 ms.
 
 Usage: python3 benches/open_loop.py [--rates 5000,10000,20000] [--seconds 8]
-       [--warmup 2] [--rounds 2] [--upstreams mock,nginx] [--no-build]
+       [--warmup 2] [--rounds 2] [--upstreams mock,nginx] [--rt] [--no-build]
        [--markdown out.md]
+
+--rt runs the mock and every generator at real-time priority (`chrt -f 10`),
+as the research notes' timer probes were, to take other tasks of the host
+out of the picture.
 """
 
 import argparse
@@ -40,8 +44,11 @@ UP_CPU = loopback.UP_CPU
 MOCK_PORT = 18082
 
 
+RT = []
+
+
 def run_loadtest(url, rate, seconds, warmup, outdir):
-    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+    out, cpu = loopback.timed(RT + ["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
                                "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
                                "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
                                "--out", outdir])
@@ -59,7 +66,7 @@ def run_loadtest(url, rate, seconds, warmup, outdir):
 
 def run_oha(url, rate, seconds, warmup, body_path):
     # oha has no warm-up; it runs the measured length only.
-    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, shutil.which("oha") or "/opt/oha/bin/oha",
+    out, cpu = loopback.timed(RT + ["taskset", "-c", GEN_CPU, shutil.which("oha") or "/opt/oha/bin/oha",
                                "-z", f"{seconds}s", "-c", "256", "-q", str(rate), "--latency-correction",
                                "--no-tui", "--output-format", "json", "-m", "POST",
                                "-H", "Content-Type: application/json", "-D", body_path, url])
@@ -72,7 +79,7 @@ def run_oha(url, rate, seconds, warmup, body_path):
 
 
 def run_wrk2(url, rate, seconds, warmup, lua):
-    out, cpu = loopback.timed(["taskset", "-c", GEN_CPU, "wrk2", "-t1", "-c256", f"-d{seconds}s",
+    out, cpu = loopback.timed(RT + ["taskset", "-c", GEN_CPU, "wrk2", "-t1", "-c256", f"-d{seconds}s",
                                f"-R{rate}", "--latency", "-s", lua, url])
     achieved = float(out.split("Requests/sec:")[1].split()[0])
     total = int(out.split(" requests in ")[0].split()[-1])
@@ -98,7 +105,10 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
+    ap.add_argument("--rt", action="store_true", help="real-time priority (chrt -f 10) for mock and generators")
     args = ap.parse_args()
+    if args.rt:
+        RT.extend(["chrt", "-f", "10"])
     if not args.no_build:
         loopback.build()
     tmp = tempfile.mkdtemp(prefix="loadtest-openloop-")
@@ -108,7 +118,7 @@ def main():
     lua = os.path.join(tmp, "post.lua")
     open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                          f"wrk.body = [[{body}]]\n")
-    mock = subprocess.Popen(["taskset", "-c", UP_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+    mock = subprocess.Popen(RT + ["taskset", "-c", UP_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
                              "mock", "--listen", f"127.0.0.1:{MOCK_PORT}", "--cpus", UP_CPU, "--tokens", "128"],
                             stdout=subprocess.DEVNULL)
     nginx = None
