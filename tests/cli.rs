@@ -555,11 +555,18 @@ fn the_progress_line_is_rewritten_on_a_terminal() {
         "no live line in: {text:?}"
     );
     assert!(text.contains("req/s, p50 "), "{text:?}");
-    // --quiet: none.
+    // --quiet: none (and --no-jsonl: no results file).
     let output = Command::new("script")
-        .args(["-qec", &format!("{cmd} --quiet"), "/dev/null"])
+        .args(["-qec", &format!("{cmd} --quiet --no-jsonl"), "/dev/null"])
         .output()
         .unwrap();
     assert!(output.status.success());
     assert!(!String::from_utf8_lossy(&output.stdout).contains("\x1b[Kstage"));
+    let runs = dir.join("runs");
+    assert_eq!(
+        files_with_prefix(&runs, "results-").len(),
+        1,
+        "only the first run's log"
+    );
+    assert_eq!(files_with_prefix(&runs, "summary-").len(), 2);
 }
