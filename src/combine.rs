@@ -8,7 +8,10 @@
 //! since the hosts ran the same stages at the same time.
 
 use crate::metrics::Hist;
-use crate::report::{percentiles_json, HISTOGRAMS};
+use crate::plan::Thresholds;
+use crate::report::{
+    check_thresholds, knee_of, load_flag, percentiles_json, Figures, OpenFigures, HISTOGRAMS,
+};
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 
@@ -263,10 +266,11 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
                 } else {
                     0.0
                 });
-                s["flagged"] = match (s["flagged"].as_str(), o["flagged"].as_str()) {
-                    (None, None) => Value::Null,
-                    (a, b) => json!([a, b].into_iter().flatten().collect::<Vec<_>>().join("; ")),
-                };
+                s["flagged"] = json!(load_flag(
+                    target,
+                    f(&s["achieved_rate"]),
+                    u(&s["dropped_arrivals"])
+                ));
             }
         }
         let health = &mut merged["generator_health"];
@@ -292,6 +296,11 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
         }
         health["valid"] = json!(reasons.is_empty());
         health["invalid_reasons"] = Value::Array(reasons);
+        // Connections of all hosts together; the busiest shard of any.
+        health["peak_connections"] =
+            json!(u(&health["peak_connections"]) + u(&theirs["peak_connections"]));
+        health["shard_busy_pct_max"] =
+            json!(f(&health["shard_busy_pct_max"]).max(f(&theirs["shard_busy_pct_max"])));
     }
     let sources: Vec<Value> = summaries
         .iter()
@@ -303,57 +312,61 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
     Ok(merged)
 }
 
-/// Re-evaluates the plan's thresholds on (merged) statistics.
+/// The plan's thresholds, as the summary's `plan` lists them.
+fn thresholds_of(summary: &Value) -> Thresholds {
+    let t = &summary["plan"]["thresholds"];
+    Thresholds {
+        ttft_p95_ms: t["ttft_p95_ms"].as_f64(),
+        p95_ms: t["p95_ms"].as_f64(),
+        p99_ms: t["p99_ms"].as_f64(),
+        error_rate: t["error_rate"].as_f64(),
+        min_rps: t["min_rps"].as_f64(),
+    }
+}
+
+/// Re-evaluates the plan's thresholds and the knee on (merged) statistics,
+/// with the same rules as a single run.
 fn evaluate_thresholds(summary: &mut Value) {
-    let t = summary["plan"]["thresholds"].clone();
-    let limit = |key: &str| t[key].as_f64();
+    let t = thresholds_of(summary);
     let mut verdicts = Vec::new();
+    let mut open = Vec::new();
     for stage in summary["stages"].as_array().into_iter().flatten() {
         let label = stage["label"].as_str().unwrap_or("");
-        let mut rows: Vec<(String, &Value, bool)> = Vec::new();
-        let scenarios = stage["scenarios"].as_array().cloned().unwrap_or_default();
+        if stage["open_loop"].is_object() {
+            open.push(OpenFigures {
+                label: label.to_string(),
+                target: f(&stage["open_loop"]["target_rate"]),
+                achieved: f(&stage["open_loop"]["achieved_rate"]),
+                dropped: u(&stage["open_loop"]["dropped_arrivals"]),
+                error_rate: f(&stage["error_rate"]),
+                corrected_p99_ms: stage["latency_corrected_ms"]["p99"].as_f64(),
+            });
+        }
+        if !t.any() {
+            continue;
+        }
+        let mut rows: Vec<(&str, &Value, bool)> = Vec::new();
+        let scenarios = stage["scenarios"].as_array().map_or(&[][..], Vec::as_slice);
         if scenarios.len() > 1 {
-            for s in stage["scenarios"].as_array().into_iter().flatten() {
-                rows.push((s["name"].as_str().unwrap_or("").to_string(), s, false));
+            for s in scenarios {
+                rows.push((s["name"].as_str().unwrap_or(""), s, false));
             }
         }
-        rows.push(("all".to_string(), stage, true));
+        rows.push(("all", stage, true));
         for (name, stats, total) in rows {
-            let mut failures = Vec::new();
-            let mut over = |what: &str, value: Option<f64>, limit: Option<f64>| {
-                if let (Some(v), Some(l)) = (value, limit) {
-                    if v > l {
-                        failures.push(format!("{what} {v:.2} ms > {l} ms"));
-                    }
-                }
+            let figures = Figures {
+                requests: u(&stats["requests"]),
+                error_rate: f(&stats["error_rate"]),
+                rps: f(&stats["rps"]),
+                ttft_p95_ms: stats["ttft_ms"]["p95"].as_f64(),
+                p95_ms: stats["latency_ms"]["p95"].as_f64(),
+                p99_ms: stats["latency_ms"]["p99"].as_f64(),
             };
-            over(
-                "ttft p95",
-                stats["ttft_ms"]["p95"].as_f64(),
-                limit("ttft_p95_ms"),
-            );
-            over("p95", stats["latency_ms"]["p95"].as_f64(), limit("p95_ms"));
-            over("p99", stats["latency_ms"]["p99"].as_f64(), limit("p99_ms"));
-            if let Some(l) = limit("error_rate") {
-                let rate = f(&stats["error_rate"]);
-                if rate > l {
-                    failures.push(format!("error rate {rate:.4} > {l}"));
-                }
-            }
-            if let (true, Some(l)) = (total, limit("min_rps")) {
-                let rps = f(&stats["rps"]);
-                if rps < l {
-                    failures.push(format!("rps {rps:.1} < {l}"));
-                }
-            }
-            let any = ["ttft_p95_ms", "p95_ms", "p99_ms", "error_rate", "min_rps"]
-                .iter()
-                .any(|k| limit(k).is_some());
-            if any {
-                verdicts.push(json!({"stage": label, "scenario": name, "pass": failures.is_empty(), "failures": failures}));
-            }
+            let failures = check_thresholds(&t, &figures, total);
+            verdicts.push(json!({"stage": label, "scenario": name, "pass": failures.is_empty(), "failures": failures}));
         }
     }
+    summary["knee"] = knee_of(&t, &open).map_or(Value::Null, |k| k.to_json());
     summary["pass"] = json!(verdicts.iter().all(|v| v["pass"] == json!(true)));
     summary["thresholds"] = Value::Array(verdicts);
 }

@@ -112,13 +112,19 @@ pub fn open_loop_line(plan: &Plan, result: &StageResult) -> Option<String> {
 /// arrivals, or an achieved rate below 99 % of the target.
 pub fn open_loop_flag(result: &StageResult) -> Option<String> {
     let target = result.target_rate()?;
-    let achieved = result.achieved_rate().unwrap_or(0.0);
-    let m = &result.metrics;
+    load_flag(
+        target,
+        result.achieved_rate().unwrap_or(0.0),
+        result.metrics.dropped_arrivals,
+    )
+}
+
+/// `open_loop_flag` on plain figures (also used on merged summaries).
+pub fn load_flag(target: f64, achieved: f64, dropped: u64) -> Option<String> {
     let mut reasons = Vec::new();
-    if m.dropped_arrivals > 0 {
+    if dropped > 0 {
         reasons.push(format!(
-            "{} arrivals dropped at max_inflight (the target could not be offered)",
-            m.dropped_arrivals
+            "{dropped} arrivals dropped at max_inflight (the target could not be offered)"
         ));
     }
     if achieved < 0.99 * target {
@@ -128,6 +134,23 @@ pub fn open_loop_flag(result: &StageResult) -> Option<String> {
         ));
     }
     (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// What the knee looks at in one open-loop stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenFigures {
+    /// Stage label.
+    pub label: String,
+    /// Target arrivals per second.
+    pub target: f64,
+    /// Achieved arrivals per second.
+    pub achieved: f64,
+    /// Arrivals dropped at `max_inflight`.
+    pub dropped: u64,
+    /// Failed / all requests.
+    pub error_rate: f64,
+    /// Corrected latency p99, milliseconds.
+    pub corrected_p99_ms: Option<f64>,
 }
 
 /// The knee of an open-loop sweep: the highest-rate stage that held its
@@ -142,45 +165,72 @@ pub struct Knee {
     pub first_broken: Option<(String, String)>,
 }
 
+impl Knee {
+    /// The summary's `knee` object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "highest_ok": self.highest_ok.as_ref().map(|(label, rate)| json!({"stage": label, "rate": rate})),
+            "first_broken": self.first_broken.as_ref().map(|(label, reason)| json!({"stage": label, "reason": reason})),
+        })
+    }
+}
+
 /// Computes the knee over a run's open-loop stages (`None` without any).
 pub fn knee(plan: &Plan, run: &RunResult) -> Option<Knee> {
+    let stages: Vec<OpenFigures> = run
+        .stages
+        .iter()
+        .filter_map(|stage| {
+            Some(OpenFigures {
+                label: stage.stage.label(),
+                target: stage.target_rate()?,
+                achieved: stage.achieved_rate().unwrap_or(0.0),
+                dropped: stage.metrics.dropped_arrivals,
+                error_rate: error_rate(&stage.metrics),
+                corrected_p99_ms: stage.metrics.latency_corrected.percentile_ms(99.0),
+            })
+        })
+        .collect();
+    knee_of(&plan.thresholds, &stages)
+}
+
+/// The knee over open-loop stages in run order (`None` when there are
+/// none); shared by runs and merged summaries.
+pub fn knee_of(t: &Thresholds, stages: &[OpenFigures]) -> Option<Knee> {
+    if stages.is_empty() {
+        return None;
+    }
     let mut knee = Knee {
         highest_ok: None,
         first_broken: None,
     };
-    let mut any = false;
-    for stage in &run.stages {
-        let Some(target) = stage.target_rate() else {
-            continue;
-        };
-        any = true;
-        let m = &stage.metrics;
+    for stage in stages {
         let mut reasons = Vec::new();
-        if let Some(flag) = open_loop_flag(stage) {
+        if let Some(flag) = load_flag(stage.target, stage.achieved, stage.dropped) {
             reasons.push(flag);
         }
-        let max_error = plan.thresholds.error_rate.unwrap_or(0.01);
-        let errors = error_rate(m);
-        if errors > max_error {
-            reasons.push(format!("error rate {errors:.4} > {max_error}"));
+        let max_error = t.error_rate.unwrap_or(0.01);
+        if stage.error_rate > max_error {
+            reasons.push(format!("error rate {:.4} > {max_error}", stage.error_rate));
         }
-        if let (Some(limit), Some(p99)) = (
-            plan.thresholds.p99_ms,
-            m.latency_corrected.percentile_ms(99.0),
-        ) {
+        if let (Some(limit), Some(p99)) = (t.p99_ms, stage.corrected_p99_ms) {
             if p99 > limit {
                 reasons.push(format!("corrected p99 {p99:.2} ms > {limit} ms"));
             }
         }
         if reasons.is_empty() {
-            if knee.highest_ok.as_ref().is_none_or(|(_, r)| target > *r) {
-                knee.highest_ok = Some((stage.stage.label(), target));
+            if knee
+                .highest_ok
+                .as_ref()
+                .is_none_or(|(_, r)| stage.target > *r)
+            {
+                knee.highest_ok = Some((stage.label.clone(), stage.target));
             }
         } else if knee.first_broken.is_none() {
-            knee.first_broken = Some((stage.stage.label(), reasons.join("; ")));
+            knee.first_broken = Some((stage.label.clone(), reasons.join("; ")));
         }
     }
-    any.then_some(knee)
+    Some(knee)
 }
 
 /// The knee as one line for the console.
@@ -365,6 +415,24 @@ pub fn turn_table(plan: &Plan, run: &RunResult) -> String {
     out
 }
 
+/// What thresholds are checked against, for one stage × scenario (or the
+/// stage total).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    /// Requests measured.
+    pub requests: u64,
+    /// Failed / all requests.
+    pub error_rate: f64,
+    /// Requests per second.
+    pub rps: f64,
+    /// TTFT p95, milliseconds.
+    pub ttft_p95_ms: Option<f64>,
+    /// Latency p95, milliseconds.
+    pub p95_ms: Option<f64>,
+    /// Latency p99, milliseconds.
+    pub p99_ms: Option<f64>,
+}
+
 /// Threshold failures of one stage × scenario (or stage total), as
 /// readable reasons; empty when it passed. `min_rps` applies to the stage
 /// total only, since a scenario's rate is its weight's share.
@@ -374,6 +442,19 @@ pub fn threshold_failures(
     m: &StageMetrics,
     total: bool,
 ) -> Vec<String> {
+    let figures = Figures {
+        requests: m.requests,
+        error_rate: error_rate(m),
+        rps: result.rps_of(m),
+        ttft_p95_ms: m.ttft.percentile_ms(95.0),
+        p95_ms: m.latency.percentile_ms(95.0),
+        p99_ms: m.latency.percentile_ms(99.0),
+    };
+    check_thresholds(t, &figures, total)
+}
+
+/// `threshold_failures` on plain figures (also used on merged summaries).
+pub fn check_thresholds(t: &Thresholds, f: &Figures, total: bool) -> Vec<String> {
     let mut out = Vec::new();
     let mut over = |what: &str, value: Option<f64>, limit: Option<f64>| {
         if let (Some(v), Some(l)) = (value, limit) {
@@ -382,22 +463,20 @@ pub fn threshold_failures(
             }
         }
     };
-    over("ttft p95", m.ttft.percentile_ms(95.0), t.ttft_p95_ms);
-    over("p95", m.latency.percentile_ms(95.0), t.p95_ms);
-    over("p99", m.latency.percentile_ms(99.0), t.p99_ms);
+    over("ttft p95", f.ttft_p95_ms, t.ttft_p95_ms);
+    over("p95", f.p95_ms, t.p95_ms);
+    over("p99", f.p99_ms, t.p99_ms);
     if let Some(limit) = t.error_rate {
-        let rate = error_rate(m);
-        if rate > limit {
-            out.push(format!("error rate {rate:.4} > {limit}"));
+        if f.error_rate > limit {
+            out.push(format!("error rate {:.4} > {limit}", f.error_rate));
         }
     }
     if let (true, Some(limit)) = (total, t.min_rps) {
-        let rps = result.rps_of(m);
-        if rps < limit {
-            out.push(format!("rps {rps:.1} < {limit}"));
+        if f.rps < limit {
+            out.push(format!("rps {:.1} < {limit}", f.rps));
         }
     }
-    if m.requests == 0 && t.any() {
+    if f.requests == 0 && t.any() {
         out.push("no requests measured".to_string());
     }
     out
@@ -1359,10 +1438,7 @@ pub fn summary_json(plan: &Plan, run: &RunResult, health: &Health, run_id: &str)
         "stages": run.stages.iter().map(|s| stage_json(plan, s)).collect::<Vec<_>>(),
         "thresholds": verdicts,
         "pass": pass,
-        "knee": knee(plan, run).map(|k| json!({
-            "highest_ok": k.highest_ok.map(|(label, rate)| json!({"stage": label, "rate": rate})),
-            "first_broken": k.first_broken.map(|(label, reason)| json!({"stage": label, "reason": reason})),
-        })),
+        "knee": knee(plan, run).map(|k| k.to_json()),
         "generator_health": {
             "fd_limit": health.fd_limit,
             "aborted": run.aborted,

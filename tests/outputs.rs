@@ -85,6 +85,13 @@ fn two_hosts_merge_into_one_exact_summary() {
     }
     assert_eq!(merged["merged_from"].as_array().unwrap().len(), 2);
     assert_eq!(merged["stages"][1]["open_loop"]["target_rate"], 400.0);
+    // The knee is worked out again on the merged figures (400/s, not one
+    // host's 200/s).
+    let knee = &merged["knee"];
+    match knee["highest_ok"]["rate"].as_f64() {
+        Some(rate) => assert_eq!(rate, 400.0, "{knee}"),
+        None => assert_eq!(knee["first_broken"]["stage"], "@200:300ms", "{knee}"),
+    }
 }
 
 #[test]
