@@ -584,9 +584,7 @@ async fn chat(
         completion: tokens,
     };
     if !request.stream {
-        let delay = knobs
-            .latency_ms
-            .map_or(config.latency, Duration::from_millis);
+        let delay = Timing::new(knobs, config).latency;
         if !delay.is_zero() {
             rt::sleep(delay).await;
         }
@@ -609,18 +607,12 @@ async fn chat(
     chunk_prefix.extend_from_slice(&prefix[..chunk_prefix_at]);
     chunk_prefix.extend_from_slice(b".chunk");
     chunk_prefix.extend_from_slice(&prefix[chunk_prefix_at..]);
-    let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
-    let itl = knobs.itl_ms.map_or(config.itl, Duration::from_millis);
     stream_head(out, keep_alive);
     events.clear();
     event(events, chunk_prefix, |e| {
         e.extend_from_slice(b"\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]")
     });
-    let timing = Timing {
-        ttft,
-        itl,
-        fault: knobs.fault,
-    };
+    let timing = Timing::new(knobs, config);
     let cut = stream_tokens(
         stream,
         out,
@@ -735,12 +727,26 @@ fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'_>) -> Gene
     }
 }
 
-/// How a stream is paced and broken.
+/// How a response is paced and broken: the server's settings, overridden
+/// per request by the `x-mock-*` headers.
 #[derive(Debug, Clone, Copy)]
 struct Timing {
+    latency: Duration,
     ttft: Duration,
     itl: Duration,
     fault: Fault,
+}
+
+impl Timing {
+    fn new(knobs: &Knobs, config: &MockConfig) -> Self {
+        let ms = |knob: Option<u64>, default: Duration| knob.map_or(default, Duration::from_millis);
+        Timing {
+            latency: ms(knobs.latency_ms, config.latency),
+            ttft: ms(knobs.ttft_ms, config.ttft),
+            itl: ms(knobs.itl_ms, config.itl),
+            fault: knobs.fault,
+        }
+    }
 }
 
 /// Sends `tokens` content events, `token(events, i)` formatting event i,
@@ -809,9 +815,7 @@ async fn messages(
         b"end_turn"
     };
     if !request.stream {
-        let delay = knobs
-            .latency_ms
-            .map_or(config.latency, Duration::from_millis);
+        let delay = Timing::new(knobs, config).latency;
         if !delay.is_zero() {
             rt::sleep(delay).await;
         }
@@ -832,8 +836,6 @@ async fn messages(
         write_simple(stream, out, 200, body, keep_alive).await?;
         return Ok(false);
     }
-    let ttft = knobs.ttft_ms.map_or(config.ttft, Duration::from_millis);
-    let itl = knobs.itl_ms.map_or(config.itl, Duration::from_millis);
     stream_head(out, keep_alive);
     events.clear();
     named_event(events, "message_start", |e| {
@@ -853,11 +855,7 @@ async fn messages(
     named_event(events, "ping", |e| {
         e.extend_from_slice(b"{\"type\":\"ping\"}")
     });
-    let timing = Timing {
-        ttft,
-        itl,
-        fault: knobs.fault,
-    };
+    let timing = Timing::new(knobs, config);
     let cut = stream_tokens(
         stream,
         out,

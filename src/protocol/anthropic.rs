@@ -146,13 +146,7 @@ fn take_text(text: Str<'_>, reply: &mut Reply, parsed: &mut Parsed) {
         return;
     }
     parsed.content = true;
-    if !text.escaped {
-        reply.push_content(text.raw);
-    } else if reply.keep_content {
-        reply.push_content(&text.decoded());
-    } else {
-        reply.content_bytes += text.decoded_len() as u64;
-    }
+    reply.push_json_text(&text);
 }
 
 fn stop_reason(s: &mut Scanner<'_>, reply: &mut Reply) -> Result<(), Bad> {

@@ -85,6 +85,18 @@ impl Reply {
         self.saw_end = false;
     }
 
+    /// Counts a JSON string of generated text as decoded; decodes it (one
+    /// allocation, only for escaped text) just when `keep_content` is set.
+    pub fn push_json_text(&mut self, text: &json::Str<'_>) {
+        if !text.escaped {
+            self.push_content(text.raw);
+        } else if self.keep_content {
+            self.push_content(&text.decoded());
+        } else {
+            self.content_bytes += text.decoded_len() as u64;
+        }
+    }
+
     /// Counts generated text; keeps at most `BODY_BYTES_MAX` of it when
     /// `keep_content` is set.
     pub fn push_content(&mut self, text: &[u8]) {

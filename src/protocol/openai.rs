@@ -7,7 +7,7 @@
 //! `choices[0].delta.content`, a last chunk with `usage` and empty
 //! `choices`, and the `data: [DONE]` end marker.
 
-use super::json::{Bad, Kind, Scanner, Str};
+use super::json::{Bad, Kind, Scanner};
 use super::{Auth, EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
 use crate::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -164,7 +164,7 @@ fn parse_choice(
                     let text = s.string()?;
                     if !text.raw.is_empty() {
                         parsed.content = true;
-                        push_text(reply, &text);
+                        reply.push_json_text(&text);
                     }
                     Ok(())
                 } else {
@@ -178,16 +178,6 @@ fn parse_choice(
             s.skip()
         }
     })
-}
-
-fn push_text(reply: &mut Reply, text: &Str<'_>) {
-    if !text.escaped {
-        reply.push_content(text.raw);
-    } else if reply.keep_content {
-        reply.push_content(&text.decoded());
-    } else {
-        reply.content_bytes += text.decoded_len() as u64;
-    }
 }
 
 impl Protocol for OpenAiChat {
