@@ -11,8 +11,7 @@ use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
 use loadtest::mock::{MockServer, MockStats};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
-use loadtest::{config, rt, sse};
+use loadtest::{config, rt};
 use std::time::Duration;
 
 use common::{cpus, start_mock};
@@ -225,49 +224,23 @@ fn slow_responses_time_out_and_are_counted() {
 
 /// An adapter that panics on every third response, to prove a panic costs
 /// one request, not the shard.
-#[derive(Debug)]
-struct Panicky;
+static PANICKY: common::Hooked = common::Hooked {
+    before_body: panic_every_third,
+};
 
 thread_local! {
     static CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-impl Protocol for Panicky {
-    fn name(&self) -> &'static str {
-        "panicky"
-    }
-    fn default_path(&self) -> &'static str {
-        "/v1/chat/completions"
-    }
-    fn default_auth(&self) -> Auth {
-        Auth::Bearer
-    }
-    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
-        protocol::openai::OpenAiChat.write_body(request, out)
-    }
-    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
-        let n = CALLS.with(|c| {
-            c.set(c.get() + 1);
-            c.get()
-        });
-        if n.is_multiple_of(3) {
-            panic!("deliberate test panic");
-        }
-        protocol::openai::OpenAiChat.parse_body(body, reply)
-    }
-    fn parse_event(
-        &self,
-        event: sse::Event<'_>,
-        reply: &mut Reply,
-    ) -> Result<EventKind, ProtocolError> {
-        protocol::openai::OpenAiChat.parse_event(event, reply)
+fn panic_every_third() {
+    let n = CALLS.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    if n.is_multiple_of(3) {
+        panic!("deliberate test panic");
     }
 }
-
-static PANICKY: Panicky = Panicky;
 
 #[test]
 fn a_panic_costs_one_request_not_the_shard() {

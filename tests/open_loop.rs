@@ -10,8 +10,7 @@ use loadtest::engine::{self, RunResult};
 use loadtest::metrics::ErrorClass;
 use loadtest::mock::{MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::protocol::{self, Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
-use loadtest::{config, report, sse};
+use loadtest::{config, report};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -206,43 +205,17 @@ fn a_server_stall_shows_in_the_corrected_percentiles() {
 /// An adapter that blocks the shard's thread for a second once: a stall of
 /// the generator itself, the case where a closed-loop or naive open-loop
 /// tool would send late and report latency from the late send.
-#[derive(Debug)]
-struct StallOnce;
+static STALL_ONCE: common::Hooked = common::Hooked {
+    before_body: stall_once,
+};
 
 static STALLED: AtomicBool = AtomicBool::new(false);
 
-impl Protocol for StallOnce {
-    fn name(&self) -> &'static str {
-        "stall-once"
-    }
-    fn default_path(&self) -> &'static str {
-        "/v1/chat/completions"
-    }
-    fn default_auth(&self) -> Auth {
-        Auth::Bearer
-    }
-    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
-    }
-    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
-        protocol::openai::OpenAiChat.write_body(request, out)
-    }
-    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
-        if !STALLED.swap(true, Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        protocol::openai::OpenAiChat.parse_body(body, reply)
-    }
-    fn parse_event(
-        &self,
-        event: sse::Event<'_>,
-        reply: &mut Reply,
-    ) -> Result<EventKind, ProtocolError> {
-        protocol::openai::OpenAiChat.parse_event(event, reply)
+fn stall_once() {
+    if !STALLED.swap(true, Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
-
-static STALL_ONCE: StallOnce = StallOnce;
 
 #[test]
 fn a_generator_stall_is_not_hidden_coordinated_omission() {

@@ -22,3 +22,44 @@ pub fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
     tune(&mut config);
     mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
 }
+
+use loadtest::protocol::openai::OpenAiChat;
+use loadtest::protocol::{Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
+use loadtest::sse;
+
+/// OpenAI Chat Completions with a hook run before each non-streamed body
+/// is decoded: a test adapter that misbehaves on purpose (panics, blocks).
+#[derive(Debug)]
+pub struct Hooked {
+    /// Runs before each `parse_body`.
+    pub before_body: fn(),
+}
+
+impl Protocol for Hooked {
+    fn name(&self) -> &'static str {
+        "hooked-openai"
+    }
+    fn default_path(&self) -> &'static str {
+        OpenAiChat.default_path()
+    }
+    fn default_auth(&self) -> Auth {
+        OpenAiChat.default_auth()
+    }
+    fn fixed_headers(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
+        OpenAiChat.write_body(request, out)
+    }
+    fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
+        (self.before_body)();
+        OpenAiChat.parse_body(body, reply)
+    }
+    fn parse_event(
+        &self,
+        event: sse::Event<'_>,
+        reply: &mut Reply,
+    ) -> Result<EventKind, ProtocolError> {
+        OpenAiChat.parse_event(event, reply)
+    }
+}
