@@ -1230,6 +1230,23 @@ mod tests {
     }
 
     #[test]
+    fn seed_tool_switches_take_effect() {
+        let p = profile(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:1s",
+                "disable_keepalive":true,"insecure_skip_verify":true,"capture_error_body":true}"#,
+        );
+        let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+        assert!(!plan.keep_alive && plan.insecure && plan.capture_error_body);
+        let head = String::from_utf8(plan.request_head_prefix(0)).unwrap();
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        let p = profile(r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"1:1s"}"#);
+        let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+        assert!(!String::from_utf8(plan.request_head_prefix(0))
+            .unwrap()
+            .contains("Connection:"));
+    }
+
+    #[test]
     fn empty_strings_fall_back_like_the_seed_tool() {
         let p = profile(
             r#"{"defaults":{"target":"http://127.0.0.1:1","model":"m","system":""},"stages":"1:1s",

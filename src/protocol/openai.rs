@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn non_stream_body() {
-        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello\nworld"},"finish_reason":"stop"},{"index":1,"message":{"content":"ignored"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+        let body = br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello\nworld"},"finish_reason":"stop"},{"index":1,"message":{"content":"ignored"}}],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":8}}}"#;
         let mut reply = Reply {
             keep_content: true,
             ..Reply::default()
@@ -300,6 +300,7 @@ mod tests {
         assert_eq!(reply.content_bytes, 11);
         assert_eq!(reply.prompt_tokens, Some(12));
         assert_eq!(reply.completion_tokens, Some(3));
+        assert_eq!(reply.cached_tokens, Some(8));
         assert!(reply.finished);
     }
 
