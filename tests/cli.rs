@@ -377,7 +377,14 @@ fn every_turn_is_a_jsonl_line() {
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    // On a busy machine a 50 ms hiccup in the open-loop stage makes the run
+    // invalid (exit 3, named as scheduler lag); the files are written anyway.
+    let code = output.status.code();
+    assert!(
+        code == Some(0) || (code == Some(3) && stderr(&output).contains("scheduler lag")),
+        "{code:?}: {}",
+        stderr(&output)
+    );
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&files_with_prefix(&out, "summary-")[0]).unwrap(),
     )
