@@ -12,6 +12,14 @@ rate as a share of the target, loadtest's scheduler lag (actual start minus
 intended start) p50/p99/max, latency p99 from the intended send (corrected)
 and from the actual send, and generator CPU microseconds per request.
 
+Two references run in the same rounds (`benches/open_loop_ref.rs`):
+- "host floor": a thread spinning on CPU 0 with no network, reporting the
+  lag a perfect pacer would have had in those seconds (the host's own
+  interruptions). No generator can beat it.
+- "epoll ref": the plainest open-loop generator (one thread, epoll, no
+  runtime, blocking loopback connects), same request bytes, same pacing
+  rule. The gap between it and loadtest is the engine's.
+
 The bar (issue 4): at 20,000 req/s, achieved within 0.5 % of the target and
 scheduler lag p99 under 1 ms.
 
@@ -48,10 +56,11 @@ RT = []
 
 
 def run_loadtest(url, rate, seconds, warmup, outdir):
+    # Exit 3 (the generator was the bottleneck) still writes the summary.
     out, cpu = loopback.timed(RT + ["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
                                "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
                                "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
-                               "--out", outdir])
+                               "--out", outdir, "--quiet"], ok=(0, 3))
     path = out.split("summary: ")[1].split()[0]
     stage = json.load(open(path))["stages"][0]
     if stage["errors"]:
@@ -62,6 +71,19 @@ def run_loadtest(url, rate, seconds, warmup, outdir):
                 lag_max=lag["max"], cor_p99=stage["latency_corrected_ms"]["p99"],
                 unc_p99=stage["latency_ms"]["p99"], dropped=stage["dropped_arrivals"],
                 us_per_req=1e6 * cpu / max(sent, 1))
+
+
+def run_reference(url, rate, seconds, warmup, hiccup=False):
+    cmd = RT + ["taskset", "-c", GEN_CPU, loopback.bench_binary("open_loop_ref"), "--config", PROFILE,
+                "--target", url, "--rate", str(rate), "--seconds", str(seconds), "--warmup", str(warmup)]
+    out, cpu = loopback.timed(cmd + (["--hiccup"] if hiccup else []))
+    j = json.loads(out)
+    if hiccup:
+        return dict(achieved=rate, lag_p50=j["lag_p50_ms"], lag_p99=j["lag_p99_ms"], lag_max=j["lag_max_ms"],
+                    cor_p99=None, unc_p99=None, dropped=None, us_per_req=None)
+    return dict(achieved=j["achieved_rate"], lag_p50=j["lag_p50_ms"], lag_p99=j["lag_p99_ms"],
+                lag_max=j["lag_max_ms"], cor_p99=j["corrected_p99_ms"], unc_p99=j["uncorrected_p99_ms"],
+                dropped=j["connect_errors"] + j["failed"] + j["unanswered"], us_per_req=1e6 * cpu / max(j["sent"], 1))
 
 
 def run_oha(url, rate, seconds, warmup, body_path):
@@ -134,7 +156,9 @@ def main():
                 upstreams.append(("nginx", f"http://127.0.0.1:{loopback.NGINX_PORT}/v1/chat/completions"))
 
         def tools_for(url):
-            tools = [("loadtest", lambda r: run_loadtest(url, r, args.seconds, args.warmup, tmp))]
+            tools = [("loadtest", lambda r: run_loadtest(url, r, args.seconds, args.warmup, tmp)),
+                     ("host floor", lambda r: run_reference(url, r, args.seconds, args.warmup, hiccup=True)),
+                     ("epoll ref", lambda r: run_reference(url, r, args.seconds, args.warmup))]
             if shutil.which("oha") or os.path.exists("/opt/oha/bin/oha"):
                 tools.append(("oha -q", lambda r: run_oha(url, r, args.seconds, args.warmup, body_path)))
             if shutil.which("wrk2"):
@@ -150,12 +174,19 @@ def main():
                     for name, fn in order:
                         r = fn(rate)
                         results.setdefault((up_name, rate, name), []).append(r)
-                        print(f"round {round_ + 1} {up_name:5} {rate:>6}/s {name:9} achieved {100 * r['achieved'] / rate:6.2f}%  "
+                        print(f"round {round_ + 1} {up_name:5} {rate:>6}/s {name:10} achieved {100 * r['achieved'] / rate:6.2f}%  "
                               f"lag p50 {fmt(r['lag_p50'])} p99 {fmt(r['lag_p99'])} max {fmt(r['lag_max'])} ms  "
                               f"p99 corrected {fmt(r['cor_p99'])} uncorrected {fmt(r['unc_p99'])} ms  "
-                              f"dropped {r['dropped']}  {r['us_per_req']:.1f} us CPU/req", flush=True)
-        lines = ["| upstream | rate/s | generator | achieved % (runs) | lag p50 ms | lag p99 ms | lag max ms | p99 corrected ms | p99 uncorrected ms | CPU µs/req |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                              f"dropped {r['dropped']}  {fmt(r['us_per_req'], 1)} us CPU/req", flush=True)
+        lines = ["| upstream | rate/s | generator | achieved % (runs) | lag p50 ms | lag p99 ms | lag max ms | p99 corrected ms | p99 uncorrected ms | CPU µs/req | runs meeting the bar |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+        def meets(run, rate):
+            # The issue's bar: achieved within 0.5 % of the target and lag
+            # p99 under 1 ms. Tools that report no lag cannot be judged.
+            if run["lag_p99"] is None:
+                return None
+            return abs(run["achieved"] - rate) <= 0.005 * rate and run["lag_p99"] < 1.0
 
         def med(runs, key):
             values = [r[key] for r in runs if r[key] is not None]
@@ -163,9 +194,11 @@ def main():
 
         for (up_name, rate, name), runs in results.items():
             pct = " / ".join(f"{100 * r['achieved'] / rate:.2f}" for r in runs)
+            verdicts = [meets(r, rate) for r in runs]
+            bar = "-" if None in verdicts else f"{sum(verdicts)} of {len(runs)}"
             lines.append(f"| {up_name} | {rate:,} | {name} | {pct} | {fmt(med(runs, 'lag_p50'))} | {fmt(med(runs, 'lag_p99'))} | "
                          f"{fmt(med(runs, 'lag_max'))} | {fmt(med(runs, 'cor_p99'))} | {fmt(med(runs, 'unc_p99'))} | "
-                         f"{fmt(med(runs, 'us_per_req'), 1)} |")
+                         f"{fmt(med(runs, 'us_per_req'), 1)} | {bar} |")
         table = "\n".join(lines)
         print(table)
         if args.markdown:
