@@ -8,10 +8,11 @@
 //!
 //! Executors are built with the settings the research notes justify: small
 //! registered I/O memory (no memlock trouble as non-root), a deep ring, and
-//! a short preemption timer so no task can hold a shard for long.
+//! a short preemption timer so no task can hold a shard for long. Sockets
+//! are connected and accepted by glommio, then read and written here with
+//! readiness from one epoll set per executor (see `readiness`).
 
 use crate::limits;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::future::Future;
 use std::io;
@@ -196,10 +197,13 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
-/// A connected TCP stream.
+/// A connected TCP stream: a non-blocking socket whose readiness comes from
+/// the executor's epoll set (see `readiness`).
 #[derive(Debug)]
 pub struct TcpStream {
-    inner: glommio::net::TcpStream,
+    fd: OwnedFd,
+    /// Its slot in this executor's readiness table.
+    slot: usize,
 }
 
 impl TcpStream {
@@ -210,24 +214,309 @@ impl TcpStream {
             .await
             .map_err(io::Error::from)?;
         inner.set_nodelay(true).map_err(io::Error::from)?;
-        Ok(TcpStream { inner })
+        TcpStream::adopt(inner)
+    }
+
+    /// Takes the socket out of glommio and into this executor's epoll set.
+    fn adopt(inner: glommio::net::TcpStream) -> io::Result<TcpStream> {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: glommio hands over the open socket it owned.
+        let fd = unsafe { OwnedFd::from_raw_fd(inner.into_raw_fd()) };
+        let slot = readiness::register(&fd)?;
+        Ok(TcpStream { fd, slot })
     }
 
     /// Reads some bytes; 0 means the peer closed.
-    #[inline]
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).await
+        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
+        std::future::poll_fn(|cx| loop {
+            // SAFETY: receives into a live, writable slice of its length.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return std::task::Poll::Ready(Ok(n as usize));
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {}
+                _ => return std::task::Poll::Ready(Err(error)),
+            }
+            if !readiness::wait(fd, slot, readiness::Direction::Read, cx) {
+                return std::task::Poll::Pending;
+            }
+        })
+        .await
     }
 
     /// Writes all of `buf`.
-    #[inline]
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf).await
+        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
+        let mut written = 0;
+        std::future::poll_fn(|cx| loop {
+            if written == buf.len() {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            let rest = &buf[written..];
+            // SAFETY: sends from a live slice of its length; MSG_NOSIGNAL
+            // turns a closed peer into EPIPE instead of a signal.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                written += n as usize;
+                continue;
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {}
+                _ => return std::task::Poll::Ready(Err(error)),
+            }
+            if !readiness::wait(fd, slot, readiness::Direction::Write, cx) {
+                return std::task::Poll::Pending;
+            }
+        })
+        .await
     }
 
     /// The socket's file descriptor (for the timeout watchdog's shutdown).
     pub fn raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        readiness::deregister(&self.fd, self.slot);
+    }
+}
+
+/// Socket readiness through one epoll set per executor.
+///
+/// glommio learns that a socket is readable by arming an io_uring poll
+/// after every read that finds no data, so each response costs a poll
+/// submission, a completion and (when it lands while the shard runs) an
+/// interrupt. Here every socket is registered once, edge-triggered, in an
+/// epoll set owned by the executor, and one driver task waits on the epoll
+/// descriptor itself through glommio (`PollableFd`): a single io_uring poll
+/// covers every socket of the shard, and events that arrive while the
+/// shard is busy are collected in one `epoll_wait` instead of one
+/// completion each.
+///
+/// Everything runs on the executor's one thread: the driver and the tasks
+/// reading and writing never interleave inside a poll, so a task that saw
+/// EAGAIN and stored its waker cannot miss an edge; the edge is reported
+/// to the driver after that, and the driver wakes the task.
+mod readiness {
+    use std::cell::RefCell;
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::rc::Rc;
+    use std::task::{Context, Waker};
+
+    /// Which way a task waits.
+    #[derive(Clone, Copy, PartialEq)]
+    pub enum Direction {
+        Read,
+        Write,
+    }
+
+    /// One socket's readiness.
+    #[derive(Default)]
+    struct Slot {
+        /// An event came in since the last failed attempt.
+        readable: bool,
+        writable: bool,
+        /// Tasks waiting for the next event.
+        reader: Option<Waker>,
+        writer: Option<Waker>,
+        /// EPOLLOUT is in the registration (only while a writer waits:
+        /// otherwise every ACK would wake the driver for nothing).
+        out_armed: bool,
+    }
+
+    /// The executor's epoll set and its table of sockets.
+    struct Poller {
+        epoll: glommio::io::PollableFd<OwnedFd>,
+        slots: RefCell<Vec<Slot>>,
+        free: RefCell<Vec<usize>>,
+    }
+
+    thread_local! {
+        static POLLER: RefCell<Option<Rc<Poller>>> = const { RefCell::new(None) };
+    }
+
+    /// Events taken per `epoll_wait`.
+    const EVENTS_PER_WAIT: usize = 256;
+
+    fn poller() -> io::Result<Rc<Poller>> {
+        if let Some(poller) = POLLER.with(|p| p.borrow().clone()) {
+            return Ok(poller);
+        }
+        // SAFETY: epoll_create1 has no memory preconditions; the result is
+        // checked, then owned.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let epoll = glommio::io::PollableFd::new(fd).map_err(io::Error::from)?;
+        let poller = Rc::new(Poller {
+            epoll,
+            slots: RefCell::new(Vec::new()),
+            free: RefCell::new(Vec::new()),
+        });
+        POLLER.with(|p| *p.borrow_mut() = Some(poller.clone()));
+        glommio::spawn_local(drive(poller.clone())).detach();
+        Ok(poller)
+    }
+
+    /// The driver: waits until the epoll set has events, then hands them
+    /// to the waiting tasks.
+    async fn drive(p: Rc<Poller>) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        loop {
+            if p.epoll.readable().await.is_err() {
+                return;
+            }
+            loop {
+                // SAFETY: `events` has room for the count passed; a zero
+                // timeout never blocks.
+                let n = unsafe {
+                    libc::epoll_wait(
+                        p.epoll.as_raw_fd(),
+                        events.as_mut_ptr(),
+                        EVENTS_PER_WAIT as i32,
+                        0,
+                    )
+                };
+                if n <= 0 {
+                    break;
+                }
+                let mut slots = p.slots.borrow_mut();
+                for event in &events[..n as usize] {
+                    let Some(slot) = slots.get_mut(event.u64 as usize) else {
+                        continue;
+                    };
+                    let bits = event.events as libc::c_int;
+                    if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                        != 0
+                    {
+                        slot.readable = true;
+                        if let Some(waker) = slot.reader.take() {
+                            waker.wake();
+                        }
+                    }
+                    if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                        slot.writable = true;
+                        if let Some(waker) = slot.writer.take() {
+                            waker.wake();
+                        }
+                    }
+                }
+                if (n as usize) < EVENTS_PER_WAIT {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn control(p: &Poller, op: libc::c_int, fd: RawFd, slot: usize, out: bool) -> io::Result<()> {
+        let mut bits = libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET;
+        if out {
+            bits |= libc::EPOLLOUT;
+        }
+        let mut event = libc::epoll_event {
+            events: bits as u32,
+            u64: slot as u64,
+        };
+        // SAFETY: both descriptors are open; the event outlives the call.
+        let rc = unsafe { libc::epoll_ctl(p.epoll.as_raw_fd(), op, fd, &mut event) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Adds a socket to this executor's set; returns its slot.
+    pub fn register(fd: &OwnedFd) -> io::Result<usize> {
+        let p = poller()?;
+        let slot = match p.free.borrow_mut().pop() {
+            Some(slot) => slot,
+            None => {
+                let mut slots = p.slots.borrow_mut();
+                slots.push(Slot::default());
+                slots.len() - 1
+            }
+        };
+        p.slots.borrow_mut()[slot] = Slot::default();
+        if let Err(e) = control(&p, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), slot, false) {
+            p.free.borrow_mut().push(slot);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Removes a socket (before its descriptor is closed).
+    pub fn deregister(fd: &OwnedFd, slot: usize) {
+        // During thread teardown the table may be gone already; closing
+        // the descriptor then removes it from the set anyway.
+        let Ok(Some(p)) = POLLER.try_with(|p| p.borrow().clone()) else {
+            return;
+        };
+        // SAFETY: removes an open descriptor from the set; a null event is
+        // allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                p.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+        p.slots.borrow_mut()[slot] = Slot::default();
+        p.free.borrow_mut().push(slot);
+    }
+
+    /// After an attempt found the socket not ready: true if an event came
+    /// in since (try again now), else the task's waker is stored and false
+    /// returned (the driver wakes it on the next event).
+    pub fn wait(fd: RawFd, slot: usize, direction: Direction, cx: &mut Context<'_>) -> bool {
+        let Some(p) = POLLER.with(|p| p.borrow().clone()) else {
+            return true;
+        };
+        let mut slots = p.slots.borrow_mut();
+        let entry = &mut slots[slot];
+        match direction {
+            Direction::Read => {
+                if std::mem::take(&mut entry.readable) {
+                    return true;
+                }
+                entry.reader = Some(cx.waker().clone());
+            }
+            Direction::Write => {
+                if std::mem::take(&mut entry.writable) {
+                    return true;
+                }
+                if !entry.out_armed {
+                    // Re-registering reports the current state, so a
+                    // socket that became writable just now is not missed.
+                    entry.out_armed = true;
+                    if control(&p, libc::EPOLL_CTL_MOD, fd, slot, true).is_err() {
+                        return true;
+                    }
+                }
+                entry.writer = Some(cx.waker().clone());
+            }
+        }
+        false
     }
 }
 
@@ -251,7 +540,7 @@ impl TcpListener {
     pub async fn accept(&self) -> io::Result<TcpStream> {
         let inner = self.inner.accept().await.map_err(io::Error::from)?;
         inner.set_nodelay(true).map_err(io::Error::from)?;
-        Ok(TcpStream { inner })
+        TcpStream::adopt(inner)
     }
 }
 
