@@ -382,6 +382,7 @@ mod readiness {
     /// to the waiting tasks.
     async fn drive(p: Rc<Poller>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
+        let mut wake: Vec<Waker> = Vec::with_capacity(EVENTS_PER_WAIT);
         loop {
             if p.epoll.readable().await.is_err() {
                 return;
@@ -400,26 +401,31 @@ mod readiness {
                 if n <= 0 {
                     break;
                 }
-                let mut slots = p.slots.borrow_mut();
-                for event in &events[..n as usize] {
-                    let Some(slot) = slots.get_mut(event.u64 as usize) else {
-                        continue;
-                    };
-                    let bits = event.events as libc::c_int;
-                    if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
-                        != 0
-                    {
-                        slot.readable = true;
-                        if let Some(waker) = slot.reader.take() {
-                            waker.wake();
+                // Wakers are collected first and woken after the table is
+                // released, so nothing a wake-up might run can find the
+                // table borrowed.
+                {
+                    let mut slots = p.slots.borrow_mut();
+                    for event in &events[..n as usize] {
+                        let Some(slot) = slots.get_mut(event.u64 as usize) else {
+                            continue;
+                        };
+                        let bits = event.events as libc::c_int;
+                        if bits
+                            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                            != 0
+                        {
+                            slot.readable = true;
+                            wake.extend(slot.reader.take());
+                        }
+                        if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                            slot.writable = true;
+                            wake.extend(slot.writer.take());
                         }
                     }
-                    if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
-                        slot.writable = true;
-                        if let Some(waker) = slot.writer.take() {
-                            waker.wake();
-                        }
-                    }
+                }
+                for waker in wake.drain(..) {
+                    waker.wake();
                 }
                 if (n as usize) < EVENTS_PER_WAIT {
                     break;
