@@ -15,12 +15,12 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use loadtest::engine::workload;
-use loadtest::protocol::{Message, Role};
-use loadtest::{config, plan, rt};
+use loadtest::{plan, rt};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 struct Args {
     config: String,
@@ -52,41 +52,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-fn request_bytes(args: &Args) -> Vec<u8> {
-    let text = std::fs::read_to_string(&args.config).expect("read profile");
-    let profile = config::parse(&text).expect("profile");
-    let overrides = plan::Overrides {
-        target: Some(args.target.clone()),
-        stages: Some("1:1s".into()),
-        warmup: Some("0s".into()),
-        ..Default::default()
-    };
-    let plan = plan::build(&profile, &overrides, vec![args.cpu]).expect("plan");
-    // The same bytes the engine sends for this profile's first prompt
-    // (the bench profile uses cache_mode natural and no correlation
-    // header, so nothing varies per request).
-    let scenario = &plan.scenarios[0];
-    let loadtest::plan::Content::Pool(prompts) = &scenario.content else {
-        panic!("the bench profile uses a prompt pool");
-    };
-    let messages = [Message {
-        role: Role::User,
-        content: prompts[0].clone(),
-    }];
-    let uuid = [b'0'; workload::UUID_LEN];
-    let (mut body, mut request) = (Vec::new(), Vec::new());
-    workload::build_request(
-        &plan,
-        scenario,
-        &plan.request_head_prefix(0),
-        &uuid,
-        &messages,
-        &mut body,
-        &mut request,
-    );
-    request
 }
 
 async fn connection(
@@ -140,7 +105,7 @@ async fn connection(
 
 fn main() {
     let args = parse_args();
-    let request = Rc::new(request_bytes(&args));
+    let request = Rc::new(support::request_bytes(&args.config, &args.target));
     let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat)
         .expect("target")
         .addr;

@@ -30,11 +30,11 @@
 //! Prints one JSON line.
 
 use hdrhistogram::Histogram;
-use loadtest::engine::workload;
 use loadtest::plan;
-use loadtest::protocol::{Message, Role};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+mod support;
 
 struct Args {
     config: String,
@@ -70,38 +70,6 @@ fn parse_args() -> Args {
     }
     assert!(args.rate > 0.0, "--rate must be positive");
     args
-}
-
-fn request_bytes(args: &Args) -> Vec<u8> {
-    let text = std::fs::read_to_string(&args.config).expect("read profile");
-    let profile = loadtest::config::parse(&text).expect("profile");
-    let overrides = plan::Overrides {
-        target: Some(args.target.clone()),
-        stages: Some("1:1s".into()),
-        warmup: Some("0s".into()),
-        ..Default::default()
-    };
-    let plan = plan::build(&profile, &overrides, vec![0]).expect("plan");
-    let scenario = &plan.scenarios[0];
-    let plan::Content::Pool(prompts) = &scenario.content else {
-        panic!("the bench profile uses a prompt pool");
-    };
-    let messages = [Message {
-        role: Role::User,
-        content: prompts[0].clone(),
-    }];
-    let uuid = [b'0'; workload::UUID_LEN];
-    let (mut body, mut request) = (Vec::new(), Vec::new());
-    workload::build_request(
-        &plan,
-        scenario,
-        &plan.request_head_prefix(0),
-        &uuid,
-        &messages,
-        &mut body,
-        &mut request,
-    );
-    request
 }
 
 /// Connects in flight at most: loadtest's per-shard limit.
@@ -250,7 +218,7 @@ struct Counts {
 }
 
 fn epoll_pacer(args: &Args) {
-    let request = request_bytes(args);
+    let request = support::request_bytes(&args.config, &args.target);
     let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat)
         .expect("target")
         .addr;
