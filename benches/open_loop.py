@@ -17,8 +17,9 @@ Two references run in the same rounds (`benches/open_loop_ref.rs`):
   lag a perfect pacer would have had in those seconds (the host's own
   interruptions). No generator can beat it.
 - "epoll ref": the plainest open-loop generator (one thread, epoll, no
-  runtime, blocking loopback connects), same request bytes, same pacing
-  rule. The gap between it and loadtest is the engine's.
+  runtime, non-blocking connects capped like loadtest's), same request
+  bytes, same pacing rule, same lag definition. The gap between it and
+  loadtest is the engine's.
 
 The bar (issue 4): at 20,000 req/s, achieved within 0.5 % of the target and
 scheduler lag p99 under 1 ms.
