@@ -336,15 +336,19 @@ mod readiness {
         /// Tasks waiting for the next event.
         reader: Option<Waker>,
         writer: Option<Waker>,
-        /// EPOLLOUT is in the registration (only while a writer waits:
-        /// otherwise every ACK would wake the driver for nothing).
+        /// EPOLLOUT is in the registration. It is added the first time a
+        /// write has to wait and kept; most connections never need it, and
+        /// with it every ACK that frees buffer space wakes the driver.
         out_armed: bool,
     }
 
     /// The executor's epoll set and its table of sockets.
     struct Poller {
+        /// The epoll descriptor, watched by glommio for the driver.
         epoll: glommio::io::PollableFd<OwnedFd>,
+        /// One slot per registered socket; the epoll event carries its index.
         slots: RefCell<Vec<Slot>>,
+        /// Slots of closed sockets, reused before the table grows.
         free: RefCell<Vec<usize>>,
     }
 
