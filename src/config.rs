@@ -118,8 +118,8 @@ pub struct Correlation {
 }
 
 /// Pass/fail limits; an absent or zero value is not checked (as in the
-/// seed tool).
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+/// seed tool). The plan uses the same type, with zeros turned into `None`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// TTFT p95, milliseconds.
@@ -132,6 +132,17 @@ pub struct Thresholds {
     pub error_rate: Option<f64>,
     /// Requests per second, at least.
     pub min_rps: Option<f64>,
+}
+
+impl Thresholds {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.ttft_p95_ms.is_some()
+            || self.p95_ms.is_some()
+            || self.p99_ms.is_some()
+            || self.error_rate.is_some()
+            || self.min_rps.is_some()
+    }
 }
 
 /// Parses profile text. The error names the JSON path, the line and

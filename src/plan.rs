@@ -92,31 +92,9 @@ impl CacheMode {
     }
 }
 
-/// Pass/fail limits (`None`: not checked).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Thresholds {
-    /// TTFT p95, milliseconds.
-    pub ttft_p95_ms: Option<f64>,
-    /// Latency p95, milliseconds.
-    pub p95_ms: Option<f64>,
-    /// Latency p99, milliseconds.
-    pub p99_ms: Option<f64>,
-    /// Failed / all requests, 0–1.
-    pub error_rate: Option<f64>,
-    /// Requests per second, at least.
-    pub min_rps: Option<f64>,
-}
-
-impl Thresholds {
-    /// Whether any limit is set.
-    pub fn any(&self) -> bool {
-        self.ttft_p95_ms.is_some()
-            || self.p95_ms.is_some()
-            || self.p99_ms.is_some()
-            || self.error_rate.is_some()
-            || self.min_rps.is_some()
-    }
-}
+/// Pass/fail limits, the profile's type: once resolved by `build`, `None`
+/// means not checked (a 0 in the profile becomes `None`).
+pub use crate::config::Thresholds;
 
 /// One kind of traffic in the blend, fully resolved.
 #[derive(Debug, Clone)]
