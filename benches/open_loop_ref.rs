@@ -13,8 +13,10 @@
 //!   non-blocking connect and sends when it completes; responses are read
 //!   when epoll says so (edge-triggered). Between arrivals it waits in
 //!   `epoll_pwait2` with a nanosecond timeout. Lag is arrival start minus
-//!   intended time, before any connect, as loadtest defines it; latency is
-//!   measured from the intended time (corrected) and from the start.
+//!   intended time, as loadtest defines it: an arrival starts when its turn
+//!   comes, after the sends of the arrivals due before it, and before any
+//!   connect. Latency is measured from the intended time (corrected) and
+//!   from the start.
 //! * `--hiccup`, **host floor**: no network at all. The thread spins on the
 //!   clock for the stage length and reports the lag a perfect pacer would
 //!   have had at `--rate`: an arrival due inside a gap in the thread's
@@ -240,7 +242,7 @@ fn epoll_pacer(args: &Args) {
     let mut k: u64 = 0;
     let mut counts = Counts::default();
     let mut started = 0u64;
-    let mut pending: std::collections::VecDeque<(Instant, Instant)> = Default::default();
+    let mut pending: std::collections::VecDeque<(Instant, Option<Instant>)> = Default::default();
     let mut connecting = 0usize;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     loop {
@@ -251,21 +253,33 @@ fn epoll_pacer(args: &Args) {
             break;
         }
         while due <= now && due < end {
-            // An arrival starts now: the lag has loadtest's definition
-            // (start minus intended start, before any connect).
-            let begun = Instant::now();
-            if due >= measure_from {
-                lag.saturating_record((begun - due).as_micros() as u64);
-            }
             started += 1;
             k += 1;
-            pending.push_back((due, begun));
+            pending.push_back((due, None));
             due = start + step.mul_f64(k as f64);
         }
-        // Serve started arrivals: an idle connection sends at once; else a
-        // connect starts, at most CONNECTS_MAX at a time (as loadtest's
-        // per-shard connect limit), and the rest wait their turn.
-        while let Some(&(intended, begun)) = pending.front() {
+        // Serve due arrivals in order: an idle connection sends at once;
+        // else a connect starts, at most CONNECTS_MAX at a time (as
+        // loadtest's per-shard connect limit), and the rest wait their turn.
+        //
+        // An arrival starts when its turn comes here, so its lag includes
+        // the sends of the arrivals due before it, as in loadtest, where
+        // each arrival is a task that records its lag when it first runs,
+        // after the tasks spawned before it. Arrivals left waiting for a
+        // connect slot have started too (loadtest's wait on its connect
+        // semaphore), so they are stamped before the loop stops.
+        let mut stamp = |entry: &mut (Instant, Option<Instant>)| -> Instant {
+            *entry.1.get_or_insert_with(|| {
+                let begun = Instant::now();
+                if entry.0 >= measure_from {
+                    lag.saturating_record((begun - entry.0).as_micros() as u64);
+                }
+                begun
+            })
+        };
+        while let Some(entry) = pending.front_mut() {
+            let intended = entry.0;
+            let begun = stamp(entry);
             if let Some(c) = idle.pop() {
                 pending.pop_front();
                 let conn = &mut conns[c];
@@ -280,6 +294,9 @@ fn epoll_pacer(args: &Args) {
                 continue;
             }
             if connecting >= CONNECTS_MAX {
+                pending.iter_mut().for_each(|entry| {
+                    stamp(entry);
+                });
                 break;
             }
             pending.pop_front();
