@@ -246,14 +246,16 @@ impl TcpStream {
         let (raw, slot) = (stream.fd.as_raw_fd(), stream.slot);
         let reactor = reactor::current().ok_or_else(|| io::Error::other("no reactor"))?;
         let mut expiry = std::pin::pin!(reactor::Sleep::new(reactor, deadline));
-        std::future::poll_fn(|cx| {
-            if reactor::wait(raw, slot, reactor::Direction::Write, cx) {
+        std::future::poll_fn(|cx| loop {
+            if connect_settled(raw) {
                 return std::task::Poll::Ready(Ok(()));
             }
             if expiry.as_mut().poll(cx).is_ready() {
                 return std::task::Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut)));
             }
-            std::task::Poll::Pending
+            if !reactor::wait(raw, slot, reactor::Direction::Write, cx) {
+                return std::task::Poll::Pending;
+            }
         })
         .await?;
         let mut error: libc::c_int = 0;
@@ -369,12 +371,12 @@ impl Drop for TcpStream {
 /// owned by the executor, sleeps are kept in a local timer heap, and the
 /// driver task stays runnable for the executor's whole life, so glommio's
 /// task queue never empties and glommio never parks. Each turn the driver
-/// collects ready sockets with `epoll_wait(0)` and fires due timers, then
-/// yields, so the tasks it woke run in the same pass. When a turn finds
-/// nothing to do and no other task ran since its previous turn (the
-/// executor has nothing else to run), it blocks in `epoll_pwait2` until
-/// the next timer is due. The executor thread then sleeps exactly as the
-/// plain epoll reference in `benches/open_loop_ref.rs` does.
+/// collects ready sockets with `epoll_pwait2` and fires due timers, then
+/// yields, so the tasks it woke run in the same pass. If other tasks ran
+/// since its previous turn, the wait has a zero timeout. If none did, the
+/// executor has nothing else to run, and the wait blocks until a socket is
+/// ready or the next timer is due: the executor thread then sleeps exactly
+/// as the plain epoll reference in `benches/open_loop_ref.rs` does.
 ///
 /// "No other task ran" is known from a counter that every task spawned
 /// through `rt` bumps on each poll (`Counted`). A task can only become
@@ -629,16 +631,26 @@ mod reactor {
                             continue;
                         };
                         let bits = event.events as libc::c_int;
+                        // An event goes to the task waiting for it, which
+                        // retries at once; only an event nobody waits for is
+                        // kept in the flag for the next attempt. (Keeping it
+                        // after a wake-up as well cost a needless `recv` per
+                        // response: the next request's first EAGAIN found the
+                        // stale flag and tried again.)
                         if bits
                             & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
                             != 0
                         {
-                            slot.readable = true;
-                            wake.extend(slot.reader.take());
+                            match slot.reader.take() {
+                                Some(waker) => wake.push(waker),
+                                None => slot.readable = true,
+                            }
                         }
                         if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
-                            slot.writable = true;
-                            wake.extend(slot.writer.take());
+                            match slot.writer.take() {
+                                Some(waker) => wake.push(waker),
+                                None => slot.writable = true,
+                            }
                         }
                     }
                 }
@@ -670,18 +682,22 @@ mod reactor {
     async fn drive(r: Rc<Reactor>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
         let mut wake: Vec<Waker> = Vec::with_capacity(EVENTS_PER_WAIT);
-        let mut seen = polls();
+        // Start as if another task had just run: the first turn only looks.
+        let mut seen = polls().wrapping_sub(1);
         while !r.stopped.get() {
-            let mut woke = r.poll_events(&mut events, &mut wake, Duration::ZERO);
-            woke += r.fire_timers(&mut wake);
-            if woke == 0 && polls() == seen {
-                let timeout = match r.timers.borrow_mut().next() {
-                    Some(due) => due.saturating_duration_since(Instant::now()),
+            let timeout = if polls() == seen {
+                // Nothing ran since our last turn, so nothing else is
+                // queued: wait for a socket or the next timer (a wait that
+                // finds events ready returns at once).
+                match r.timers.borrow_mut().next() {
+                    Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_MAX),
                     None => IDLE_MAX,
-                };
-                r.poll_events(&mut events, &mut wake, timeout.min(IDLE_MAX));
-                r.fire_timers(&mut wake);
-            }
+                }
+            } else {
+                Duration::ZERO
+            };
+            r.poll_events(&mut events, &mut wake, timeout);
+            r.fire_timers(&mut wake);
             seen = polls();
             yield_now().await;
         }
@@ -990,6 +1006,19 @@ impl Drop for TcpListener {
             reactor::deregister(&self.fd, slot);
         }
     }
+}
+
+/// Whether a non-blocking connect has finished, either way (a zero-timeout
+/// `poll(2)`: writable once connected, an error or hang-up once failed).
+fn connect_settled(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    n > 0 && pollfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// A new non-blocking, close-on-exec TCP socket for `addr`'s family.
