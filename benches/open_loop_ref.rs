@@ -22,13 +22,19 @@
 //!   have had at `--rate`: an arrival due inside a gap in the thread's
 //!   progress (the host took the CPU away) starts when the gap ends. No
 //!   generator on this CPU can do better than this in the same seconds.
+//! * `--speed`, **host speed**: no network either. The thread times the
+//!   same small piece of work back to back and reports the median time per
+//!   10 ms window: windows several times slower than the fastest are
+//!   stretches in which the host gave this CPU only part of its speed, in
+//!   slices too short for the host floor to see. A generator that needs CPU
+//!   per arrival falls behind in them; the floor's zero-cost pacer does not.
 //!
 //! The request bytes are built from the profile with the library's public
 //! API, so they are what `loadtest run` sends for the bench profile.
 //!
 //! Usage (after `cargo build --release --benches`):
 //!   open_loop_ref --config benches/perf-128-nonstream.json --target http://127.0.0.1:18082 \
-//!                 --rate 20000 --seconds 6 --warmup 2 [--hiccup]
+//!                 --rate 20000 --seconds 6 --warmup 2 [--hiccup | --speed]
 //! Prints one JSON line.
 
 use hdrhistogram::Histogram;
@@ -45,6 +51,7 @@ struct Args {
     seconds: f64,
     warmup: f64,
     hiccup: bool,
+    speed: bool,
 }
 
 fn parse_args() -> Args {
@@ -55,6 +62,7 @@ fn parse_args() -> Args {
         seconds: 6.0,
         warmup: 2.0,
         hiccup: false,
+        speed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +74,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value().parse().expect("--seconds number"),
             "--warmup" => args.warmup = value().parse().expect("--warmup number"),
             "--hiccup" => args.hiccup = true,
+            "--speed" => args.speed = true,
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown flag {other}"),
         }
@@ -122,6 +131,65 @@ fn hiccup(args: &Args) {
         lag.max() as f64 / 1000.0,
         longest_gap.as_secs_f64() * 1000.0
     );
+}
+
+/// The host's speed over time: the same small piece of work (about 3 µs
+/// here), timed back to back for the stage length, and the median time per
+/// 10 ms window. A window whose median is several times the fastest
+/// window's ran slow throughout: the host gave this CPU only part of its
+/// speed for that long, in slices too short to show as a gap to the host
+/// floor, which costs nothing per arrival. A generator spending tens of
+/// microseconds of CPU per arrival falls behind in such a window.
+fn speed(args: &Args) {
+    const WINDOW: Duration = Duration::from_millis(10);
+    let mut table = [0u64; 4096];
+    let mut seed = 1u64;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.warmup + args.seconds);
+    let mut medians: Vec<f64> = Vec::new();
+    let mut window: Vec<u32> = Vec::new();
+    let mut window_end = start + WINDOW;
+    loop {
+        let t = Instant::now();
+        if t >= window_end {
+            if !window.is_empty() {
+                window.sort_unstable();
+                medians.push(f64::from(window[window.len() / 2]) / 1000.0);
+                window.clear();
+            }
+            window_end += WINDOW;
+            if t >= end {
+                break;
+            }
+        }
+        work(2000, &mut table, &mut seed);
+        window.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+    }
+    medians.sort_by(f64::total_cmp);
+    let at = |q: f64| medians[((medians.len() - 1) as f64 * q) as usize];
+    let fastest = medians[0];
+    let slow = medians.iter().filter(|&&m| m > 3.0 * fastest).count();
+    println!(
+        "{{\"tool\":\"host-speed\",\"windows\":{},\"fastest_us\":{:.2},\"median_us\":{:.2},\"p99_us\":{:.2},\"slowest_us\":{:.2},\"windows_over_3x\":{}}}",
+        medians.len(),
+        fastest,
+        at(0.5),
+        at(0.99),
+        medians[medians.len() - 1],
+        slow
+    );
+}
+
+/// A fixed amount of CPU work: `rounds` steps of a generator that touches
+/// a small table, so it cannot be optimised away.
+fn work(rounds: u64, table: &mut [u64; 4096], seed: &mut u64) {
+    for _ in 0..rounds {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        table[(*seed >> 52) as usize] ^= *seed;
+    }
+    std::hint::black_box(table);
 }
 
 /// One keep-alive connection of the epoll pacer.
@@ -440,7 +508,9 @@ fn epoll_pacer(args: &Args) {
 
 fn main() {
     let args = parse_args();
-    if args.hiccup {
+    if args.speed {
+        speed(&args);
+    } else if args.hiccup {
         hiccup(&args);
     } else {
         epoll_pacer(&args);
