@@ -1324,4 +1324,86 @@ mod tests {
             assert_eq!(reader.await, 0);
         });
     }
+
+    /// Runs `body` on a fresh executor and returns its output.
+    fn on_executor<T, F, Fut>(body: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        start_executor("rt-test", None, body)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn sleeps_end_in_deadline_order_and_never_early() {
+        let order = on_executor(|| async {
+            let done = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let start = std::time::Instant::now();
+            let tasks: Vec<_> = [30u64, 10, 20]
+                .into_iter()
+                .map(|ms| {
+                    let done = done.clone();
+                    spawn(async move {
+                        sleep(Duration::from_millis(ms)).await;
+                        assert!(
+                            start.elapsed() >= Duration::from_millis(ms),
+                            "{ms} ms sleep ended early"
+                        );
+                        done.borrow_mut().push(ms);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            let order = done.borrow().clone();
+            order
+        });
+        assert_eq!(order, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn a_refused_connect_fails_at_once_with_its_reason() {
+        let error = on_executor(|| async {
+            // Bind a port, then close it: nothing listens there now.
+            let fd = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+            let addr = local_addr(&fd).unwrap();
+            drop(fd);
+            TcpStream::connect(addr, Duration::from_secs(10))
+                .await
+                .unwrap_err()
+        });
+        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED), "{error}");
+    }
+
+    #[test]
+    fn a_connect_that_gets_no_answer_times_out() {
+        let (error, waited) = on_executor(|| async {
+            // A listener that never accepts drops SYNs once its accept
+            // queue is full, so a further connect gets no answer at all.
+            let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+            let addr = local_addr(&listen).unwrap();
+            let mut held = Vec::new();
+            let start = std::time::Instant::now();
+            loop {
+                match TcpStream::connect(addr, Duration::from_millis(300)).await {
+                    Ok(stream) => held.push(stream),
+                    Err(error) => return (error, start.elapsed()),
+                }
+                assert!(held.len() < 64, "the accept queue never filled");
+            }
+        });
+        // Our own timeout, not the kernel's (ETIMEDOUT after its SYN
+        // retries, about two minutes later).
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert_eq!(error.raw_os_error(), None, "{error}");
+        assert!(
+            waited >= Duration::from_millis(300),
+            "gave up after {waited:?}"
+        );
+    }
 }
