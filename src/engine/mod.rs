@@ -83,6 +83,9 @@ pub struct Tick {
 /// Shard → coordinator.
 #[derive(Debug)]
 pub enum ShardMessage {
+    /// The shard has built its workload (prompts, templates, users) and
+    /// waits for its first stage.
+    Ready,
     /// A second of a running stage.
     Tick(Tick),
     /// The end of a stage.
@@ -334,6 +337,25 @@ fn coordinate(
     on_progress: &mut impl FnMut(Progress<'_>),
 ) -> Option<String> {
     let mut cpu_before = vec![0.0; commands.len()];
+    // The first stage starts when every shard is ready: building a heavy
+    // profile's prompts takes a while (measured: 100-230 ms per shard for
+    // 12,500-token sized prompts in a debug build), and a stage clock
+    // started before that would count the setup as part of the stage.
+    let mut ready = 0;
+    while ready < commands.len() {
+        match reports.recv_timeout(STOP_POLL) {
+            Ok(ShardMessage::Ready) => ready += 1,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if STOP_REQUESTED.load(Ordering::Relaxed) {
+                    return Some("stopped by request".into());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Some("a shard exited before the first stage".into());
+            }
+        }
+    }
     for (index, stage) in plan.stages.iter().enumerate() {
         if STOP_REQUESTED.load(Ordering::Relaxed) {
             return Some("stopped by request".into());
@@ -381,6 +403,7 @@ fn coordinate(
                     continue;
                 }
                 Ok(ShardMessage::Report(report)) => report,
+                Ok(ShardMessage::Ready) => continue,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if STOP_REQUESTED.load(Ordering::Relaxed) && !stopped_early {
                         stopped_early = true;

@@ -76,6 +76,11 @@ async fn next_command(commands: &mpsc::Receiver<Command>) -> Option<Command> {
 pub async fn run(ctx: ShardContext) {
     let commands = ctx.commands;
     let shard = Rc::new(Shard::new(ctx.index, ctx.count, ctx.plan, ctx.sink));
+    // The first message on an empty channel: it cannot be full. If the
+    // coordinator is gone, there is nothing to run.
+    if ctx.reports.try_send(ShardMessage::Ready).is_err() {
+        return;
+    }
     while let Some(command) = next_command(&commands).await {
         let Command::RunStage { index, start } = command else {
             // Stop between stages, or Shutdown: nothing is running.
