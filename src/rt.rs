@@ -365,7 +365,7 @@ impl Drop for TcpStream {
 /// loop re-arms its preemption timers and, before sleeping, issues a
 /// `membarrier`. Measured at 20,000 arrivals/s that was 5.6
 /// `io_uring_enter` calls and 0.6 `membarrier` calls per request, about a
-/// quarter of the shard's CPU, and the scheduler lag followed the CPU.
+/// quarter of the shard's CPU.
 ///
 /// Here every socket is registered once, edge-triggered, in an epoll set
 /// owned by the executor, sleeps are kept in a local timer heap, and the
