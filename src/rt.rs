@@ -89,6 +89,10 @@ where
 /// sleep. A lost wake-up therefore costs at most 20 ms instead of hanging
 /// the run. Cost: 50 signals per second per executor, a few microseconds
 /// each (< 0.1 % of a core).
+///
+/// Since `reactor` keeps glommio's queue busy, glommio parks only before
+/// the reactor starts and after it stops; the kicker stays as a backstop,
+/// and its signal costs the driver's `epoll_pwait2` one empty turn.
 mod kicker {
     use std::sync::OnceLock;
     use std::time::Duration;
@@ -296,14 +300,8 @@ impl TcpStream {
             if n >= 0 {
                 return std::task::Poll::Ready(Ok(n as usize));
             }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {}
-                _ => return std::task::Poll::Ready(Err(error)),
-            }
-            if !reactor::wait(fd, slot, reactor::Direction::Read, cx) {
-                return std::task::Poll::Pending;
+            if let Some(done) = after_failure(fd, slot, reactor::Direction::Read, cx) {
+                return done;
             }
         })
         .await
@@ -332,14 +330,8 @@ impl TcpStream {
                 written += n as usize;
                 continue;
             }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {}
-                _ => return std::task::Poll::Ready(Err(error)),
-            }
-            if !reactor::wait(fd, slot, reactor::Direction::Write, cx) {
-                return std::task::Poll::Pending;
+            if let Some(done) = after_failure(fd, slot, reactor::Direction::Write, cx) {
+                return done;
             }
         })
         .await
@@ -348,6 +340,25 @@ impl TcpStream {
     /// The socket's file descriptor (for the timeout watchdog's shutdown).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// After a non-blocking call on a socket failed: `None` to make the call
+/// again (interrupted, or an event came in since), else what the poll
+/// returns (the error, or `Pending` with the task's waker stored until the
+/// socket is ready).
+fn after_failure<T>(
+    fd: RawFd,
+    slot: usize,
+    direction: reactor::Direction,
+    cx: &mut std::task::Context<'_>,
+) -> Option<std::task::Poll<io::Result<T>>> {
+    let error = io::Error::last_os_error();
+    match error.kind() {
+        io::ErrorKind::Interrupted => None,
+        io::ErrorKind::WouldBlock if reactor::wait(fd, slot, direction, cx) => None,
+        io::ErrorKind::WouldBlock => Some(std::task::Poll::Pending),
+        _ => Some(std::task::Poll::Ready(Err(error))),
     }
 }
 
@@ -992,15 +1003,12 @@ impl TcpListener {
                 // SAFETY: accept4 returned a new descriptor nobody else owns.
                 return std::task::Poll::Ready(Ok(unsafe { OwnedFd::from_raw_fd(fd) }));
             }
-            let error = io::Error::last_os_error();
-            match error.raw_os_error() {
-                // A connection that went away before we took it: next one.
-                Some(libc::EINTR | libc::ECONNABORTED) => continue,
-                Some(libc::EAGAIN) => {}
-                _ => return std::task::Poll::Ready(Err(error)),
+            // A connection that went away before we took it: next one.
+            if io::Error::last_os_error().raw_os_error() == Some(libc::ECONNABORTED) {
+                continue;
             }
-            if !reactor::wait(listener, slot, reactor::Direction::Read, cx) {
-                return std::task::Poll::Pending;
+            if let Some(done) = after_failure(listener, slot, reactor::Direction::Read, cx) {
+                return done;
             }
         })
         .await?;
