@@ -367,6 +367,11 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
         if buf.len() > limits::READ_BUFFER_BYTES && filled <= limits::READ_BUFFER_BYTES {
             buf.truncate(limits::READ_BUFFER_BYTES);
         }
+        if filled == 0 {
+            // The client sends its next request only after reading this
+            // answer: wait for it instead of a `recv` that finds nothing.
+            stream.readable().await;
+        }
     }
 }
 

@@ -290,6 +290,31 @@ impl TcpStream {
         Ok(TcpStream { fd, slot })
     }
 
+    /// Waits until the socket has reported something to read (data, the
+    /// peer's close, or an error) since the last read that found nothing.
+    ///
+    /// For a caller that has just sent a request: its answer cannot be
+    /// there yet, so a `read` right away would only cost a `recv` that
+    /// finds nothing. Waiting first misses nothing: the socket is
+    /// edge-triggered, and an edge reported while nobody waited is kept
+    /// for the next wait. Ready at once when no reactor runs (the caller's
+    /// `read` then blocks the usual way).
+    pub async fn readable(&self) {
+        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
+        // An event wakes the waiting task without setting the flag, so the
+        // second poll is the answer. A spurious wake-up only costs the
+        // caller's `read` one `recv` that finds nothing.
+        let mut waited = false;
+        std::future::poll_fn(|cx| {
+            if waited || reactor::wait(fd, slot, reactor::Direction::Read, cx) {
+                return std::task::Poll::Ready(());
+            }
+            waited = true;
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
     /// Reads some bytes; 0 means the peer closed.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
@@ -1255,6 +1280,8 @@ pub fn allowed_cpus() -> Vec<usize> {
 mod tests {
     use super::*;
     use futures_lite::FutureExt;
+    use std::cell::Cell;
+    use std::rc::Rc;
 
     /// Runs `body` on a fresh executor with a connected pair of streams
     /// (client, server), failing instead of hanging after `LIMIT`.
@@ -1330,6 +1357,38 @@ mod tests {
             sleep(Duration::from_millis(20)).await;
             shutdown_fd(fd);
             assert_eq!(reader.await, 0);
+        });
+    }
+
+    #[test]
+    fn readable_waits_for_data_and_keeps_an_edge_nobody_waited_for() {
+        with_pair(|mut client, mut server| async move {
+            let ready = Rc::new(Cell::new(false));
+            let seen = ready.clone();
+            let waiter = spawn(async move {
+                client.readable().await;
+                seen.set(true);
+                let mut buf = [0u8; 16];
+                let n = client.read(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"pong");
+                client
+            });
+            // Nothing was sent: however many driver turns pass, the wait
+            // must still be pending.
+            sleep(Duration::from_millis(5)).await;
+            assert!(!ready.get(), "readable() returned before any data");
+            server.write_all(b"pong").await.unwrap();
+            let mut client = waiter.await;
+            assert!(ready.get());
+            // Data that arrives while nobody waits: its edge is reported to
+            // the driver first and must be kept for the next wait (or seen
+            // by it directly); either way the wait ends and the data is read.
+            server.write_all(b"pong").await.unwrap();
+            sleep(Duration::from_millis(5)).await;
+            client.readable().await;
+            let mut buf = [0u8; 16];
+            let n = client.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"pong");
         });
     }
 

@@ -153,6 +153,9 @@ pub async fn exchange(
             class.into()
         });
     }
+    // The answer cannot have arrived yet: wait for the socket's event
+    // instead of paying for a `recv` that would find nothing.
+    conn.stream.readable().await;
 
     // Head.
     let mut filled = 0;
