@@ -239,29 +239,41 @@ impl TcpStream {
             )
         };
         if rc == 0 {
-            return TcpStream::adopt(fd, false);
+            return TcpStream::adopt(fd);
         }
         let error = io::Error::last_os_error();
         // EINTR leaves the connect running, as EINPROGRESS does.
         if !matches!(error.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) {
             return Err(error);
         }
-        let stream = TcpStream::adopt(fd, true)?;
+        // Registered for reads only: on loopback the handshake has usually
+        // completed inside connect(2), and then arming writes (and disarming
+        // them after) would be two `epoll_ctl` calls for nothing. A wait
+        // below arms them only when the connect is really in progress.
+        let stream = TcpStream::adopt(fd)?;
         let (raw, slot) = (stream.fd.as_raw_fd(), stream.slot);
-        let reactor = reactor::current().ok_or_else(|| io::Error::other("no reactor"))?;
-        let mut expiry = std::pin::pin!(reactor::Sleep::new(reactor, deadline));
-        std::future::poll_fn(|cx| loop {
-            if connect_settled(raw) {
-                return std::task::Poll::Ready(Ok(()));
-            }
-            if expiry.as_mut().poll(cx).is_ready() {
-                return std::task::Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut)));
-            }
-            if !reactor::wait(raw, slot, reactor::Direction::Write, cx) {
-                return std::task::Poll::Pending;
-            }
-        })
-        .await?;
+        let mut state = connect_state(raw);
+        if state == ConnectState::InProgress {
+            let reactor = reactor::current().ok_or_else(|| io::Error::other("no reactor"))?;
+            let mut expiry = std::pin::pin!(reactor::Sleep::new(reactor, deadline));
+            state = std::future::poll_fn(|cx| loop {
+                let state = connect_state(raw);
+                if state != ConnectState::InProgress {
+                    return std::task::Poll::Ready(Ok(state));
+                }
+                if expiry.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut)));
+                }
+                if !reactor::wait(raw, slot, reactor::Direction::Write, cx) {
+                    return std::task::Poll::Pending;
+                }
+            })
+            .await?;
+            reactor::disarm_out(raw, slot)?;
+        }
+        if state == ConnectState::Connected {
+            return Ok(stream);
+        }
         let mut error: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: SO_ERROR into a local int of the size given.
@@ -277,16 +289,17 @@ impl TcpStream {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        if error != 0 {
-            return Err(io::Error::from_raw_os_error(error));
-        }
-        reactor::disarm_out(raw, slot)?;
-        Ok(stream)
+        Err(if error != 0 {
+            io::Error::from_raw_os_error(error)
+        } else {
+            // A hang-up with no error recorded: the peer reset it at once.
+            io::Error::from(io::ErrorKind::ConnectionReset)
+        })
     }
 
     /// Puts a non-blocking socket into this executor's epoll set.
-    fn adopt(fd: OwnedFd, connecting: bool) -> io::Result<TcpStream> {
-        let slot = reactor::register(&fd, connecting)?;
+    fn adopt(fd: OwnedFd) -> io::Result<TcpStream> {
+        let slot = reactor::register(&fd)?;
         Ok(TcpStream { fd, slot })
     }
 
@@ -832,9 +845,9 @@ mod reactor {
         io::Error::other("no reactor on this thread (not an rt executor)")
     }
 
-    /// Adds a socket to this executor's set, watching writes too when
-    /// `out` (a connect in progress); returns its slot.
-    pub fn register(fd: &OwnedFd, out: bool) -> io::Result<usize> {
+    /// Adds a socket to this executor's set, watching reads (a wait for
+    /// writes arms them); returns its slot.
+    pub fn register(fd: &OwnedFd) -> io::Result<usize> {
         let r = current().ok_or_else(no_reactor)?;
         let slot = match r.free.borrow_mut().pop() {
             Some(slot) => slot,
@@ -844,23 +857,23 @@ mod reactor {
                 slots.len() - 1
             }
         };
-        r.slots.borrow_mut()[slot] = Slot {
-            out_armed: out,
-            ..Slot::default()
-        };
-        if let Err(e) = control(&r, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), slot, out) {
+        r.slots.borrow_mut()[slot] = Slot::default();
+        if let Err(e) = control(&r, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), slot, false) {
             r.free.borrow_mut().push(slot);
             return Err(e);
         }
         Ok(slot)
     }
 
-    /// Stops watching writes on a socket whose connect completed.
+    /// Stops watching writes on a socket whose connect completed (no call
+    /// when they were never armed).
     pub fn disarm_out(fd: RawFd, slot: usize) -> io::Result<()> {
         let r = current().ok_or_else(no_reactor)?;
         let mut slots = r.slots.borrow_mut();
-        slots[slot].out_armed = false;
         slots[slot].writable = false;
+        if !std::mem::take(&mut slots[slot].out_armed) {
+            return Ok(());
+        }
         control(&r, libc::EPOLL_CTL_MOD, fd, slot, false)
     }
 
@@ -1007,7 +1020,7 @@ impl TcpListener {
         let slot = match self.slot.get() {
             Some(slot) => slot,
             None => {
-                let slot = reactor::register(&self.fd, false)?;
+                let slot = reactor::register(&self.fd)?;
                 self.slot.set(Some(slot));
                 slot
             }
@@ -1038,7 +1051,7 @@ impl TcpListener {
         })
         .await?;
         set_nodelay(fd.as_raw_fd())?;
-        TcpStream::adopt(fd, false)
+        TcpStream::adopt(fd)
     }
 }
 
@@ -1050,9 +1063,18 @@ impl Drop for TcpListener {
     }
 }
 
-/// Whether a non-blocking connect has finished, either way (a zero-timeout
-/// `poll(2)`: writable once connected, an error or hang-up once failed).
-fn connect_settled(fd: RawFd) -> bool {
+/// Where a non-blocking connect stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ConnectState {
+    InProgress,
+    /// Writable with no error or hang-up: the handshake completed.
+    Connected,
+    /// An error or hang-up: `SO_ERROR` says why.
+    Failed,
+}
+
+/// Asks a zero-timeout `poll(2)` where a non-blocking connect stands.
+fn connect_state(fd: RawFd) -> ConnectState {
     let mut pollfd = libc::pollfd {
         fd,
         events: libc::POLLOUT,
@@ -1060,7 +1082,16 @@ fn connect_settled(fd: RawFd) -> bool {
     };
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    n > 0 && pollfd.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
+    if n <= 0 {
+        return ConnectState::InProgress;
+    }
+    if pollfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        ConnectState::Failed
+    } else if pollfd.revents & libc::POLLOUT != 0 {
+        ConnectState::Connected
+    } else {
+        ConnectState::InProgress
+    }
 }
 
 /// A new non-blocking, close-on-exec TCP socket for `addr`'s family.
