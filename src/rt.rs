@@ -19,6 +19,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::time::Duration;
 
 pub use glommio::sync::Semaphore;
@@ -312,20 +313,11 @@ impl TcpStream {
     /// edge-triggered, and an edge reported while nobody waited is kept
     /// for the next wait. Ready at once when no reactor runs (the caller's
     /// `read` then blocks the usual way).
-    pub async fn readable(&self) {
-        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
-        // An event wakes the waiting task without setting the flag, so the
-        // second poll is the answer. A spurious wake-up only costs the
-        // caller's `read` one `recv` that finds nothing.
-        let mut waited = false;
-        std::future::poll_fn(|cx| {
-            if waited || reactor::wait(fd, slot, reactor::Direction::Read, cx) {
-                return std::task::Poll::Ready(());
-            }
-            waited = true;
-            std::task::Poll::Pending
-        })
-        .await
+    pub fn readable(&mut self) -> Readable<'_> {
+        Readable {
+            stream: self,
+            waiting: false,
+        }
     }
 
     /// Reads some bytes; 0 means the peer closed.
@@ -403,6 +395,41 @@ fn after_failure<T>(
 impl Drop for TcpStream {
     fn drop(&mut self) {
         reactor::deregister(&self.fd, self.slot);
+    }
+}
+
+/// The future of [`TcpStream::readable`].
+pub struct Readable<'a> {
+    stream: &'a TcpStream,
+    /// Its waker is (or was, until an event took it) in the socket's slot.
+    waiting: bool,
+}
+
+impl Future for Readable<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        // An event wakes the waiting task without setting the flag, so the
+        // poll after a wait is the answer. A spurious wake-up only costs
+        // the caller's `read` one `recv` that finds nothing.
+        if std::mem::take(&mut self.waiting) {
+            return std::task::Poll::Ready(());
+        }
+        let (fd, slot) = (self.stream.fd.as_raw_fd(), self.stream.slot);
+        if reactor::wait(fd, slot, reactor::Direction::Read, cx) {
+            return std::task::Poll::Ready(());
+        }
+        self.waiting = true;
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Readable<'_> {
+    fn drop(&mut self) {
+        // Dropped while waiting: leave no waker behind that could swallow
+        // the next edge, and keep an edge that was handed to us unused.
+        if self.waiting {
+            reactor::abandon_read_wait(self.stream.slot);
+        }
     }
 }
 
@@ -875,6 +902,19 @@ mod reactor {
             return Ok(());
         }
         control(&r, libc::EPOLL_CTL_MOD, fd, slot, false)
+    }
+
+    /// A read wait given up before its answer was seen: takes its waker
+    /// out of the slot, or, if an event already took it, keeps that event
+    /// for the next wait.
+    pub fn abandon_read_wait(slot: usize) {
+        let Some(r) = current() else { return };
+        let mut slots = r.slots.borrow_mut();
+        if let Some(entry) = slots.get_mut(slot) {
+            if entry.reader.take().is_none() {
+                entry.readable = true;
+            }
+        }
     }
 
     /// Removes a socket (before its descriptor is closed).
@@ -1420,6 +1460,38 @@ mod tests {
             let mut buf = [0u8; 16];
             let n = client.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"pong");
+        });
+    }
+
+    #[test]
+    fn an_abandoned_readable_wait_keeps_the_edge_it_was_handed() {
+        with_pair(|mut client, mut server| async move {
+            let mut wait = Box::pin(client.readable());
+            assert!(futures_lite::future::poll_once(wait.as_mut())
+                .await
+                .is_none());
+            server.write_all(b"late").await.unwrap();
+            // Driver turns pass: the event goes to the waker the wait left,
+            // then the wait is dropped without being polled again.
+            sleep(Duration::from_millis(5)).await;
+            drop(wait);
+            // The next wait must still see that edge. The deadline goes
+            // first: `or` polls its left side first, and a wait that is
+            // polled again after waiting reports ready, so the other order
+            // would let the deadline's wake-up hide a lost edge.
+            let saw = async {
+                sleep(Duration::from_secs(2)).await;
+                false
+            }
+            .or(async {
+                client.readable().await;
+                true
+            })
+            .await;
+            assert!(saw, "the edge handed to the abandoned wait was lost");
+            let mut buf = [0u8; 16];
+            let n = client.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"late");
         });
     }
 
