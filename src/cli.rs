@@ -597,6 +597,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     for reason in &invalid {
         println!("generator: INVALID: {reason}");
     }
+    if invalid.is_empty() {
+        for caution in report::generator_cautions(&result) {
+            println!("generator: caution: {caution}");
+        }
+    }
     if !args.no_jsonl {
         println!("results: {} ({jsonl_lines} lines)", results_path.display());
     }

@@ -296,6 +296,11 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
         }
         health["valid"] = json!(reasons.is_empty());
         health["invalid_reasons"] = Value::Array(reasons);
+        let mut cautions = health["cautions"].as_array().cloned().unwrap_or_default();
+        for c in theirs["cautions"].as_array().into_iter().flatten() {
+            cautions.push(json!(format!("{name}: {}", c.as_str().unwrap_or(""))));
+        }
+        health["cautions"] = Value::Array(cautions);
         // Connections of all hosts together; the busiest shard of any.
         health["peak_connections"] =
             json!(u(&health["peak_connections"]) + u(&theirs["peak_connections"]));

@@ -122,6 +122,15 @@ pub const SINK_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// saturated, so the numbers describe the generator, not the target.
 pub const SCHED_LAG_INVALID: Duration = Duration::from_millis(50);
 
+/// Open loop: a scheduler lag p99 above this (and up to `SCHED_LAG_INVALID`)
+/// leaves the run valid but earns a caution in the report, the summary and
+/// on stdout: more than one arrival in a hundred went out over a
+/// millisecond late, in bursts, so the corrected percentiles carry that
+/// lateness and a sub-millisecond difference between two runs may be the
+/// generator's. One millisecond is the accuracy the project aims for
+/// (`benches/README.md`, open-loop accuracy).
+pub const SCHED_LAG_CAUTION: Duration = Duration::from_millis(1);
+
 /// Most stages in one run.
 pub const STAGES_MAX: usize = 1_000;
 

@@ -772,8 +772,13 @@ pub fn text_report(plan: &Plan, run: &RunResult, health: &Health) -> String {
                 .map_or("-".into(), |v| format!("{v:.2}"))
         );
     }
-    if invalid.is_empty() {
+    let cautions = generator_cautions(run);
+    if invalid.is_empty() && cautions.is_empty() {
         let _ = writeln!(out, "verdict: valid (the generator was not the bottleneck)");
+    } else if invalid.is_empty() {
+        for caution in &cautions {
+            let _ = writeln!(out, "verdict: valid, with caution: {caution}");
+        }
     } else {
         for reason in &invalid {
             let _ = writeln!(out, "verdict: INVALID: {reason}");
@@ -1416,6 +1421,26 @@ pub fn generator_verdict(run: &RunResult, health: &Health) -> Vec<String> {
     reasons
 }
 
+/// What leaves a valid run's numbers usable with care: open-loop stages
+/// whose scheduler lag p99 passed `limits::SCHED_LAG_CAUTION` without
+/// reaching `limits::SCHED_LAG_INVALID`.
+pub fn generator_cautions(run: &RunResult) -> Vec<String> {
+    let caution_ms = crate::limits::SCHED_LAG_CAUTION.as_secs_f64() * 1000.0;
+    let invalid_ms = crate::limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
+    run.stages
+        .iter()
+        .filter_map(|stage| {
+            let p99 = stage.metrics.sched_lag.percentile_ms(99.0)?;
+            (p99 > caution_ms && p99 <= invalid_ms).then(|| {
+                format!(
+                    "stage {}: scheduler lag p99 {p99:.1} ms > {caution_ms:.0} ms (arrivals went out late in bursts; the corrected percentiles include that lateness, the uncorrected ones do not)",
+                    stage.stage.label()
+                )
+            })
+        })
+        .collect()
+}
+
 /// The whole summary document.
 pub fn summary_json(plan: &Plan, run: &RunResult, health: &Health, run_id: &str) -> Value {
     let verdicts: Vec<Value> = threshold_verdicts(plan, run)
@@ -1450,6 +1475,7 @@ pub fn summary_json(plan: &Plan, run: &RunResult, health: &Health, run_id: &str)
             "shard_busy_pct_max": run.stages.iter().flat_map(|s| s.shard_busy()).fold(0.0f64, f64::max) * 100.0,
             "invalid_reasons": generator_verdict(run, health),
             "valid": generator_verdict(run, health).is_empty(),
+            "cautions": generator_cautions(run),
         },
     })
 }
@@ -1715,6 +1741,65 @@ mod tests {
         assert!(knee.first_broken.unwrap().1.contains("error rate"));
         // Closed-loop runs have no knee.
         assert!(super::knee(&plan, &run(Vec::new())).is_none());
+    }
+
+    #[test]
+    fn scheduler_lag_is_fine_then_a_caution_then_invalid() {
+        let (plan, _) = fixed_run();
+        let health = Health {
+            fd_limit: 20_000,
+            sink_dropped: 0,
+            jsonl_lines: 0,
+            results_file: None,
+        };
+        // 1,000 arrivals; the slowest `late` of them `lag_us` late, the
+        // rest 100 µs: 20 late ones put the p99 among them, 5 do not.
+        let run_with = |late: u64, lag_us: u64| {
+            let mut stage = open_stage(0, 100.0, 1_000, 0, 0);
+            for k in 0..1_000 {
+                let lag = if k < late { lag_us } else { 100 };
+                stage.metrics.sched_lag.record_us(lag);
+            }
+            RunResult {
+                stages: vec![stage],
+                started_at: SystemTime::UNIX_EPOCH,
+                aborted: None,
+            }
+        };
+        let fine = run_with(5, 30_000);
+        assert!(generator_cautions(&fine).is_empty());
+        assert!(generator_verdict(&fine, &health).is_empty());
+        assert!(text_report(&plan, &fine, &health).contains("verdict: valid (the generator"));
+
+        let late = run_with(20, 3_000);
+        let cautions = generator_cautions(&late);
+        assert_eq!(cautions.len(), 1, "{cautions:?}");
+        assert!(
+            cautions[0].contains("scheduler lag p99 3.0 ms > 1 ms"),
+            "{}",
+            cautions[0]
+        );
+        assert!(generator_verdict(&late, &health).is_empty());
+        let text = text_report(&plan, &late, &health);
+        assert!(
+            text.contains("verdict: valid, with caution: stage @100:10s"),
+            "{text}"
+        );
+        let summary = summary_json(&plan, &late, &health, "r");
+        assert_eq!(summary["generator_health"]["valid"], true);
+        assert_eq!(
+            summary["generator_health"]["cautions"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // Past the invalid limit it is no longer a caution but a verdict.
+        let saturated = run_with(20, 60_000);
+        assert!(generator_cautions(&saturated).is_empty());
+        assert_eq!(generator_verdict(&saturated, &health).len(), 1);
+        assert!(text_report(&plan, &saturated, &health).contains("verdict: INVALID"));
     }
 
     #[test]

@@ -220,6 +220,39 @@ fn compare_and_merge_on_the_command_line() {
         m["stages"][0]["requests"].as_u64().unwrap(),
         2 * summary["stages"][0]["requests"].as_u64().unwrap()
     );
+    // A caution from one host survives the merge, named after its file.
+    let mut cautioned = summary.clone();
+    cautioned["generator_health"]["cautions"] = json!(["stage 1: scheduler lag p99 3.0 ms > 1 ms"]);
+    let cautioned = write(&dir, "cautioned.json", &cautioned);
+    let out = bin()
+        .arg("merge")
+        .arg(&old)
+        .arg(&cautioned)
+        .arg("-o")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let m: Value = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
+    // (The first file may carry cautions of its own: this debug build's
+    // open stage can run late.)
+    let own = summary["generator_health"]["cautions"]
+        .as_array()
+        .unwrap()
+        .len();
+    let cautions = m["generator_health"]["cautions"].as_array().unwrap();
+    assert_eq!(cautions.len(), own + 1, "{cautions:?}");
+    assert!(
+        cautions.iter().any(|c| {
+            let c = c.as_str().unwrap();
+            c.contains("cautioned.json") && c.contains("lag p99 3.0 ms")
+        }),
+        "{cautions:?}"
+    );
+    assert_eq!(
+        m["generator_health"]["valid"],
+        summary["generator_health"]["valid"]
+    );
     // Mismatched runs are refused with exit 2.
     let mut other = summary.clone();
     other["stages"][0]["label"] = json!("9:9s");
