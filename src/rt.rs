@@ -214,6 +214,12 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
+/// Whether the running task has held the executor past its preemption
+/// timer (`limits::PREEMPT_TIMER`), so `yield_if_needed` would yield.
+pub fn need_yield() -> bool {
+    glommio::executor().need_preempt()
+}
+
 /// A connected TCP stream: a non-blocking socket whose readiness comes from
 /// the executor's epoll set (see `reactor`).
 #[derive(Debug)]

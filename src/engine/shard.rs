@@ -429,7 +429,7 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
     let mut blend = Blend::new(&weights);
     let limit = share_of(plan.max_inflight, shard.index, shard.count).max(1);
     'pacing: loop {
-        let now = Instant::now();
+        let mut now = Instant::now();
         loop {
             let due = run.start + schedule.peek();
             if due >= run.end.get() {
@@ -456,6 +456,15 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
                 .inflight_peak
                 .set(shard.inflight_peak.get().max(inflight));
             rt::spawn(open_arrival(shard.clone(), run.clone(), scenario, due)).detach();
+            // A long catch-up (the shard lost the CPU for a while) must
+            // not keep it: answers that came in meanwhile would be read,
+            // and their latency stamped, only after the whole backlog, and
+            // their connections would not return to the pool, so every
+            // late arrival would open a new one.
+            if rt::need_yield() {
+                rt::yield_if_needed().await;
+                now = Instant::now();
+            }
         }
         let due = run.start + schedule.peek();
         let wait = due
