@@ -453,8 +453,9 @@ impl Drop for Readable<'_> {
 /// owned by the executor, sleeps are kept in a local timer heap, and the
 /// driver task stays runnable for the executor's whole life, so glommio's
 /// task queue never empties and glommio never parks. Each turn the driver
-/// collects ready sockets with `epoll_pwait2` and fires due timers, then
-/// yields, so the tasks it woke run in the same pass. If other tasks ran
+/// collects up to 64 ready sockets with `epoll_pwait2`, wakes the tasks of
+/// due timers and then those of the sockets (so a due pacer runs first),
+/// and yields, so the tasks it woke run in the same pass. If other tasks ran
 /// since its previous turn, the wait has a zero timeout. If none did, the
 /// executor has nothing else to run, and the wait blocks until a socket is
 /// ready or the next timer is due: the executor thread then sleeps exactly
@@ -614,8 +615,13 @@ mod reactor {
         static POLLS: Cell<u64> = const { Cell::new(0) };
     }
 
-    /// Events taken per `epoll_wait`.
-    const EVENTS_PER_WAIT: usize = 256;
+    /// Most ready sockets one driver turn hands out. The tasks woken in a
+    /// turn all run before the driver's next turn, which is when the next
+    /// due timer (the open-loop pacer's) can fire; a burst of a few hundred
+    /// answers, each parsed and recorded by its task, would hold the pacer
+    /// back for milliseconds. Events beyond this stay on epoll's ready list
+    /// for the next turn.
+    const EVENTS_PER_TURN: usize = 64;
 
     /// The longest the driver blocks without a timer due. Nothing should
     /// need it; it bounds the cost of a wake-up this design failed to
@@ -683,87 +689,67 @@ mod reactor {
             self.stopped.set(true);
         }
 
-        /// Collects ready sockets (waiting up to `timeout`) and wakes their
-        /// tasks; returns how many tasks it woke.
+        /// Collects up to `events.len()` ready sockets (waiting up to
+        /// `timeout`) and puts the wakers of their waiting tasks in `wake`;
+        /// returns how many.
         fn poll_events(
             &self,
             events: &mut [libc::epoll_event],
             wake: &mut Vec<Waker>,
             timeout: Duration,
         ) -> usize {
-            let mut timeout = libc::timespec {
+            let timeout = libc::timespec {
                 tv_sec: timeout.as_secs() as libc::time_t,
                 tv_nsec: timeout.subsec_nanos() as libc::c_long,
             };
-            let mut woke = 0;
-            loop {
-                // SAFETY: `events` has room for the count passed; the
-                // timeout and a null sigmask are valid for the call.
-                let n = unsafe {
-                    libc::epoll_pwait2(
-                        self.epoll.as_raw_fd(),
-                        events.as_mut_ptr(),
-                        events.len() as i32,
-                        &timeout,
-                        std::ptr::null(),
-                    )
+            // SAFETY: `events` has room for the count passed; the timeout
+            // and a null sigmask are valid for the call.
+            let n = unsafe {
+                libc::epoll_pwait2(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    &timeout,
+                    std::ptr::null(),
+                )
+            };
+            // Interrupted (the kicker's signal) or nothing.
+            if n <= 0 {
+                return 0;
+            }
+            let before = wake.len();
+            let mut slots = self.slots.borrow_mut();
+            for event in &events[..n as usize] {
+                let Some(slot) = slots.get_mut(event.u64 as usize) else {
+                    continue;
                 };
-                // Interrupted (the kicker's signal) or nothing: done.
-                if n <= 0 {
-                    break;
-                }
-                // Wakers are collected first and woken after the table is
-                // released, so nothing a wake-up might run can find the
-                // table borrowed.
+                let bits = event.events as libc::c_int;
+                // An event goes to the task waiting for it, which retries at
+                // once; only an event nobody waits for is kept in the flag
+                // for the next attempt. (Keeping it after a wake-up as well
+                // cost a needless `recv` per response: the next request's
+                // first EAGAIN found the stale flag and tried again.)
+                if bits & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0
                 {
-                    let mut slots = self.slots.borrow_mut();
-                    for event in &events[..n as usize] {
-                        let Some(slot) = slots.get_mut(event.u64 as usize) else {
-                            continue;
-                        };
-                        let bits = event.events as libc::c_int;
-                        // An event goes to the task waiting for it, which
-                        // retries at once; only an event nobody waits for is
-                        // kept in the flag for the next attempt. (Keeping it
-                        // after a wake-up as well cost a needless `recv` per
-                        // response: the next request's first EAGAIN found the
-                        // stale flag and tried again.)
-                        if bits
-                            & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
-                            != 0
-                        {
-                            match slot.reader.take() {
-                                Some(waker) => wake.push(waker),
-                                None => slot.readable = true,
-                            }
-                        }
-                        if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
-                            match slot.writer.take() {
-                                Some(waker) => wake.push(waker),
-                                None => slot.writable = true,
-                            }
-                        }
+                    match slot.reader.take() {
+                        Some(waker) => wake.push(waker),
+                        None => slot.readable = true,
                     }
                 }
-                woke += wake.len();
-                wake.drain(..).for_each(Waker::wake);
-                if (n as usize) < events.len() {
-                    break;
+                if bits & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+                    match slot.writer.take() {
+                        Some(waker) => wake.push(waker),
+                        None => slot.writable = true,
+                    }
                 }
-                timeout = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
             }
-            woke
+            wake.len() - before
         }
 
-        /// Wakes every sleep that is due; returns how many.
-        fn fire_timers(&self, wake: &mut Vec<Waker>) -> usize {
+        /// Wakes every sleep that is due.
+        fn fire_timers(&self, wake: &mut Vec<Waker>) {
             self.timers.borrow_mut().fire(Instant::now(), wake);
-            let woke = wake.len();
             wake.drain(..).for_each(Waker::wake);
-            woke
         }
     }
 
@@ -771,8 +757,9 @@ mod reactor {
     /// tasks, then yields; blocks only when the executor has nothing else
     /// to run.
     async fn drive(r: Rc<Reactor>) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT];
-        let mut wake: Vec<Waker> = Vec::with_capacity(EVENTS_PER_WAIT);
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_TURN];
+        let mut ready: Vec<Waker> = Vec::with_capacity(2 * EVENTS_PER_TURN);
+        let mut due: Vec<Waker> = Vec::new();
         // Start as if another task had just run: the first turn only looks.
         let mut seen = polls().wrapping_sub(1);
         while !r.stopped.get() {
@@ -787,8 +774,14 @@ mod reactor {
             } else {
                 Duration::ZERO
             };
-            r.poll_events(&mut events, &mut wake, timeout);
-            r.fire_timers(&mut wake);
+            r.poll_events(&mut events, &mut ready, timeout);
+            // Due sleeps are woken first, so they run ahead of the sockets'
+            // tasks in glommio's queue: the pacer sends the arrivals that
+            // are due before this turn's answers are parsed. Wakers are
+            // called after the socket table is released, so nothing a
+            // wake-up might run can find it borrowed.
+            r.fire_timers(&mut due);
+            ready.drain(..).for_each(Waker::wake);
             seen = polls();
             yield_now().await;
         }
@@ -1357,7 +1350,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 mod tests {
     use super::*;
     use futures_lite::FutureExt;
-    use std::cell::Cell;
+    use std::cell::{Cell, RefCell};
     use std::rc::Rc;
 
     /// Runs `body` on a fresh executor with a connected pair of streams
@@ -1540,6 +1533,55 @@ mod tests {
             order
         });
         assert_eq!(order, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn a_due_sleep_runs_before_the_sockets_ready_in_the_same_turn() {
+        // More ready sockets than one turn hands out, and a sleep that is
+        // due by the same turn: the sleeper (the open-loop pacer, in the
+        // engine) must not wait for every socket's task to run first.
+        let log = on_executor(|| async {
+            const PAIRS: usize = 100;
+            let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 256).unwrap();
+            let addr = local_addr(&listen).unwrap();
+            let listener = TcpListener::from_owned(listen);
+            let log = Rc::new(RefCell::new(Vec::new()));
+            let mut servers = Vec::new();
+            let mut readers = Vec::new();
+            for _ in 0..PAIRS {
+                let mut client = TcpStream::connect(addr, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                servers.push(listener.accept().await.unwrap());
+                let log = log.clone();
+                // Spawned tasks run at once, so each parks on its socket now.
+                readers.push(spawn(async move {
+                    client.readable().await;
+                    log.borrow_mut().push("socket");
+                }));
+            }
+            let sleeper = {
+                let log = log.clone();
+                spawn(async move {
+                    sleep(Duration::from_millis(1)).await;
+                    log.borrow_mut().push("sleep");
+                })
+            };
+            for server in &mut servers {
+                server.write_all(b"x").await.unwrap();
+            }
+            // Hold the thread past the sleep's deadline: the driver's next
+            // turn finds it due and every socket readable.
+            std::thread::sleep(Duration::from_millis(5));
+            sleeper.await;
+            for reader in readers {
+                reader.await;
+            }
+            let log = log.borrow().clone();
+            log
+        });
+        assert_eq!(log.len(), 101);
+        assert_eq!(log[0], "sleep", "the due sleep ran after {:?}", &log[..3]);
     }
 
     #[test]
