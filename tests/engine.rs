@@ -225,6 +225,7 @@ fn slow_responses_time_out_and_are_counted() {
 /// An adapter that panics on every third response, to prove a panic costs
 /// one request, not the shard.
 static PANICKY: common::Hooked = common::Hooked {
+    before_write: || {},
     before_body: panic_every_third,
 };
 

@@ -214,6 +214,7 @@ fn a_server_stall_shows_in_the_corrected_percentiles() {
 /// the generator itself, the case where a closed-loop or naive open-loop
 /// tool would send late and report latency from the late send.
 static STALL_ONCE: common::Hooked = common::Hooked {
+    before_write: || {},
     before_body: stall_once,
 };
 
@@ -261,6 +262,7 @@ fn a_generator_stall_is_not_hidden_coordinated_omission() {
 /// response: the shard lost the CPU, and a second of arrivals is due when
 /// it gets it back.
 static STALL_LATER: common::Hooked = common::Hooked {
+    before_write: || {},
     before_body: stall_at_600th,
 };
 
@@ -303,4 +305,40 @@ fn a_catch_up_after_a_generator_stall_keeps_reading_answers() {
     // Late arrivals were all sent (the 200 ms warm-up excluded).
     assert_eq!(m.arrivals, 1800);
     assert_eq!(m.requests, 1800);
+}
+
+/// An adapter whose first request body takes 400 ms to write: one shard's
+/// start-up (which writes its single-turn requests once) is slow.
+static SLOW_START: common::Hooked = common::Hooked {
+    before_write: slow_first_write,
+    before_body: || {},
+};
+
+static WRITTEN: AtomicBool = AtomicBool::new(false);
+
+fn slow_first_write() {
+    if !WRITTEN.swap(true, Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}
+
+#[test]
+fn the_first_stage_waits_for_every_shard_to_be_ready() {
+    let mock = start_mock(|_| {});
+    let mut plan = plan(
+        r#"{"stages":"@100:1s","warmup":"0s","defaults":{"stream":false}}"#,
+        &mock,
+    );
+    plan.scenarios[0].protocol = &SLOW_START;
+    let result = run(&plan);
+    mock.stop();
+    assert!(WRITTEN.load(Ordering::Relaxed));
+    let m = &result.stages[0].metrics;
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    // Had the stage clock started before the slow shard was ready, its
+    // first arrivals would have gone out ~400 ms late.
+    let late = m.sched_lag.max_ms().unwrap();
+    assert!(late < 200.0, "an arrival went out {late} ms late");
+    assert_eq!(m.arrivals, 100);
+    assert_eq!(m.requests, 100);
 }

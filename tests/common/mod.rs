@@ -27,10 +27,14 @@ use loadtest::protocol::openai::OpenAiChat;
 use loadtest::protocol::{Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
 use loadtest::sse;
 
-/// OpenAI Chat Completions with a hook run before each non-streamed body
-/// is decoded: a test adapter that misbehaves on purpose (panics, blocks).
+/// OpenAI Chat Completions with hooks run before each request body is
+/// written and before each non-streamed body is decoded: a test adapter
+/// that misbehaves on purpose (panics, blocks).
 #[derive(Debug)]
 pub struct Hooked {
+    /// Runs before each `write_body` (shards write single-turn requests
+    /// once, at start-up).
+    pub before_write: fn(),
     /// Runs before each `parse_body`.
     pub before_body: fn(),
 }
@@ -49,6 +53,7 @@ impl Protocol for Hooked {
         &[]
     }
     fn write_body(&self, request: &TurnRequest<'_>, out: &mut Vec<u8>) {
+        (self.before_write)();
         OpenAiChat.write_body(request, out)
     }
     fn parse_body(&self, body: &[u8], reply: &mut Reply) -> Result<(), ProtocolError> {
