@@ -122,8 +122,9 @@ pub const SINK_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// later, one blocking step at a time, as before.
 pub const FD_TABLE_PRESIZE_MAX: u64 = 1 << 18;
 
-/// Descriptors a run needs besides its connections: listeners, epoll sets,
-/// output files, the mock's sockets in `--mock` runs are counted apart.
+/// Descriptors a run needs besides its connections (epoll sets, output
+/// files, the odd pipe). An in-process mock (`--mock`) sizes the table for
+/// its own side when it starts (`mock::start`).
 pub const FDS_BESIDES_CONNECTIONS: u64 = 256;
 
 /// Open loop: a scheduler lag p99 above this makes the run invalid (exit

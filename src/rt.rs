@@ -690,14 +690,13 @@ mod reactor {
         }
 
         /// Collects up to `events.len()` ready sockets (waiting up to
-        /// `timeout`) and puts the wakers of their waiting tasks in `wake`;
-        /// returns how many.
+        /// `timeout`) and puts the wakers of their waiting tasks in `wake`.
         fn poll_events(
             &self,
             events: &mut [libc::epoll_event],
             wake: &mut Vec<Waker>,
             timeout: Duration,
-        ) -> usize {
+        ) {
             let timeout = libc::timespec {
                 tv_sec: timeout.as_secs() as libc::time_t,
                 tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -715,9 +714,8 @@ mod reactor {
             };
             // Interrupted (the kicker's signal) or nothing.
             if n <= 0 {
-                return 0;
+                return;
             }
-            let before = wake.len();
             let mut slots = self.slots.borrow_mut();
             for event in &events[..n as usize] {
                 let Some(slot) = slots.get_mut(event.u64 as usize) else {
@@ -743,7 +741,6 @@ mod reactor {
                     }
                 }
             }
-            wake.len() - before
         }
 
         /// Wakes every sleep that is due.
