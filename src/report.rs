@@ -1373,7 +1373,6 @@ fn loop_mode(plan: &Plan) -> &'static str {
     }
 }
 
-/// The whole summary document.
 /// What the run learned about the generator itself.
 #[derive(Debug, Clone, Default)]
 pub struct Health {
@@ -1746,12 +1745,7 @@ mod tests {
     #[test]
     fn scheduler_lag_is_fine_then_a_caution_then_invalid() {
         let (plan, _) = fixed_run();
-        let health = Health {
-            fd_limit: 20_000,
-            sink_dropped: 0,
-            jsonl_lines: 0,
-            results_file: None,
-        };
+        let health = Health::default();
         // 1,000 arrivals; the slowest `late` of them `lag_us` late, the
         // rest 100 µs: 20 late ones put the p99 among them, 5 do not.
         let run_with = |late: u64, lag_us: u64| {

@@ -261,7 +261,7 @@ impl TcpStream {
         let (raw, slot) = (stream.fd.as_raw_fd(), stream.slot);
         let mut state = connect_state(raw);
         if state == ConnectState::InProgress {
-            let reactor = reactor::current().ok_or_else(|| io::Error::other("no reactor"))?;
+            let reactor = reactor::current().ok_or_else(reactor::no_reactor)?;
             let mut expiry = std::pin::pin!(reactor::Sleep::new(reactor, deadline));
             state = std::future::poll_fn(|cx| loop {
                 let state = connect_state(raw);
@@ -500,11 +500,10 @@ mod reactor {
         /// Tasks waiting for the next event.
         reader: Option<Waker>,
         writer: Option<Waker>,
-        /// EPOLLOUT is in the registration. A connecting socket has it
-        /// until the connect completes; otherwise it is added the first
-        /// time a write has to wait and kept. Most connections never need
-        /// it, and with it every ACK that frees buffer space wakes the
-        /// driver.
+        /// EPOLLOUT is in the registration. It is added the first time a
+        /// connect or a write has to wait; a connect drops it again once
+        /// done, a write keeps it. Most connections never need it, and with
+        /// it every ACK that frees buffer space wakes the driver.
         out_armed: bool,
     }
 
@@ -756,7 +755,7 @@ mod reactor {
     async fn drive(r: Rc<Reactor>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_TURN];
         let mut ready: Vec<Waker> = Vec::with_capacity(2 * EVENTS_PER_TURN);
-        let mut due: Vec<Waker> = Vec::new();
+        let mut sleepers: Vec<Waker> = Vec::new();
         // Start as if another task had just run: the first turn only looks.
         let mut seen = polls().wrapping_sub(1);
         while !r.stopped.get() {
@@ -777,7 +776,7 @@ mod reactor {
             // are due before this turn's answers are parsed. Wakers are
             // called after the socket table is released, so nothing a
             // wake-up might run can find it borrowed.
-            r.fire_timers(&mut due);
+            r.fire_timers(&mut sleepers);
             ready.drain(..).for_each(Waker::wake);
             seen = polls();
             yield_now().await;
@@ -864,7 +863,7 @@ mod reactor {
         Ok(())
     }
 
-    fn no_reactor() -> io::Error {
+    pub fn no_reactor() -> io::Error {
         io::Error::other("no reactor on this thread (not an rt executor)")
     }
 
@@ -1553,7 +1552,7 @@ mod tests {
     #[test]
     fn sleeps_end_in_deadline_order_and_never_early() {
         let order = on_executor(|| async {
-            let done = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let done = Rc::new(RefCell::new(Vec::new()));
             let start = std::time::Instant::now();
             let tasks: Vec<_> = [30u64, 10, 20]
                 .into_iter()

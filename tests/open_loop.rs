@@ -11,7 +11,7 @@ use loadtest::metrics::ErrorClass;
 use loadtest::mock::{MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::{config, report};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::cpus;
@@ -218,12 +218,10 @@ static STALL_ONCE: common::Hooked = common::Hooked {
     before_body: stall_once,
 };
 
-static STALLED: AtomicBool = AtomicBool::new(false);
+static STALLED: AtomicU64 = AtomicU64::new(0);
 
 fn stall_once() {
-    if !STALLED.swap(true, Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    common::block_on_nth_call(&STALLED, 1, Duration::from_secs(1));
 }
 
 #[test]
@@ -237,7 +235,7 @@ fn a_generator_stall_is_not_hidden_coordinated_omission() {
     let result = run(&plan);
     mock.stop();
     let m = &result.stages[0].metrics;
-    assert!(STALLED.load(Ordering::Relaxed));
+    assert!(STALLED.load(Ordering::Relaxed) > 0);
     assert_eq!(m.error_count(ErrorClass::Panic), 0);
     // The arrivals due while the shard was blocked went out a second late.
     // Measured from their late send they look fast; from their intended
@@ -269,9 +267,7 @@ static STALL_LATER: common::Hooked = common::Hooked {
 static RESPONSES: AtomicU64 = AtomicU64::new(0);
 
 fn stall_at_600th() {
-    if RESPONSES.fetch_add(1, Ordering::Relaxed) == 599 {
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    common::block_on_nth_call(&RESPONSES, 600, Duration::from_secs(1));
 }
 
 #[test]
@@ -314,12 +310,10 @@ static SLOW_START: common::Hooked = common::Hooked {
     before_body: || {},
 };
 
-static WRITTEN: AtomicBool = AtomicBool::new(false);
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 fn slow_first_write() {
-    if !WRITTEN.swap(true, Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(400));
-    }
+    common::block_on_nth_call(&WRITTEN, 1, Duration::from_millis(400));
 }
 
 #[test]
@@ -332,7 +326,7 @@ fn the_first_stage_waits_for_every_shard_to_be_ready() {
     plan.scenarios[0].protocol = &SLOW_START;
     let result = run(&plan);
     mock.stop();
-    assert!(WRITTEN.load(Ordering::Relaxed));
+    assert!(WRITTEN.load(Ordering::Relaxed) > 0);
     let m = &result.stages[0].metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     // Had the stage clock started before the slow shard was ready, its

@@ -200,15 +200,18 @@ fn compare_and_merge_on_the_command_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     // Merge of two copies: counts double.
+    let merge = |a: &std::path::Path, b: &std::path::Path, to: &std::path::Path| {
+        bin()
+            .arg("merge")
+            .arg(a)
+            .arg(b)
+            .arg("-o")
+            .arg(to)
+            .output()
+            .unwrap()
+    };
     let merged = dir.join("merged.json");
-    let out = bin()
-        .arg("merge")
-        .arg(&old)
-        .arg(&old)
-        .arg("-o")
-        .arg(&merged)
-        .output()
-        .unwrap();
+    let out = merge(&old, &old, &merged);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -224,14 +227,7 @@ fn compare_and_merge_on_the_command_line() {
     let mut cautioned = summary.clone();
     cautioned["generator_health"]["cautions"] = json!(["stage 1: scheduler lag p99 3.0 ms > 1 ms"]);
     let cautioned = write(&dir, "cautioned.json", &cautioned);
-    let out = bin()
-        .arg("merge")
-        .arg(&old)
-        .arg(&cautioned)
-        .arg("-o")
-        .arg(&merged)
-        .output()
-        .unwrap();
+    let out = merge(&old, &cautioned, &merged);
     assert_eq!(out.status.code(), Some(0));
     let m: Value = serde_json::from_str(&std::fs::read_to_string(&merged).unwrap()).unwrap();
     // (The first file may carry cautions of its own: this debug build's
@@ -257,14 +253,7 @@ fn compare_and_merge_on_the_command_line() {
     let mut other = summary.clone();
     other["stages"][0]["label"] = json!("9:9s");
     let other = write(&dir, "other.json", &other);
-    let out = bin()
-        .arg("merge")
-        .arg(&old)
-        .arg(&other)
-        .arg("-o")
-        .arg(dir.join("x.json"))
-        .output()
-        .unwrap();
+    let out = merge(&old, &other, &dir.join("x.json"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not line up"));
     std::fs::remove_dir_all(&dir).unwrap();

@@ -279,19 +279,8 @@ pub fn run_with_sink(
 ) -> Result<RunResult, String> {
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
-    // Before any shard thread opens a socket (see `rt::presize_fd_table`):
-    // open loop holds up to `max_inflight` connections, closed loop one a
-    // user.
-    let users = plan
-        .stages
-        .iter()
-        .map(|s| match s.load {
-            crate::stage::Load::Closed { users } => users,
-            crate::stage::Load::Open { .. } => 0,
-        })
-        .max()
-        .unwrap_or(0);
-    rt::presize_fd_table(plan.max_inflight.max(users) + crate::limits::FDS_BESIDES_CONNECTIONS);
+    // Before any shard thread opens a socket (see `rt::presize_fd_table`).
+    rt::presize_fd_table(plan.users_max() + crate::limits::FDS_BESIDES_CONNECTIONS);
     // Room for several seconds of ticks per shard besides the reports.
     let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::SHARD_MESSAGE_DEPTH);
     let mut commands = Vec::with_capacity(count);

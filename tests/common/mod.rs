@@ -26,6 +26,16 @@ pub fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
 use loadtest::protocol::openai::OpenAiChat;
 use loadtest::protocol::{Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
 use loadtest::sse;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Blocks the calling thread for `length` on the `nth` call (from 1) that
+/// `calls` counts: a hook that makes one shard lose its CPU once.
+pub fn block_on_nth_call(calls: &AtomicU64, nth: u64, length: Duration) {
+    if calls.fetch_add(1, Ordering::Relaxed) + 1 == nth {
+        std::thread::sleep(length);
+    }
+}
 
 /// OpenAI Chat Completions with hooks run before each request body is
 /// written and before each non-streamed body is decoded: a test adapter
