@@ -5,7 +5,7 @@
 //! table row can say how much of loadtest's scheduler lag is the host's and
 //! how much is the engine's.
 //!
-//! Two modes, both on one thread (pin it with `taskset`):
+//! Three modes, each on one thread (pin it with `taskset`):
 //!
 //! * default, **epoll pacer**: one thread, no runtime, no io_uring. Arrivals
 //!   at constant spacing against absolute intended times; each takes an
@@ -16,7 +16,11 @@
 //!   intended time, as loadtest defines it: an arrival starts when its turn
 //!   comes, after the sends of the arrivals due before it, and before any
 //!   connect. Latency is measured from the intended time (corrected) and
-//!   from the start.
+//!   from the start. `--work-per-arrival N` adds N rounds of the speed
+//!   probe's work (2,000 rounds take about 3 µs here) to every arrival as
+//!   it starts: the pacer made as costly per arrival as a fuller generator.
+//!   `--trace FILE` writes each measured arrival's intended offset from the
+//!   start and its lag (µs, one pair a line) for `lag_episodes.py`.
 //! * `--hiccup`, **host floor**: no network at all. The thread spins on the
 //!   clock for the stage length and reports the lag a perfect pacer would
 //!   have had at `--rate`: an arrival due inside a gap in the thread's
@@ -35,7 +39,8 @@
 //! Usage (after `cargo build --release --benches`):
 //!   open_loop_ref --config benches/perf-128-nonstream.json --target http://127.0.0.1:18082 \
 //!                 --rate 20000 --seconds 6 --warmup 2 [--hiccup | --speed]
-//! Prints one JSON line.
+//!                 [--work-per-arrival N] [--trace FILE]
+//! Prints one JSON line; `late_1ms` counts the arrivals more than 1 ms late.
 
 use hdrhistogram::Histogram;
 use loadtest::plan;
@@ -52,6 +57,12 @@ struct Args {
     warmup: f64,
     hiccup: bool,
     speed: bool,
+    /// Epoll pacer: rounds of `work` done for every arrival as it starts,
+    /// to see what a generator's per-arrival CPU costs it on this host.
+    work_per_arrival: u64,
+    /// Epoll pacer: write every measured arrival's intended offset from
+    /// the start and its lag, in microseconds, one pair per line.
+    trace: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -63,6 +74,8 @@ fn parse_args() -> Args {
         warmup: 2.0,
         hiccup: false,
         speed: false,
+        work_per_arrival: 0,
+        trace: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,6 +88,10 @@ fn parse_args() -> Args {
             "--warmup" => args.warmup = value().parse().expect("--warmup number"),
             "--hiccup" => args.hiccup = true,
             "--speed" => args.speed = true,
+            "--work-per-arrival" => {
+                args.work_per_arrival = value().parse().expect("--work-per-arrival number")
+            }
+            "--trace" => args.trace = Some(value()),
             "--bench" => {} // added by `cargo bench`
             other => panic!("unknown flag {other}"),
         }
@@ -313,6 +330,8 @@ fn epoll_pacer(args: &Args) {
     let mut pending: std::collections::VecDeque<(Instant, Option<Instant>)> = Default::default();
     let mut connecting = 0usize;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let (mut table, mut seed) = ([0u64; 4096], 1u64);
+    let mut trace: Vec<(u64, u64)> = Vec::new();
     loop {
         let mut due = start + step.mul_f64(k as f64);
         let now = Instant::now();
@@ -341,6 +360,12 @@ fn epoll_pacer(args: &Args) {
                 let begun = Instant::now();
                 if entry.0 >= measure_from {
                     lag.saturating_record((begun - entry.0).as_micros() as u64);
+                    if args.trace.is_some() {
+                        trace.push((
+                            (entry.0 - start).as_micros() as u64,
+                            (begun - entry.0).as_micros() as u64,
+                        ));
+                    }
                 }
                 begun
             })
@@ -348,6 +373,9 @@ fn epoll_pacer(args: &Args) {
         while let Some(entry) = pending.front_mut() {
             let intended = entry.0;
             let begun = stamp(entry);
+            if args.work_per_arrival > 0 {
+                work(args.work_per_arrival, &mut table, &mut seed);
+            }
             if let Some(c) = idle.pop() {
                 pending.pop_front();
                 let conn = &mut conns[c];
@@ -488,14 +516,23 @@ fn epoll_pacer(args: &Args) {
         }
     }
     let cpu = loadtest::rt::process_cpu_seconds() - cpu_before;
+    if let Some(path) = &args.trace {
+        let text: String = trace
+            .iter()
+            .map(|(at, lag)| format!("{at} {lag}\n"))
+            .collect();
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("--trace {path}: {e}"));
+    }
     println!(
-        "{{\"tool\":\"epoll-reference\",\"arrivals\":{},\"achieved_rate\":{:.1},\"connections\":{},\"lag_p50_ms\":{:.3},\"lag_p99_ms\":{:.3},\"lag_max_ms\":{:.3},\"corrected_p99_ms\":{:.3},\"uncorrected_p99_ms\":{:.3},\"cpu_s\":{:.3},\"sent\":{},\"connect_errors\":{},\"failed\":{},\"unanswered\":{}}}",
+        "{{\"tool\":\"epoll-reference\",\"arrivals\":{},\"achieved_rate\":{:.1},\"connections\":{},\"lag_p50_ms\":{:.3},\"lag_p99_ms\":{:.3},\"lag_max_ms\":{:.3},\"late_1ms\":{},\"lag_mean_ms\":{:.3},\"corrected_p99_ms\":{:.3},\"uncorrected_p99_ms\":{:.3},\"cpu_s\":{:.3},\"sent\":{},\"connect_errors\":{},\"failed\":{},\"unanswered\":{}}}",
         lag.len(),
         lag.len() as f64 / args.seconds,
         conns.len(),
         ms(&lag, 0.5),
         ms(&lag, 0.99),
         lag.max() as f64 / 1000.0,
+        lag.count_between(1001, u64::MAX),
+        lag.mean() / 1000.0,
         ms(&corrected, 0.99),
         ms(&uncorrected, 0.99),
         cpu,
