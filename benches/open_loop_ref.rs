@@ -358,6 +358,11 @@ fn epoll_pacer(args: &Args) {
         let mut stamp = |entry: &mut (Instant, Option<Instant>)| -> Instant {
             *entry.1.get_or_insert_with(|| {
                 let begun = Instant::now();
+                // Once per arrival, as it starts (an arrival waiting for a
+                // connect slot is stamped once, however often it is seen).
+                if args.work_per_arrival > 0 {
+                    work(args.work_per_arrival, &mut table, &mut seed);
+                }
                 if entry.0 >= measure_from {
                     lag.saturating_record((begun - entry.0).as_micros() as u64);
                     if args.trace.is_some() {
@@ -373,9 +378,6 @@ fn epoll_pacer(args: &Args) {
         while let Some(entry) = pending.front_mut() {
             let intended = entry.0;
             let begun = stamp(entry);
-            if args.work_per_arrival > 0 {
-                work(args.work_per_arrival, &mut table, &mut seed);
-            }
             if let Some(c) = idle.pop() {
                 pending.pop_front();
                 let conn = &mut conns[c];
