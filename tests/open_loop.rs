@@ -38,6 +38,17 @@ fn run(plan: &Plan) -> RunResult {
     result
 }
 
+/// Runs `profile` against a plain mock with its only scenario speaking
+/// through `adapter` (a test adapter with a hook that stalls).
+fn run_through(adapter: &'static common::Hooked, profile: &str) -> RunResult {
+    let mock = start_mock(|_| {});
+    let mut plan = plan(profile, &mock);
+    plan.scenarios[0].protocol = adapter;
+    let result = run(&plan);
+    mock.stop();
+    result
+}
+
 #[test]
 fn mixed_closed_and_open_stages_make_one_report() {
     let mock = start_mock(|_| {});
@@ -226,14 +237,10 @@ fn stall_once() {
 
 #[test]
 fn a_generator_stall_is_not_hidden_coordinated_omission() {
-    let mock = start_mock(|_| {});
-    let mut plan = plan(
+    let result = run_through(
+        &STALL_ONCE,
         r#"{"stages":"@200:3s","warmup":"300ms","defaults":{"stream":false}}"#,
-        &mock,
     );
-    plan.scenarios[0].protocol = &STALL_ONCE;
-    let result = run(&plan);
-    mock.stop();
     let m = &result.stages[0].metrics;
     assert!(STALLED.load(Ordering::Relaxed) > 0);
     assert_eq!(m.error_count(ErrorClass::Panic), 0);
@@ -272,14 +279,10 @@ fn stall_at_600th() {
 
 #[test]
 fn a_catch_up_after_a_generator_stall_keeps_reading_answers() {
-    let mock = start_mock(|_| {});
-    let mut plan = plan(
+    let result = run_through(
+        &STALL_LATER,
         r#"{"stages":"@1000:2s","warmup":"200ms","defaults":{"stream":false}}"#,
-        &mock,
     );
-    plan.scenarios[0].protocol = &STALL_LATER;
-    let result = run(&plan);
-    mock.stop();
     let m = &result.stages[0].metrics;
     assert!(RESPONSES.load(Ordering::Relaxed) >= 600);
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
@@ -318,14 +321,10 @@ fn slow_first_write() {
 
 #[test]
 fn the_first_stage_waits_for_every_shard_to_be_ready() {
-    let mock = start_mock(|_| {});
-    let mut plan = plan(
+    let result = run_through(
+        &SLOW_START,
         r#"{"stages":"@100:1s","warmup":"0s","defaults":{"stream":false}}"#,
-        &mock,
     );
-    plan.scenarios[0].protocol = &SLOW_START;
-    let result = run(&plan);
-    mock.stop();
     assert!(WRITTEN.load(Ordering::Relaxed) > 0);
     let m = &result.stages[0].metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
