@@ -456,7 +456,8 @@ impl Drop for Readable<'_> {
 /// collects up to 64 ready sockets with `epoll_pwait2`, wakes the tasks of
 /// due timers and then those of the sockets (so a due pacer runs first),
 /// and yields, so the tasks it woke run in the same pass. If other tasks ran
-/// since its previous turn, the wait has a zero timeout. If none did, the
+/// since its previous turn, the wait has a zero timeout (except right after
+/// a blocking turn, when the turn skips epoll; see `drive`). If none did, the
 /// executor has nothing else to run, and the wait blocks until a socket is
 /// ready or the next timer is due: the executor thread then sleeps exactly
 /// as the plain epoll reference in `benches/open_loop_ref.rs` does.
@@ -690,12 +691,13 @@ mod reactor {
 
         /// Collects up to `events.len()` ready sockets (waiting up to
         /// `timeout`) and puts the wakers of their waiting tasks in `wake`.
+        /// Returns whether `events` came back full.
         fn poll_events(
             &self,
             events: &mut [libc::epoll_event],
             wake: &mut Vec<Waker>,
             timeout: Duration,
-        ) {
+        ) -> bool {
             let timeout = libc::timespec {
                 tv_sec: timeout.as_secs() as libc::time_t,
                 tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -713,7 +715,7 @@ mod reactor {
             };
             // Interrupted (the kicker's signal) or nothing.
             if n <= 0 {
-                return;
+                return false;
             }
             let mut slots = self.slots.borrow_mut();
             for event in &events[..n as usize] {
@@ -740,6 +742,7 @@ mod reactor {
                     }
                 }
             }
+            n as usize == events.len()
         }
 
         /// Wakes every sleep that is due.
@@ -752,25 +755,44 @@ mod reactor {
     /// The driver: each turn hands ready sockets and due timers to their
     /// tasks, then yields; blocks only when the executor has nothing else
     /// to run.
+    ///
+    /// After a turn that blocked, the next turn only looks at the timers:
+    /// the tasks that turn woke have run by then, and their sockets'
+    /// answers are rarely back yet, so a poll of epoll would nearly always
+    /// be an empty system call. If nothing else ran meanwhile (nothing the
+    /// woken tasks spawned or woke), the turn after blocks; otherwise it
+    /// polls without waiting, as every busy turn does. Counted with `perf`
+    /// at 20,000 arrivals/s this saves about one `epoll_pwait2` per
+    /// wake-up.
     async fn drive(r: Rc<Reactor>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_TURN];
         let mut ready: Vec<Waker> = Vec::with_capacity(2 * EVENTS_PER_TURN);
         let mut sleepers: Vec<Waker> = Vec::new();
         // Start as if another task had just run: the first turn only looks.
         let mut seen = polls().wrapping_sub(1);
+        let mut blocked = false;
         while !r.stopped.get() {
-            let timeout = if polls() == seen {
-                // Nothing ran since our last turn, so nothing else is
-                // queued: wait for a socket or the next timer (a wait that
-                // finds events ready returns at once).
-                match r.timers.borrow_mut().next() {
-                    Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_MAX),
-                    None => IDLE_MAX,
-                }
+            let ran = polls() != seen;
+            if ran && blocked {
+                // The woken tasks have run; skip epoll this turn (see above).
+                blocked = false;
             } else {
-                Duration::ZERO
-            };
-            r.poll_events(&mut events, &mut ready, timeout);
+                let timeout = if ran {
+                    Duration::ZERO
+                } else {
+                    // Nothing ran since our last turn, so nothing else is
+                    // queued: wait for a socket or the next timer (a wait
+                    // that finds events ready returns at once).
+                    match r.timers.borrow_mut().next() {
+                        Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_MAX),
+                        None => IDLE_MAX,
+                    }
+                };
+                // A full batch may have left sockets ready: poll again
+                // next turn rather than skip.
+                let full = r.poll_events(&mut events, &mut ready, timeout);
+                blocked = !ran && !full;
+            }
             // Due sleeps are woken first, so they run ahead of the sockets'
             // tasks in glommio's queue: the pacer sends the arrivals that
             // are due before this turn's answers are parsed. Wakers are
