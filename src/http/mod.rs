@@ -4,17 +4,36 @@
 
 pub mod response;
 
-/// Appends a decimal number without going through `fmt`.
+/// "00" to "99", two bytes each.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
+
+/// Appends a decimal number without going through `fmt`, two digits per
+/// division (the JSONL writer formats about a dozen numbers per turn).
 pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        digits[i] = b'0' + value as u8;
     }
     out.extend_from_slice(&digits[i..]);
 }
@@ -40,7 +59,14 @@ mod tests {
 
     #[test]
     fn numbers() {
-        for v in [0u64, 7, 10, 255, 12345, u64::MAX] {
+        let powers = (0..20).flat_map(|e| {
+            let p = 10u64.pow(e);
+            [p - 1, p, p + 1]
+        });
+        for v in [0u64, 7, 10, 99, 100, 255, 12345, u64::MAX]
+            .into_iter()
+            .chain(powers)
+        {
             let mut out = Vec::new();
             push_decimal(&mut out, v);
             assert_eq!(out, v.to_string().as_bytes());
