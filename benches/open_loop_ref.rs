@@ -20,7 +20,8 @@
 //!   probe's work (2,000 rounds take about 3 µs here) to every arrival as
 //!   it starts: the pacer made as costly per arrival as a fuller generator.
 //!   `--trace FILE` writes each measured arrival's intended offset from the
-//!   start and its lag (µs, one pair a line) for `lag_episodes.py`.
+//!   start and its lag (µs, one pair a line) for `lag_episodes.py`; the
+//!   output's `start_unix_us` places those offsets in wall-clock time.
 //! * `--hiccup`, **host floor**: no network at all. The thread spins on the
 //!   clock for the stage length and reports the lag a perfect pacer would
 //!   have had at `--rate`: an arrival due inside a gap in the thread's
@@ -45,7 +46,7 @@
 use hdrhistogram::Histogram;
 use loadtest::plan;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 mod support;
 
@@ -319,6 +320,11 @@ fn epoll_pacer(args: &Args) {
     let step = Duration::from_secs_f64(1.0 / args.rate);
     let cpu_before = loadtest::rt::process_cpu_seconds();
     let start = Instant::now() + Duration::from_millis(10);
+    // The start as Unix time, so a trace can be laid over loadtest's JSONL
+    // from the same seconds (`benches/side_by_side.py`).
+    let start_unix_us = (SystemTime::now() + Duration::from_millis(10))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = start + Duration::from_secs_f64(args.warmup + args.seconds);
     let (mut lag, mut corrected, mut uncorrected) = (histogram(), histogram(), histogram());
@@ -526,7 +532,7 @@ fn epoll_pacer(args: &Args) {
         std::fs::write(path, text).unwrap_or_else(|e| panic!("--trace {path}: {e}"));
     }
     println!(
-        "{{\"tool\":\"epoll-reference\",\"arrivals\":{},\"achieved_rate\":{:.1},\"connections\":{},\"lag_p50_ms\":{:.3},\"lag_p99_ms\":{:.3},\"lag_max_ms\":{:.3},\"late_1ms\":{},\"lag_mean_ms\":{:.3},\"corrected_p99_ms\":{:.3},\"uncorrected_p99_ms\":{:.3},\"cpu_s\":{:.3},\"sent\":{},\"connect_errors\":{},\"failed\":{},\"unanswered\":{}}}",
+        "{{\"tool\":\"epoll-reference\",\"arrivals\":{},\"achieved_rate\":{:.1},\"connections\":{},\"lag_p50_ms\":{:.3},\"lag_p99_ms\":{:.3},\"lag_max_ms\":{:.3},\"late_1ms\":{},\"lag_mean_ms\":{:.3},\"corrected_p99_ms\":{:.3},\"uncorrected_p99_ms\":{:.3},\"cpu_s\":{:.3},\"sent\":{},\"connect_errors\":{},\"failed\":{},\"unanswered\":{},\"start_unix_us\":{}}}",
         lag.len(),
         lag.len() as f64 / args.seconds,
         conns.len(),
@@ -541,7 +547,8 @@ fn epoll_pacer(args: &Args) {
         counts.sent,
         counts.connect_errors,
         counts.failed,
-        started - counts.done - counts.failed - counts.connect_errors
+        started - counts.done - counts.failed - counts.connect_errors,
+        start_unix_us
     );
 }
 
