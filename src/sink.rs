@@ -313,7 +313,11 @@ fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
         (_, false) => "\"server\"",
     };
     raw(out, b"\"tokens_source\":", source);
-    raw(out, b"\"warmup\":", if record.warmup { "true" } else { "false" });
+    raw(
+        out,
+        b"\"warmup\":",
+        if record.warmup { "true" } else { "false" },
+    );
     match record.error {
         Some(class) => {
             out.extend_from_slice(b"\"error\":\"");
