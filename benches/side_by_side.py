@@ -16,9 +16,14 @@ lag p99, the share of arrivals more than 1 ms late and the episodes (runs of 5 m
 arrival; see `lag_episodes.py`), then every episode of either next to the
 other's overlapping one. The closing table sums the rounds.
 
+With `--against BINARY` the other side is a second loadtest build instead of
+the reference: an A/B test of two builds that the host cannot skew (the
+same build on both sides came out within ~0.1 point of late share).
+
 Usage (after `cargo build --release --benches`, or without --no-build):
   python3 benches/side_by_side.py [--rate 10000] [--rounds 4] [--seconds 4]
-                                  [--warmup 1] [--no-build] [--markdown FILE]
+                                  [--warmup 1] [--against BINARY] [--no-build]
+                                  [--markdown FILE]
 """
 
 import argparse
@@ -60,29 +65,47 @@ def late_share(pairs):
     return 100.0 * sum(1 for _, lag in pairs if lag > LATE_US) / max(len(pairs), 1)
 
 
-def one_round(rate, seconds, warmup, tmp):
-    url = f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions"
-    outdir = tempfile.mkdtemp(prefix="lt-", dir=tmp)
-    trace = os.path.join(tmp, "ref.trace")
-    lt = subprocess.Popen(["taskset", "-c", loopback.GEN_CPU, os.path.join(loopback.ROOT, "target", "release", "loadtest"),
-                           "run", "--config", loopback.PROFILE, "--target", url, "--cpus", loopback.GEN_CPU,
-                           "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
-                           "--out", outdir, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ref = subprocess.run(["taskset", "-c", loopback.GEN_CPU, loopback.bench_binary("open_loop_ref"),
-                          "--config", loopback.PROFILE, "--target", url, "--rate", str(rate),
-                          "--seconds", str(seconds), "--warmup", str(warmup), "--trace", trace],
-                         capture_output=True, text=True)
-    _, err = lt.communicate()
+def start_loadtest(binary, url, rate, seconds, warmup, outdir):
+    return subprocess.Popen(["taskset", "-c", loopback.GEN_CPU, binary,
+                             "run", "--config", loopback.PROFILE, "--target", url, "--cpus", loopback.GEN_CPU,
+                             "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
+                             "--out", outdir, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_loadtest(proc, binary):
+    _, err = proc.communicate()
     # Exit 3 (the generator was the bottleneck) still wrote everything.
-    if lt.returncode not in (0, 3):
-        raise RuntimeError(f"loadtest exited {lt.returncode}: {err.strip()}")
-    if ref.returncode != 0:
-        raise RuntimeError(f"open_loop_ref exited {ref.returncode}: {ref.stderr.strip()}")
-    ref_json = json.loads(ref.stdout)
+    if proc.returncode not in (0, 3):
+        raise RuntimeError(f"{binary} exited {proc.returncode}: {err.strip()}")
+
+
+def one_round(rate, seconds, warmup, tmp, against):
+    """One round: (loadtest's pairs, the other side's pairs). The other side
+    is the epoll reference, or a second loadtest binary (`against`)."""
+    url = f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions"
+    binary = os.path.join(loopback.ROOT, "target", "release", "loadtest")
+    outdir = tempfile.mkdtemp(prefix="lt-", dir=tmp)
+    lt = start_loadtest(binary, url, rate, seconds, warmup, outdir)
+    if against:
+        other_dir = tempfile.mkdtemp(prefix="lt-b-", dir=tmp)
+        other = start_loadtest(against, url, rate, seconds, warmup, other_dir)
+        finish_loadtest(other, against)
+        finish_loadtest(lt, binary)
+        other_pairs = loadtest_arrivals(other_dir)
+        shutil.rmtree(other_dir, ignore_errors=True)
+    else:
+        trace = os.path.join(tmp, "ref.trace")
+        ref = subprocess.run(["taskset", "-c", loopback.GEN_CPU, loopback.bench_binary("open_loop_ref"),
+                              "--config", loopback.PROFILE, "--target", url, "--rate", str(rate),
+                              "--seconds", str(seconds), "--warmup", str(warmup), "--trace", trace],
+                             capture_output=True, text=True)
+        finish_loadtest(lt, binary)
+        if ref.returncode != 0:
+            raise RuntimeError(f"open_loop_ref exited {ref.returncode}: {ref.stderr.strip()}")
+        other_pairs = reference_arrivals(trace, json.loads(ref.stdout)["start_unix_us"])
     lt_pairs = loadtest_arrivals(outdir)
-    ref_pairs = reference_arrivals(trace, ref_json["start_unix_us"])
     shutil.rmtree(outdir, ignore_errors=True)
-    return dict(pairs=sorted(lt_pairs)), dict(pairs=sorted(ref_pairs))
+    return dict(pairs=sorted(lt_pairs)), dict(pairs=sorted(other_pairs))
 
 
 def matched(lt_eps, ref_eps):
@@ -114,6 +137,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--against", metavar="BINARY",
+                    help="a second loadtest binary in place of the reference (an A/B test of two builds)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
     args = ap.parse_args()
@@ -123,11 +148,12 @@ def main():
     mock = subprocess.Popen(["taskset", "-c", loopback.UP_CPU, os.path.join(loopback.ROOT, "target", "release", "loadtest"),
                              "mock", "--listen", f"127.0.0.1:{MOCK_PORT}", "--cpus", loopback.UP_CPU, "--tokens", "128"],
                             stdout=subprocess.DEVNULL)
+    other = "B" if args.against else "reference"
     table = []
     try:
         loopback.wait_port(MOCK_PORT)
         for round_ in range(1, args.rounds + 1):
-            lt, ref = one_round(args.rate, args.seconds, args.warmup, tmp)
+            lt, ref = one_round(args.rate, args.seconds, args.warmup, tmp, args.against)
             # Only the seconds both measured, less the last 50 ms: the
             # generator that finishes first writes its output on the CPU
             # the other is still pacing on.
@@ -147,16 +173,16 @@ def main():
                        ref_peak=max((e[2] for e in ref_eps), default=0) / 1000)
             table.append(row)
             print(f"round {round_}: loadtest lag p99 {row['lt_p99']:.3f} ms, {row['lt_late']:.2f} % over 1 ms, "
-                  f"{row['lt_eps']} episodes; reference p99 {row['ref_p99']:.3f} ms, {row['ref_late']:.2f} %, "
+                  f"{row['lt_eps']} episodes; {other} p99 {row['ref_p99']:.3f} ms, {row['ref_late']:.2f} %, "
                   f"{row['ref_eps']} episodes; {both} episodes in both", flush=True)
             for a, b in pairs:
-                print(f"    loadtest {describe(a, t0):32} | reference {describe(b, t0)}")
+                print(f"    loadtest {describe(a, t0):32} | {other} {describe(b, t0)}")
     finally:
         mock.terminate()
         mock.wait()
         shutil.rmtree(tmp, ignore_errors=True)
-    lines = [f"| round | loadtest lag p99 ms | reference lag p99 ms | loadtest % over 1 ms | reference % over 1 ms | "
-             f"episodes loadtest / reference / in both | worst peak loadtest / reference ms |",
+    lines = [f"| round | loadtest lag p99 ms | {other} lag p99 ms | loadtest % over 1 ms | {other} % over 1 ms | "
+             f"episodes loadtest / {other} / in both | worst peak loadtest / {other} ms |",
              "|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| {r['round']} | {r['lt_p99']:.3f} | {r['ref_p99']:.3f} | {r['lt_late']:.2f} | {r['ref_late']:.2f} | "
