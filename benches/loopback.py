@@ -135,6 +135,26 @@ def run_loadtest(url, conns, seconds, outdir, profile=PROFILE):
                 p50=stage["latency_ms"]["p50"], p99=stage["latency_ms"]["p99"], cpu=cpu)
 
 
+def loadtest_binary():
+    return os.path.join(ROOT, "target", "release", "loadtest")
+
+
+def open_loop_cmd(url, rate, seconds, warmup, outdir, binary=None):
+    """`loadtest run` of one open-loop stage on GEN_CPU (warm-up included in
+    the stage), writing its files to `outdir`."""
+    return ["taskset", "-c", GEN_CPU, binary or loadtest_binary(), "run", "--config", PROFILE, "--target", url,
+            "--cpus", GEN_CPU, "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
+            "--out", outdir, "--quiet"]
+
+
+def start_mock(port, wrap=()):
+    """The built-in mock on UP_CPU (128-token answers); `wrap` goes in front
+    of the command (e.g. `chrt -f 10`)."""
+    return subprocess.Popen(list(wrap) + ["taskset", "-c", UP_CPU, loadtest_binary(), "mock", "--listen",
+                                          f"127.0.0.1:{port}", "--cpus", UP_CPU, "--tokens", "128"],
+                            stdout=subprocess.DEVNULL)
+
+
 def wait_port(port, deadline=10.0):
     end = time.time() + deadline
     while time.time() < end:
@@ -205,9 +225,7 @@ def main():
     lua = os.path.join(tmp, "post.lua")
     open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                          f"wrk.body = [[{body}]]\n")
-    mock = subprocess.Popen([os.path.join(ROOT, "target", "release", "loadtest"), "mock", "--listen",
-                             f"127.0.0.1:{MOCK_PORT}", "--cpus", UP_CPU, "--tokens", "128"],
-                            stdout=subprocess.DEVNULL)
+    mock = start_mock(MOCK_PORT)
     nginx = None
     try:
         wait_port(MOCK_PORT)

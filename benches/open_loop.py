@@ -45,17 +45,14 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import loopback  # noqa: E402  (shares the helpers: timed, wait_port, build)
 
-ROOT = loopback.ROOT
 PROFILE = loopback.PROFILE
 GEN_CPU = loopback.GEN_CPU
-UP_CPU = loopback.UP_CPU
 MOCK_PORT = 18082
 
 
@@ -64,10 +61,7 @@ RT = []
 
 def run_loadtest(url, rate, seconds, warmup, outdir):
     # Exit 3 (the generator was the bottleneck) still writes the summary.
-    out, cpu = loopback.timed(RT + ["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
-                               "run", "--config", PROFILE, "--target", url, "--cpus", GEN_CPU,
-                               "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
-                               "--out", outdir, "--quiet"], ok=(0, 3))
+    out, cpu = loopback.timed(RT + loopback.open_loop_cmd(url, rate, seconds, warmup, outdir), ok=(0, 3))
     path = out.split("summary: ")[1].split()[0]
     stage = json.load(open(path))["stages"][0]
     if stage["errors"]:
@@ -153,9 +147,7 @@ def main():
     lua = os.path.join(tmp, "post.lua")
     open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                          f"wrk.body = [[{body}]]\n")
-    mock = subprocess.Popen(RT + ["taskset", "-c", UP_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
-                             "mock", "--listen", f"127.0.0.1:{MOCK_PORT}", "--cpus", UP_CPU, "--tokens", "128"],
-                            stdout=subprocess.DEVNULL)
+    mock = loopback.start_mock(MOCK_PORT, RT)
     nginx = None
     try:
         loopback.wait_port(MOCK_PORT)

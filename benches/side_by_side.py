@@ -66,10 +66,8 @@ def late_share(pairs):
 
 
 def start_loadtest(binary, url, rate, seconds, warmup, outdir):
-    return subprocess.Popen(["taskset", "-c", loopback.GEN_CPU, binary,
-                             "run", "--config", loopback.PROFILE, "--target", url, "--cpus", loopback.GEN_CPU,
-                             "--stages", f"@{rate}:{seconds + warmup}s", "--warmup", f"{warmup}s",
-                             "--out", outdir, "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(loopback.open_loop_cmd(url, rate, seconds, warmup, outdir, binary),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish_loadtest(proc, binary):
@@ -83,7 +81,7 @@ def one_round(rate, seconds, warmup, tmp, against):
     """One round: (loadtest's pairs, the other side's pairs). The other side
     is the epoll reference, or a second loadtest binary (`against`)."""
     url = f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions"
-    binary = os.path.join(loopback.ROOT, "target", "release", "loadtest")
+    binary = loopback.loadtest_binary()
     outdir = tempfile.mkdtemp(prefix="lt-", dir=tmp)
     lt = start_loadtest(binary, url, rate, seconds, warmup, outdir)
     if against:
@@ -145,9 +143,7 @@ def main():
     if not args.no_build:
         loopback.build()
     tmp = tempfile.mkdtemp(prefix="loadtest-side-by-side-")
-    mock = subprocess.Popen(["taskset", "-c", loopback.UP_CPU, os.path.join(loopback.ROOT, "target", "release", "loadtest"),
-                             "mock", "--listen", f"127.0.0.1:{MOCK_PORT}", "--cpus", loopback.UP_CPU, "--tokens", "128"],
-                            stdout=subprocess.DEVNULL)
+    mock = loopback.start_mock(MOCK_PORT)
     other = "B" if args.against else "reference"
     table = []
     try:
