@@ -219,7 +219,9 @@ def main():
         mock.send_signal(signal.SIGTERM)
         if nginx:
             nginx[0].send_signal(signal.SIGQUIT)
+            nginx[0].wait()
         mock.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,28 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loadtest"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch directory of one test, removed when the test ends (passed or
+/// not), so repeated runs do not pile up directories in the temp dir.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("loadtest-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
