@@ -562,6 +562,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         sink_dropped,
         jsonl_lines,
         results_file: (!args.no_jsonl).then(|| results_path.display().to_string()),
+        local_port_range: rt::local_port_range(),
     };
     let run_id = uuid::Uuid::new_v4().to_string();
     let summary = report::summary_json(&plan, &result, &health, &run_id);
@@ -598,7 +599,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         println!("generator: INVALID: {reason}");
     }
     if invalid.is_empty() {
-        for caution in report::generator_cautions(&result) {
+        for caution in report::generator_cautions(&plan, &result, &health) {
             println!("generator: caution: {caution}");
         }
     }

@@ -301,6 +301,10 @@ pub fn merge(summaries: &[(String, Value)]) -> Result<Value, String> {
             cautions.push(json!(format!("{name}: {}", c.as_str().unwrap_or(""))));
         }
         health["cautions"] = Value::Array(cautions);
+        // Each host's own setting; hosts that differ leave it unknown.
+        if health["local_port_range"] != theirs["local_port_range"] {
+            health["local_port_range"] = Value::Null;
+        }
         // Connections of all hosts together; the busiest shard of any.
         health["peak_connections"] =
             json!(u(&health["peak_connections"]) + u(&theirs["peak_connections"]));

@@ -772,7 +772,7 @@ pub fn text_report(plan: &Plan, run: &RunResult, health: &Health) -> String {
                 .map_or("-".into(), |v| format!("{v:.2}"))
         );
     }
-    let cautions = generator_cautions(run);
+    let cautions = generator_cautions(plan, run, health);
     if invalid.is_empty() && cautions.is_empty() {
         let _ = writeln!(out, "verdict: valid (the generator was not the bottleneck)");
     } else if invalid.is_empty() {
@@ -1384,6 +1384,8 @@ pub struct Health {
     pub jsonl_lines: u64,
     /// The JSONL file, when one was written.
     pub results_file: Option<String>,
+    /// `net.ipv4.ip_local_port_range`, when known.
+    pub local_port_range: Option<(u32, u32)>,
 }
 
 /// Why the run measured the generator rather than the target, if it did:
@@ -1420,13 +1422,24 @@ pub fn generator_verdict(run: &RunResult, health: &Health) -> Vec<String> {
     reasons
 }
 
-/// What leaves a valid run's numbers usable with care: open-loop stages
-/// whose scheduler lag p99 passed `limits::SCHED_LAG_CAUTION` without
-/// reaching `limits::SCHED_LAG_INVALID`.
-pub fn generator_cautions(run: &RunResult) -> Vec<String> {
+/// What leaves a valid run's numbers usable with care:
+/// - open-loop stages whose scheduler lag p99 passed
+///   `limits::SCHED_LAG_CAUTION` without reaching
+///   `limits::SCHED_LAG_INVALID`;
+/// - stages that held more connections per target address than half the
+///   local port range. Linux looks for a free source port in one half of
+///   the range (one parity) before the other, so once that half is taken
+///   by connections to one address every connect scans it: measured on
+///   Linux 6.18, connects to one address went from ~20 µs to ~0.8 ms each
+///   between 14,000 and 16,000 open (range 32768–60999), and stayed at
+///   ~20 µs to 18,000 with the range widened (`benches/README.md`). That
+///   time lands in `connect_ms` and the corrected latency as if the target
+///   were slow to accept.
+pub fn generator_cautions(plan: &Plan, run: &RunResult, health: &Health) -> Vec<String> {
     let caution_ms = crate::limits::SCHED_LAG_CAUTION.as_secs_f64() * 1000.0;
     let invalid_ms = crate::limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
-    run.stages
+    let mut cautions: Vec<String> = run
+        .stages
         .iter()
         .filter_map(|stage| {
             let p99 = stage.metrics.sched_lag.percentile_ms(99.0)?;
@@ -1437,7 +1450,24 @@ pub fn generator_cautions(run: &RunResult) -> Vec<String> {
                 )
             })
         })
-        .collect()
+        .collect();
+    if let Some((low, high)) = health.local_port_range {
+        let mut addresses: Vec<_> = plan.targets.iter().map(|t| t.addr).collect();
+        addresses.sort();
+        addresses.dedup();
+        let half = u64::from(high - low + 1) / 2;
+        for stage in &run.stages {
+            let peak = stage.metrics.connections_open;
+            if peak > half * addresses.len().max(1) as u64 {
+                cautions.push(format!(
+                    "stage {}: {peak} connections open to {} target address(es), more than half the local port range {low}-{high} each; past that point each new connect scans the taken ports for a free one, so connect_ms (and the corrected latency) may include generator time (widen net.ipv4.ip_local_port_range, see tuning/README.md)",
+                    stage.stage.label(),
+                    addresses.len()
+                ));
+            }
+        }
+    }
+    cautions
 }
 
 /// The whole summary document.
@@ -1470,11 +1500,12 @@ pub fn summary_json(plan: &Plan, run: &RunResult, health: &Health, run_id: &str)
             "sink_dropped": health.sink_dropped,
             "jsonl_lines": health.jsonl_lines,
             "results_file": health.results_file,
+            "local_port_range": health.local_port_range.map(|(low, high)| json!([low, high])),
             "peak_connections": run.stages.iter().map(|s| s.metrics.connections_open.max(s.metrics.inflight_peak)).max(),
             "shard_busy_pct_max": run.stages.iter().flat_map(|s| s.shard_busy()).fold(0.0f64, f64::max) * 100.0,
             "invalid_reasons": generator_verdict(run, health),
             "valid": generator_verdict(run, health).is_empty(),
-            "cautions": generator_cautions(run),
+            "cautions": generator_cautions(plan, run, health),
         },
     })
 }
@@ -1635,6 +1666,7 @@ mod tests {
             sink_dropped: 0,
             jsonl_lines: 618,
             results_file: None,
+            local_port_range: Some((32768, 60999)),
         };
         let text = text_report(&plan, &run, &health)
             // The target's port is fixed, but not the run header's version.
@@ -1653,6 +1685,7 @@ mod tests {
             sink_dropped: 0,
             jsonl_lines: 618,
             results_file: Some("runs/results-19700101T000000Z.jsonl".into()),
+            local_port_range: Some((32768, 60999)),
         };
         let mut summary = summary_json(&plan, &run, &health, "fixed");
         // The only fields that change from run to run of the same data.
@@ -1761,12 +1794,12 @@ mod tests {
             }
         };
         let fine = run_with(5, 30_000);
-        assert!(generator_cautions(&fine).is_empty());
+        assert!(generator_cautions(&plan, &fine, &health).is_empty());
         assert!(generator_verdict(&fine, &health).is_empty());
         assert!(text_report(&plan, &fine, &health).contains("verdict: valid (the generator"));
 
         let late = run_with(20, 3_000);
-        let cautions = generator_cautions(&late);
+        let cautions = generator_cautions(&plan, &late, &health);
         assert_eq!(cautions.len(), 1, "{cautions:?}");
         assert!(
             cautions[0].contains("scheduler lag p99 3.0 ms > 1 ms"),
@@ -1791,9 +1824,52 @@ mod tests {
 
         // Past the invalid limit it is no longer a caution but a verdict.
         let saturated = run_with(20, 60_000);
-        assert!(generator_cautions(&saturated).is_empty());
+        assert!(generator_cautions(&plan, &saturated, &health).is_empty());
         assert_eq!(generator_verdict(&saturated, &health).len(), 1);
         assert!(text_report(&plan, &saturated, &health).contains("verdict: INVALID"));
+    }
+
+    #[test]
+    fn connections_past_half_the_port_range_are_a_caution() {
+        let (plan, _) = fixed_run();
+        let run_with = |connections: u64| {
+            let mut stage = open_stage(0, 100.0, 1_000, 0, 0);
+            stage.metrics.connections_open = connections;
+            RunResult {
+                stages: vec![stage],
+                started_at: SystemTime::UNIX_EPOCH,
+                aborted: None,
+            }
+        };
+        let health = Health {
+            local_port_range: Some((32768, 60999)),
+            ..Health::default()
+        };
+        // Half of the 28,232 ports is 14,116.
+        assert!(generator_cautions(&plan, &run_with(14_116), &health).is_empty());
+        let many = run_with(14_117);
+        let cautions = generator_cautions(&plan, &many, &health);
+        assert_eq!(cautions.len(), 1, "{cautions:?}");
+        assert!(
+            cautions[0].contains("14117 connections open to 1 target address(es)")
+                && cautions[0].contains("32768-60999"),
+            "{}",
+            cautions[0]
+        );
+        assert!(generator_verdict(&many, &health).is_empty());
+        assert!(text_report(&plan, &many, &health).contains("verdict: valid, with caution"));
+        let summary = summary_json(&plan, &many, &health, "r");
+        assert_eq!(
+            summary["generator_health"]["local_port_range"],
+            json!([32768, 60999])
+        );
+        // A wider range, or one that could not be read: no caution.
+        let wide = Health {
+            local_port_range: Some((1024, 65535)),
+            ..Health::default()
+        };
+        assert!(generator_cautions(&plan, &many, &wide).is_empty());
+        assert!(generator_cautions(&plan, &many, &Health::default()).is_empty());
     }
 
     #[test]

@@ -1332,6 +1332,19 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// The kernel's range of source ports for outgoing connections
+/// (`net.ipv4.ip_local_port_range`), when it can be read.
+pub fn local_port_range() -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    parse_port_range(&text)
+}
+
+fn parse_port_range(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split_whitespace().map(|p| p.parse::<u32>().ok());
+    let (low, high) = (parts.next()??, parts.next()??);
+    (low <= high && high <= 65_535).then_some((low, high))
+}
+
 /// Grows this process's file-descriptor table now, so that it can hold
 /// `fds` descriptors (at most `limits::FD_TABLE_PRESIZE_MAX`, and below the
 /// soft limit) without growing later.
@@ -1416,6 +1429,16 @@ mod tests {
     use futures_lite::FutureExt;
     use std::cell::{Cell, RefCell};
     use std::rc::Rc;
+
+    #[test]
+    fn port_range_parses_the_proc_format() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 65535"), Some((1024, 65535)));
+        assert_eq!(parse_port_range("60999 32768"), None);
+        assert_eq!(parse_port_range("32768"), None);
+        assert_eq!(parse_port_range("a b"), None);
+        assert_eq!(parse_port_range("1 70000"), None);
+    }
 
     /// Runs `body` on a fresh executor with a connected pair of streams
     /// (client, server), failing instead of hanging after `LIMIT`.

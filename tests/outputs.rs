@@ -39,10 +39,25 @@ fn two_hosts_merge_into_one_exact_summary() {
     let plan = plan(&mock);
     let (a, b) = (run(&plan), run(&plan));
     mock.stop();
-    let health = report::Health::default();
+    let health = report::Health {
+        local_port_range: Some((32768, 60999)),
+        ..report::Health::default()
+    };
     let sa = report::summary_json(&plan, &a, &health, "a");
     let sb = report::summary_json(&plan, &b, &health, "b");
+    // Hosts whose port ranges differ leave the merged range unknown.
+    let wider = report::Health {
+        local_port_range: Some((1024, 65535)),
+        ..report::Health::default()
+    };
+    let sc = report::summary_json(&plan, &b, &wider, "c");
+    let mixed = combine::merge(&[("a.json".into(), sa.clone()), ("c.json".into(), sc)]).unwrap();
+    assert!(mixed["generator_health"]["local_port_range"].is_null());
     let merged = combine::merge(&[("a.json".into(), sa), ("b.json".into(), sb)]).unwrap();
+    assert_eq!(
+        merged["generator_health"]["local_port_range"],
+        json!([32768, 60999])
+    );
     for (index, stage) in merged["stages"].as_array().unwrap().iter().enumerate() {
         // What one generator would have measured had it done both halves.
         let mut whole = StageMetrics::new();
