@@ -1434,7 +1434,8 @@ pub fn generator_verdict(run: &RunResult, health: &Health) -> Vec<String> {
 ///   between 14,000 and 16,000 open (range 32768–60999), and stayed at
 ///   ~20 µs to 18,000 with the range widened (`benches/README.md`). That
 ///   time lands in `connect_ms` and the corrected latency as if the target
-///   were slow to accept.
+///   were slow to accept;
+/// - stages in which a shard was busier than `limits::SHARD_BUSY_CAUTION`.
 pub fn generator_cautions(plan: &Plan, run: &RunResult, health: &Health) -> Vec<String> {
     let caution_ms = crate::limits::SCHED_LAG_CAUTION.as_secs_f64() * 1000.0;
     let invalid_ms = crate::limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
@@ -1451,6 +1452,22 @@ pub fn generator_cautions(plan: &Plan, run: &RunResult, health: &Health) -> Vec<
             })
         })
         .collect();
+    let busy_limit = crate::limits::SHARD_BUSY_CAUTION;
+    for stage in &run.stages {
+        let busiest = stage
+            .shard_busy()
+            .into_iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((shard, busy)) = busiest.filter(|&(_, busy)| busy > busy_limit) {
+            cautions.push(format!(
+                "stage {}: generator shard {shard} was {:.0}% busy (over {:.0}%), so the generator may have been the bottleneck: its own queueing is in the latencies and it may have capped the rate (give it more CPUs with --cpus, or more hosts and `loadtest merge`)",
+                stage.stage.label(),
+                busy * 100.0,
+                busy_limit * 100.0
+            ));
+        }
+    }
     if let Some((low, high)) = health.local_port_range {
         let mut addresses: Vec<_> = plan.targets.iter().map(|t| t.addr).collect();
         addresses.sort();
@@ -1827,6 +1844,34 @@ mod tests {
         assert!(generator_cautions(&plan, &saturated, &health).is_empty());
         assert_eq!(generator_verdict(&saturated, &health).len(), 1);
         assert!(text_report(&plan, &saturated, &health).contains("verdict: INVALID"));
+    }
+
+    #[test]
+    fn a_saturated_shard_is_a_caution() {
+        let (plan, _) = fixed_run();
+        let health = Health::default();
+        let run_with = |cpu: Vec<f64>| {
+            let mut stage = open_stage(0, 100.0, 1_000, 0, 0);
+            // The stage ran 10 s of wall time.
+            stage.shard_cpu_s = cpu;
+            RunResult {
+                stages: vec![stage],
+                started_at: SystemTime::UNIX_EPOCH,
+                aborted: None,
+            }
+        };
+        assert!(generator_cautions(&plan, &run_with(vec![9.0, 5.0]), &health).is_empty());
+        let busy = run_with(vec![5.0, 9.6]);
+        let cautions = generator_cautions(&plan, &busy, &health);
+        assert_eq!(cautions.len(), 1, "{cautions:?}");
+        assert!(
+            cautions[0].starts_with("stage @100:10s: generator shard 1 was 96% busy"),
+            "{}",
+            cautions[0]
+        );
+        // A caution, not a verdict: the run stays valid.
+        assert!(generator_verdict(&busy, &health).is_empty());
+        assert!(text_report(&plan, &busy, &health).contains("verdict: valid, with caution"));
     }
 
     #[test]
