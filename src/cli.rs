@@ -484,6 +484,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
     if plan.insecure {
         eprintln!("loadtest: note: --insecure has no effect on http:// targets");
     }
+    if let Some(range) = rt::local_port_range() {
+        for warning in port_range_warnings(&plan, range) {
+            eprintln!("loadtest: warning: {warning}");
+        }
+    }
     for (stage, scenario) in zero_user_scenarios(&plan) {
         eprintln!(
             "loadtest: note: stage {stage} gives scenario {scenario} no users (too few users for its weight)"
@@ -675,6 +680,35 @@ fn default_max_inflight(fd_limit: u64, local_mock: bool) -> u64 {
     (fd_limit.saturating_sub(RESERVE) / per).clamp(16, crate::limits::USERS_MAX)
 }
 
+/// Closed-loop stages whose users hold more connections to one target
+/// address than half the local port range `(low, high)`: connects past
+/// that point get slow (see `report::generator_cautions`), so the user
+/// hears it before the run rather than from its report.
+fn port_range_warnings(plan: &plan::Plan, (low, high): (u32, u32)) -> Vec<String> {
+    let half = u64::from(high.saturating_sub(low) + 1) / 2;
+    let mut out = Vec::new();
+    for stage in &plan.stages {
+        let stage::Load::Closed { users } = stage.load else {
+            continue;
+        };
+        let mut per_address: Vec<(std::net::SocketAddr, u64)> = Vec::new();
+        for (scenario, n) in plan.scenarios.iter().zip(plan.split_users(users)) {
+            let addr = plan.targets[scenario.target].addr;
+            match per_address.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, total)) => *total += n,
+                None => per_address.push((addr, n)),
+            }
+        }
+        for (addr, n) in per_address.into_iter().filter(|&(_, n)| n > half) {
+            out.push(format!(
+                "stage {} holds {n} connections to {addr}, more than half the local port range {low}-{high}; past that Linux connects get slow and show as the target's connect time (widen net.ipv4.ip_local_port_range, see tuning/README.md)",
+                stage.label()
+            ));
+        }
+    }
+    out
+}
+
 /// (stage label, scenario name) pairs where a scenario with weight gets no
 /// users because the stage has too few for the blend.
 fn zero_user_scenarios(plan: &plan::Plan) -> Vec<(String, String)> {
@@ -781,6 +815,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!((g, m), (vec![1], vec![0]));
+    }
+
+    #[test]
+    fn closed_stages_past_half_the_port_range_are_warned_about() {
+        let profile = crate::config::parse(
+            r#"{"defaults":{"target":"http://127.0.0.1:1"},
+                "scenarios":[{"name":"a","weight":1},
+                             {"name":"b","weight":1,"target":"http://127.0.0.1:2"}],
+                "stages":"100:1s,20000:1s,@50000:1s"}"#,
+        )
+        .unwrap();
+        let plan = plan::build(&profile, &plan::Overrides::default(), vec![0]).unwrap();
+        // 20,000 users over two addresses: 10,000 each, under 14,116.
+        assert!(port_range_warnings(&plan, (32768, 60999)).is_empty());
+        // A narrower range: each address is past half of it.
+        let warnings = port_range_warnings(&plan, (40000, 50000));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("stage 20000:1s holds 10000 connections to 127.0.0.1:1,"),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[1].contains("127.0.0.1:2"), "{}", warnings[1]);
+        // Open-loop stages are not counted: max_inflight is only a bound.
     }
 
     #[test]
