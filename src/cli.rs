@@ -685,7 +685,7 @@ fn default_max_inflight(fd_limit: u64, local_mock: bool) -> u64 {
 /// that point get slow (see `report::generator_cautions`), so the user
 /// hears it before the run rather than from its report.
 fn port_range_warnings(plan: &plan::Plan, (low, high): (u32, u32)) -> Vec<String> {
-    let half = u64::from(high.saturating_sub(low) + 1) / 2;
+    let half = report::half_port_range((low, high));
     let mut out = Vec::new();
     for stage in &plan.stages {
         let stage::Load::Closed { users } = stage.load else {

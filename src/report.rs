@@ -1472,7 +1472,7 @@ pub fn generator_cautions(plan: &Plan, run: &RunResult, health: &Health) -> Vec<
         let mut addresses: Vec<_> = plan.targets.iter().map(|t| t.addr).collect();
         addresses.sort();
         addresses.dedup();
-        let half = u64::from(high - low + 1) / 2;
+        let half = half_port_range((low, high));
         for stage in &run.stages {
             let peak = stage.metrics.connections_open;
             if peak > half * addresses.len().max(1) as u64 {
@@ -1485,6 +1485,13 @@ pub fn generator_cautions(plan: &Plan, run: &RunResult, health: &Health) -> Vec<
         }
     }
     cautions
+}
+
+/// Half the ports of a local port range `(low, high)`: past this many
+/// connections to one address, Linux connects get slow (see
+/// `generator_cautions`).
+pub fn half_port_range((low, high): (u32, u32)) -> u64 {
+    u64::from(high.saturating_sub(low) + 1) / 2
 }
 
 /// The whole summary document.
@@ -1792,6 +1799,15 @@ mod tests {
         assert!(super::knee(&plan, &run(Vec::new())).is_none());
     }
 
+    /// A run of one stage.
+    fn run_of(stage: StageResult) -> RunResult {
+        RunResult {
+            stages: vec![stage],
+            started_at: SystemTime::UNIX_EPOCH,
+            aborted: None,
+        }
+    }
+
     #[test]
     fn scheduler_lag_is_fine_then_a_caution_then_invalid() {
         let (plan, _) = fixed_run();
@@ -1804,11 +1820,7 @@ mod tests {
                 let lag = if k < late { lag_us } else { 100 };
                 stage.metrics.sched_lag.record_us(lag);
             }
-            RunResult {
-                stages: vec![stage],
-                started_at: SystemTime::UNIX_EPOCH,
-                aborted: None,
-            }
+            run_of(stage)
         };
         let fine = run_with(5, 30_000);
         assert!(generator_cautions(&plan, &fine, &health).is_empty());
@@ -1854,11 +1866,7 @@ mod tests {
             let mut stage = open_stage(0, 100.0, 1_000, 0, 0);
             // The stage ran 10 s of wall time.
             stage.shard_cpu_s = cpu;
-            RunResult {
-                stages: vec![stage],
-                started_at: SystemTime::UNIX_EPOCH,
-                aborted: None,
-            }
+            run_of(stage)
         };
         assert!(generator_cautions(&plan, &run_with(vec![9.0, 5.0]), &health).is_empty());
         let busy = run_with(vec![5.0, 9.6]);
@@ -1880,11 +1888,7 @@ mod tests {
         let run_with = |connections: u64| {
             let mut stage = open_stage(0, 100.0, 1_000, 0, 0);
             stage.metrics.connections_open = connections;
-            RunResult {
-                stages: vec![stage],
-                started_at: SystemTime::UNIX_EPOCH,
-                aborted: None,
-            }
+            run_of(stage)
         };
         let health = Health {
             local_port_range: Some((32768, 60999)),
