@@ -607,6 +607,80 @@ mod reactor {
         timers: RefCell<Timers>,
         /// Set when the executor's main future is done: the driver returns.
         stopped: Cell<bool>,
+        waiter: RefCell<Waiter>,
+        /// Waits ended by the timer descriptor (tests check it fires).
+        #[cfg(test)]
+        timer_events: Cell<u64>,
+    }
+
+    /// How the driver waits on the epoll set.
+    enum Waiter {
+        /// `epoll_pwait2` (Linux 5.11 and later): a timeout in nanoseconds.
+        Precise,
+        /// `epoll_wait`, whose timeout is in whole milliseconds, with a
+        /// timer descriptor in the set that ends the wait on time: for
+        /// kernels 5.8 to 5.10 (glommio runs there, `epoll_pwait2` does
+        /// not) and for sandboxes that refuse the call (valgrind, older
+        /// container seccomp profiles). One more system call per wait that
+        /// blocks.
+        Timerfd(OwnedFd),
+    }
+
+    /// The epoll event that marks the wait's timer descriptor (never a
+    /// socket's slot).
+    const TIMER_EVENT: u64 = u64::MAX;
+
+    /// Whether `epoll_pwait2` works here, asked once of a new, empty set.
+    fn precise_wait_works(epoll: &OwnedFd) -> bool {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: room for one event, a valid timeout and a null sigmask.
+        let n = unsafe {
+            libc::epoll_pwait2(epoll.as_raw_fd(), &mut event, 1, &zero, std::ptr::null())
+        };
+        let refused = matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ENOSYS | libc::EPERM)
+        );
+        n >= 0 || !refused
+    }
+
+    /// A monotonic timer descriptor, registered edge-triggered in `epoll`:
+    /// each expiry is one event, with no need to read the count.
+    fn wait_timer(epoll: &OwnedFd) -> io::Result<OwnedFd> {
+        // SAFETY: timerfd_create has no memory preconditions; the result is
+        // checked, then owned.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let timer = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: TIMER_EVENT,
+        };
+        // SAFETY: both descriptors are open; the event outlives the call.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                timer.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(timer)
     }
 
     thread_local! {
@@ -669,13 +743,22 @@ mod reactor {
         unsafe {
             libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
         }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let waiter = if precise_wait_works(&epoll) {
+            Waiter::Precise
+        } else {
+            Waiter::Timerfd(wait_timer(&epoll)?)
+        };
         let reactor = Rc::new(Reactor {
-            // SAFETY: `fd` was just created and is owned by nobody else.
-            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             timers: RefCell::new(Timers::default()),
             stopped: Cell::new(false),
+            waiter: RefCell::new(waiter),
+            #[cfg(test)]
+            timer_events: Cell::new(0),
         });
         REACTOR.with(|r| *r.borrow_mut() = Some(reactor.clone()));
         glommio::spawn_local(drive(reactor.clone())).detach();
@@ -698,27 +781,17 @@ mod reactor {
             wake: &mut Vec<Waker>,
             timeout: Duration,
         ) -> bool {
-            let timeout = libc::timespec {
-                tv_sec: timeout.as_secs() as libc::time_t,
-                tv_nsec: timeout.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: `events` has room for the count passed; the timeout
-            // and a null sigmask are valid for the call.
-            let n = unsafe {
-                libc::epoll_pwait2(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    &timeout,
-                    std::ptr::null(),
-                )
-            };
+            let n = self.wait(events, timeout);
             // Interrupted (the kicker's signal) or nothing.
             if n <= 0 {
                 return false;
             }
             let mut slots = self.slots.borrow_mut();
             for event in &events[..n as usize] {
+                #[cfg(test)]
+                if event.u64 == TIMER_EVENT {
+                    self.timer_events.set(self.timer_events.get() + 1);
+                }
                 let Some(slot) = slots.get_mut(event.u64 as usize) else {
                     continue;
                 };
@@ -743,6 +816,64 @@ mod reactor {
                 }
             }
             n as usize == events.len()
+        }
+
+        /// Waits up to `timeout` for ready sockets, as `epoll_wait`
+        /// returns (a count, or -1 for an error such as EINTR).
+        fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> libc::c_int {
+            let epoll = self.epoll.as_raw_fd();
+            let (ptr, max) = (events.as_mut_ptr(), events.len() as libc::c_int);
+            let spec = |d: Duration| libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            };
+            match &*self.waiter.borrow() {
+                // SAFETY: `events` has room for `max`; the timeout and a
+                // null sigmask are valid for the call.
+                Waiter::Precise => unsafe {
+                    libc::epoll_pwait2(epoll, ptr, max, &spec(timeout), std::ptr::null())
+                },
+                // SAFETY: as above, with a timeout of none.
+                Waiter::Timerfd(_) if timeout.is_zero() => unsafe {
+                    libc::epoll_wait(epoll, ptr, max, 0)
+                },
+                Waiter::Timerfd(timer) => {
+                    let due = libc::itimerspec {
+                        it_interval: spec(Duration::ZERO),
+                        it_value: spec(timeout),
+                    };
+                    // SAFETY: arms (replacing any earlier expiry) an open
+                    // timer from a valid itimerspec; the old value is not
+                    // asked for. An expiry left over from an earlier wait
+                    // only ends some wait early: the driver then waits again.
+                    let armed = unsafe {
+                        libc::timerfd_settime(timer.as_raw_fd(), 0, &due, std::ptr::null_mut())
+                    };
+                    // Without the timer, round up to whole milliseconds
+                    // (late, never early).
+                    let ms = if armed == 0 {
+                        -1
+                    } else {
+                        timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+                    };
+                    // SAFETY: `events` has room for `max`.
+                    unsafe { libc::epoll_wait(epoll, ptr, max, ms) }
+                }
+            }
+        }
+
+        /// Switches this reactor to the wait used where `epoll_pwait2` is
+        /// missing, so tests can run it on any kernel.
+        #[cfg(test)]
+        pub fn use_timerfd_wait(&self) -> io::Result<()> {
+            *self.waiter.borrow_mut() = Waiter::Timerfd(wait_timer(&self.epoll)?);
+            Ok(())
+        }
+
+        /// How many waits the timer descriptor ended.
+        #[cfg(test)]
+        pub fn timer_events(&self) -> u64 {
+            self.timer_events.get()
         }
 
         /// Wakes every sleep that is due.
@@ -1620,6 +1751,56 @@ mod tests {
             order
         });
         assert_eq!(order, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn without_epoll_pwait2_sleeps_and_sockets_still_wake_on_time() {
+        // Kernels before 5.11 (and valgrind) lack `epoll_pwait2`; the
+        // reactor then waits with `epoll_wait` and a timer descriptor. Sub-
+        // millisecond sleeps must still end in order and never early, and
+        // a reader parked in the same wait must wake on its data.
+        let order = on_executor(|| async {
+            reactor::current().unwrap().use_timerfd_wait().unwrap();
+            let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+            let addr = local_addr(&listen).unwrap();
+            let listener = TcpListener::from_owned(listen);
+            let accepting = spawn(async move { listener.accept().await.unwrap() });
+            let mut client = TcpStream::connect(addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let mut server = accepting.await;
+            let reader = spawn(async move {
+                let mut buf = [0u8; 16];
+                let n = client.read(&mut buf).await.unwrap();
+                buf[..n].to_vec()
+            });
+            let done = Rc::new(RefCell::new(Vec::new()));
+            let start = std::time::Instant::now();
+            let sleepers: Vec<_> = [900u64, 300, 2500, 50]
+                .into_iter()
+                .map(|us| {
+                    let done = done.clone();
+                    spawn(async move {
+                        sleep(Duration::from_micros(us)).await;
+                        assert!(
+                            start.elapsed() >= Duration::from_micros(us),
+                            "{us} µs sleep ended early"
+                        );
+                        done.borrow_mut().push(us);
+                    })
+                })
+                .collect();
+            for task in sleepers {
+                task.await;
+            }
+            server.write_all(b"pong").await.unwrap();
+            assert_eq!(reader.await, b"pong");
+            // The sleeps were ended by the timer, not by the kicker's signal.
+            assert!(reactor::current().unwrap().timer_events() > 0);
+            let order = done.borrow().clone();
+            order
+        });
+        assert_eq!(order, vec![50, 300, 900, 2500]);
     }
 
     #[test]
