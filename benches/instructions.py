@@ -16,7 +16,9 @@ counts, so start-up, the report and other fixed costs cancel:
 
 - open loop: one stage of `--seconds` at each of two `--rates` (arrivals/s;
   valgrind runs the engine some 50 times slower, so the rates are low);
-- closed loop: `--users` users for `--seconds` and for twice as long.
+- closed loop: `--users` users for `--seconds` and for twice as long (with
+  enough users to keep the shard busy: with 4, the count wandered by up
+  to 25 % between runs, as the shard idled more or less while waiting).
 
 At these rates the shard idles between arrivals, so each request also pays
 for the wake-ups that a fast run shares among many; compare builds with
@@ -26,7 +28,7 @@ valgrind refuses it (DESIGN.md, Runtime).
 
 Usage (after `cargo build --release`, or without --no-build):
   python3 benches/instructions.py [--against BINARY] [--rates 250,1250]
-                                  [--users 4] [--seconds 4] [--rounds 2]
+                                  [--users 32] [--seconds 4] [--rounds 2]
                                   [--no-build]
 """
 
@@ -79,7 +81,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--against", help="a second loadtest binary, measured in the same rounds")
     parser.add_argument("--rates", default="250,1250")
-    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-build", action="store_true")
