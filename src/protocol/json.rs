@@ -445,7 +445,9 @@ mod tests {
         // that make the word trick borrow) at random places: the fast
         // search must agree with a plain scan from every start.
         let mut rng = Rng::new(7);
-        let alphabet = [b'a', b'"', b'\\', 0x21, 0x23, 0x5b, 0x5d, 0x00, 0x80, 0xff, 0xdc];
+        let alphabet = [
+            b'a', b'"', b'\\', 0x21, 0x23, 0x5b, 0x5d, 0x00, 0x80, 0xff, 0xdc,
+        ];
         for _ in 0..2_000 {
             let len = rng.below(41) as usize;
             let buf: Vec<u8> = (0..len)
@@ -456,7 +458,11 @@ mod tests {
                     .get(from..)
                     .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
                     .map(|i| from + i);
-                assert_eq!(find_quote_or_backslash(&buf, from), plain, "{buf:?} from {from}");
+                assert_eq!(
+                    find_quote_or_backslash(&buf, from),
+                    plain,
+                    "{buf:?} from {from}"
+                );
             }
         }
     }
