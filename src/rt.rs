@@ -833,7 +833,7 @@ mod reactor {
                 Waiter::Precise => unsafe {
                     libc::epoll_pwait2(epoll, ptr, max, &spec(timeout), std::ptr::null())
                 },
-                // SAFETY: as above, with a timeout of none.
+                // SAFETY: as above; a zero timeout only polls.
                 Waiter::Timerfd(_) if timeout.is_zero() => unsafe {
                     libc::epoll_wait(epoll, ptr, max, 0)
                 },
