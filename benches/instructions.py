@@ -26,10 +26,13 @@ each other, not with timed runs. Needs `valgrind` (Debian's package), and
 a build that falls back to `epoll_wait` where `epoll_pwait2` is refused, as
 valgrind refuses it (DESIGN.md, Runtime).
 
+With `--cache-sim` callgrind also models the L1 caches and the misses per
+request are printed with each round (the table keeps to instructions).
+
 Usage (after `cargo build --release`, or without --no-build):
   python3 benches/instructions.py [--against BINARY] [--rates 250,1250]
                                   [--users 32] [--seconds 4] [--rounds 2]
-                                  [--no-build]
+                                  [--cache-sim] [--no-build]
 """
 
 import argparse
@@ -48,10 +51,13 @@ import loopback  # noqa: E402
 MOCK_PORT = 18085
 
 
-def counted(binary, stages, tmp):
-    """(requests, instructions) of one run of `binary` under callgrind."""
+def counted(binary, stages, tmp, cache_sim):
+    """(requests, instructions, instruction-cache misses, data-cache misses)
+    of one run of `binary` under callgrind; the misses are 0 without
+    `cache_sim`."""
     out = tempfile.mkdtemp(dir=tmp)
     cmd = ["taskset", "-c", loopback.GEN_CPU, "valgrind", "--tool=callgrind",
+           f"--cache-sim={'yes' if cache_sim else 'no'}",
            f"--callgrind-out-file={out}/callgrind.out", binary, "run", "--config", loopback.PROFILE,
            "--target", f"http://127.0.0.1:{MOCK_PORT}", "--cpus", loopback.GEN_CPU, "--stages", stages,
            "--out", out, "--quiet", "--no-jsonl"]
@@ -63,18 +69,24 @@ def counted(binary, stages, tmp):
     found = re.search(r"Collected : (\d+)", run.stderr)
     if not found:
         raise RuntimeError(f"no instruction count in callgrind's output: {run.stderr[-2000:]}")
+
+    def misses(level):
+        hit = re.search(level + r" +misses: +([\d,]+)", run.stderr)
+        return int(hit.group(1).replace(",", "")) if hit else 0
     with open(glob.glob(os.path.join(out, "summary-*.json"))[0]) as f:
         stage = json.load(f)["stages"][0]
     if stage["errors"]:
         raise RuntimeError(f"{stages}: the run saw errors: {stage['errors']}")
-    return stage["requests"] + stage["warmup_requests"], int(found.group(1))
+    requests = stage["requests"] + stage["warmup_requests"]
+    return requests, int(found.group(1)), misses("I1"), misses("D1")
 
 
 def per_request(low, high):
-    (n1, ir1), (n2, ir2) = low, high
-    if n2 <= n1:
-        raise RuntimeError(f"the larger run did not send more requests ({n1}, {n2})")
-    return (ir2 - ir1) / (n2 - n1)
+    """Each count's growth per added request, from the smaller run to the
+    larger."""
+    if high[0] <= low[0]:
+        raise RuntimeError(f"the larger run did not send more requests ({low[0]}, {high[0]})")
+    return [(b - a) / (high[0] - low[0]) for a, b in zip(low[1:], high[1:])]
 
 
 def main():
@@ -84,6 +96,8 @@ def main():
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="also count simulated L1 instruction and data cache misses (slower)")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
@@ -110,9 +124,11 @@ def main():
                 # every round.
                 order = builds if round_ % 2 else builds[::-1]
                 for name, binary in order:
-                    value = per_request(counted(binary, small, tmp), counted(binary, large, tmp))
+                    value, i1, d1 = per_request(counted(binary, small, tmp, args.cache_sim),
+                                                counted(binary, large, tmp, args.cache_sim))
                     results.setdefault((mode, name), []).append(value)
-                    print(f"round {round_}  {mode:<28} {name:<10} {value:9.0f} instructions/request",
+                    misses = f"  I1 misses {i1:6.1f}  D1 misses {d1:6.1f}" if args.cache_sim else ""
+                    print(f"round {round_}  {mode:<28} {name:<10} {value:9.0f} instructions/request{misses}",
                           flush=True)
     finally:
         mock.terminate()
