@@ -558,10 +558,9 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         })?,
         None => (0, 0),
     };
-    let result = result.map_err(|e| Failure {
-        code: 3,
-        message: e,
-    })?;
+    // The engine fails only when a shard cannot start at all (no io_uring,
+    // say): a host that is set up wrong, before anything was measured.
+    let result = result.map_err(usage)?;
     let health = report::Health {
         fd_limit,
         sink_dropped,

@@ -36,7 +36,10 @@ impl<T: Send + 'static> ExecutorHandle<T> {
     }
 }
 
-/// Starts an executor on its own thread, pinned to `cpu` when given.
+/// Starts an executor on its own thread, pinned to `cpu` when given, and
+/// returns once it runs: an executor that cannot start (no io_uring, as
+/// with `kernel.io_uring_disabled`, or no reactor) is an error here, with
+/// glommio's reason, rather than a thread that is gone by the first use.
 ///
 /// Its threads are named with the kicker's prefix (see `kicker`).
 pub fn start_executor<G, F, T>(
@@ -54,7 +57,8 @@ where
         None => Placement::Unbound,
     };
     kicker::start();
-    LocalExecutorBuilder::new(placement)
+    let (running, started) = std::sync::mpsc::sync_channel::<()>(1);
+    let handle = LocalExecutorBuilder::new(placement)
         .name(&format!("{}{name}", kicker::THREAD_PREFIX))
         .io_memory(limits::IO_MEMORY_BYTES)
         .ring_depth(limits::RING_DEPTH)
@@ -64,12 +68,24 @@ where
                 Ok(reactor) => reactor,
                 Err(e) => panic!("cannot start the executor's reactor: {e}"),
             };
-            let output = reactor::Counted(make_future()).await;
+            let future = make_future();
+            let _ = running.send(());
+            let output = reactor::Counted(future).await;
             reactor.stop();
             output
         })
-        .map(ExecutorHandle)
-        .map_err(|e| io::Error::other(format!("cannot start executor {name}: {e}")))
+        .map_err(|e| io::Error::other(format!("cannot start executor {name}: {e}")))?;
+    // The sender is dropped unsent only if the thread ended first.
+    if started.recv().is_err() {
+        let why = match handle.join() {
+            Err(e) => e.to_string(),
+            Ok(_) => "it stopped before it ran".to_string(),
+        };
+        return Err(io::Error::other(format!(
+            "cannot start executor {name}: {why}"
+        )));
+    }
+    Ok(ExecutorHandle(handle))
 }
 
 /// Bounds how long an executor can stay parked after a lost wake-up.
@@ -1751,6 +1767,25 @@ mod tests {
             order
         });
         assert_eq!(order, vec![10, 20, 30]);
+    }
+
+    #[test]
+    fn an_executor_that_cannot_start_is_an_error_with_its_reason() {
+        // A failure inside the new thread before the executor runs (here
+        // its set-up panics; on a host without io_uring, glommio's ring)
+        // used to surface only when something joined the thread.
+        let start = start_executor("rt-test", None, || -> std::future::Ready<()> {
+            panic!("set-up failed")
+        });
+        let error = match start {
+            Ok(_) => panic!("the executor was reported started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            error.starts_with("cannot start executor rt-test: "),
+            "{error}"
+        );
+        assert!(error.contains("set-up failed"), "{error}");
     }
 
     #[test]

@@ -316,10 +316,18 @@ pub fn run_with_sink(
         let _ = command.try_send(Command::Shutdown);
     }
     drop(commands);
+    let mut failure = None;
     for (index, handle) in handles.into_iter().enumerate() {
         if let Err(e) = handle.join() {
-            aborted.get_or_insert(format!("shard {index} failed: {e}"));
+            failure.get_or_insert(format!("shard {index} failed: {e}"));
         }
+    }
+    // A shard's own error says why ("a shard exited" alone does not).
+    if let Some(failure) = failure {
+        aborted = Some(match aborted {
+            Some(why) => format!("{why}: {failure}"),
+            None => failure,
+        });
     }
     Ok(RunResult {
         stages,
