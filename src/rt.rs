@@ -1741,32 +1741,36 @@ mod tests {
             .unwrap()
     }
 
+    /// Sleeps for each of `micros` at once, each checking it did not end
+    /// early; returns them in the order they ended.
+    async fn sleep_each(micros: &[u64]) -> Vec<u64> {
+        let done = Rc::new(RefCell::new(Vec::new()));
+        let start = std::time::Instant::now();
+        let tasks: Vec<_> = micros
+            .iter()
+            .map(|&us| {
+                let done = done.clone();
+                spawn(async move {
+                    sleep(Duration::from_micros(us)).await;
+                    assert!(
+                        start.elapsed() >= Duration::from_micros(us),
+                        "{us} µs sleep ended early"
+                    );
+                    done.borrow_mut().push(us);
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+        let order = done.borrow().clone();
+        order
+    }
+
     #[test]
     fn sleeps_end_in_deadline_order_and_never_early() {
-        let order = on_executor(|| async {
-            let done = Rc::new(RefCell::new(Vec::new()));
-            let start = std::time::Instant::now();
-            let tasks: Vec<_> = [30u64, 10, 20]
-                .into_iter()
-                .map(|ms| {
-                    let done = done.clone();
-                    spawn(async move {
-                        sleep(Duration::from_millis(ms)).await;
-                        assert!(
-                            start.elapsed() >= Duration::from_millis(ms),
-                            "{ms} ms sleep ended early"
-                        );
-                        done.borrow_mut().push(ms);
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await;
-            }
-            let order = done.borrow().clone();
-            order
-        });
-        assert_eq!(order, vec![10, 20, 30]);
+        let order = on_executor(|| async { sleep_each(&[30_000, 10_000, 20_000]).await });
+        assert_eq!(order, vec![10_000, 20_000, 30_000]);
     }
 
     #[test]
@@ -1794,48 +1798,22 @@ mod tests {
         // reactor then waits with `epoll_wait` and a timer descriptor. Sub-
         // millisecond sleeps must still end in order and never early, and
         // a reader parked in the same wait must wake on its data.
-        let order = on_executor(|| async {
+        with_pair(|mut client, mut server| async move {
             reactor::current().unwrap().use_timerfd_wait().unwrap();
-            let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-            let addr = local_addr(&listen).unwrap();
-            let listener = TcpListener::from_owned(listen);
-            let accepting = spawn(async move { listener.accept().await.unwrap() });
-            let mut client = TcpStream::connect(addr, Duration::from_secs(5))
-                .await
-                .unwrap();
-            let mut server = accepting.await;
             let reader = spawn(async move {
                 let mut buf = [0u8; 16];
                 let n = client.read(&mut buf).await.unwrap();
                 buf[..n].to_vec()
             });
-            let done = Rc::new(RefCell::new(Vec::new()));
-            let start = std::time::Instant::now();
-            let sleepers: Vec<_> = [900u64, 300, 2500, 50]
-                .into_iter()
-                .map(|us| {
-                    let done = done.clone();
-                    spawn(async move {
-                        sleep(Duration::from_micros(us)).await;
-                        assert!(
-                            start.elapsed() >= Duration::from_micros(us),
-                            "{us} µs sleep ended early"
-                        );
-                        done.borrow_mut().push(us);
-                    })
-                })
-                .collect();
-            for task in sleepers {
-                task.await;
-            }
+            assert_eq!(
+                sleep_each(&[900, 300, 2500, 50]).await,
+                vec![50, 300, 900, 2500]
+            );
             server.write_all(b"pong").await.unwrap();
             assert_eq!(reader.await, b"pong");
             // The sleeps were ended by the timer, not by the kicker's signal.
             assert!(reactor::current().unwrap().timer_events() > 0);
-            let order = done.borrow().clone();
-            order
         });
-        assert_eq!(order, vec![50, 300, 900, 2500]);
     }
 
     #[test]
