@@ -225,6 +225,18 @@ pub async fn sleep(duration: Duration) {
     }
 }
 
+/// Sleeps on the current executor until `deadline` (returns at once when
+/// it has passed).
+pub async fn sleep_until(deadline: std::time::Instant) {
+    match reactor::current() {
+        Some(r) => reactor::Sleep::new(r, deadline).await,
+        None => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            glommio::timer::sleep(left).await
+        }
+    }
+}
+
 /// Yields if the executor wants the CPU back (cheap when it does not).
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await

@@ -428,19 +428,23 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
     let weights: Vec<f64> = plan.scenarios.iter().map(|s| s.weight).collect();
     let mut blend = Blend::new(&weights);
     let limit = share_of(plan.max_inflight, shard.index, shard.count).max(1);
+    // The next arrival's instant, converted from the schedule once per
+    // arrival.
+    let mut due = run.start + schedule.peek();
     'pacing: loop {
         let mut now = Instant::now();
         loop {
-            let due = run.start + schedule.peek();
             if due >= run.end.get() {
                 break 'pacing;
             }
             if due > now {
                 break;
             }
+            let intended = due;
             schedule.advance();
+            due = run.start + schedule.peek();
             let scenario = blend.pick();
-            let measured = due >= run.measure_from;
+            let measured = intended >= run.measure_from;
             if measured {
                 run.metrics.borrow_mut()[scenario].arrivals += 1;
             }
@@ -455,7 +459,7 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
             shard
                 .inflight_peak
                 .set(shard.inflight_peak.get().max(inflight));
-            rt::spawn(open_arrival(shard.clone(), run.clone(), scenario, due)).detach();
+            rt::spawn(open_arrival(shard.clone(), run.clone(), scenario, intended)).detach();
             // A long catch-up (the shard lost the CPU for a while) must
             // not keep it: answers that came in meanwhile would be read,
             // and their latency stamped, only after the whole backlog, and
@@ -466,12 +470,7 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
                 now = Instant::now();
             }
         }
-        let due = run.start + schedule.peek();
-        let wait = due
-            .saturating_duration_since(now)
-            .max(limits::PACER_TICK)
-            .min(run.end.get().saturating_duration_since(now));
-        rt::sleep(wait).await;
+        rt::sleep_until(due.max(now + limits::PACER_TICK).min(run.end.get())).await;
     }
     // The stage's arrivals are all started; let them finish.
     while shard.open_inflight.get() > 0 {
