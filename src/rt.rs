@@ -219,10 +219,7 @@ pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
 
 /// Sleeps on the current executor.
 pub async fn sleep(duration: Duration) {
-    match reactor::current() {
-        Some(r) => reactor::Sleep::new(r, std::time::Instant::now() + duration).await,
-        None => glommio::timer::sleep(duration).await,
-    }
+    sleep_until(std::time::Instant::now() + duration).await
 }
 
 /// Sleeps on the current executor until `deadline` (returns at once when

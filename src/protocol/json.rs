@@ -99,33 +99,38 @@ impl<'a> Str<'a> {
 /// Index of the first `"` or `\\` at or after `from`. Keys and small values
 /// are a few bytes long, where `memchr2`'s set-up costs more than the search
 /// (the SSE parse bench spent half its time there), so the first 16 bytes
-/// are tested at once (one SSE2 compare on x86-64, else eight at a time in
-/// a register); longer strings, such as generated text, go on to the SIMD
-/// search.
+/// are tested at once: with one SSE2 compare on x86-64, else (and within a
+/// buffer's last 15 bytes) eight at a time in a register. Longer strings,
+/// such as generated text, go on to the SIMD search.
 fn find_quote_or_backslash(buf: &[u8], from: usize) -> Option<usize> {
     let rest = buf.get(from..)?;
-    let at = match rest.first_chunk::<16>() {
-        Some(chunk) => {
-            let hits = quote_or_backslash_mask(chunk);
-            if hits != 0 {
-                return Some(from + hits.trailing_zeros() as usize);
-            }
-            16
+    #[cfg(target_arch = "x86_64")]
+    if let Some(chunk) = rest.first_chunk::<16>() {
+        let hits = quote_or_backslash_mask(chunk);
+        if hits != 0 {
+            return Some(from + hits.trailing_zeros() as usize);
         }
-        None => {
-            let mut at = 0;
-            while let Some(chunk) = rest.get(at..).and_then(|r| r.first_chunk::<8>()) {
-                let word = u64::from_le_bytes(*chunk);
-                let hits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
-                if hits != 0 {
-                    return Some(from + at + (hits.trailing_zeros() / 8) as usize);
-                }
-                at += 8;
-            }
-            at
+        return memchr::memchr2(b'"', b'\\', &rest[16..]).map(|i| from + 16 + i);
+    }
+    find_by_words(rest).map(|i| from + i)
+}
+
+/// `find_quote_or_backslash` within `rest` without SIMD: its first 16
+/// bytes eight at a time in a register, then `memchr2`.
+fn find_by_words(rest: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while at < 16 {
+        let Some(chunk) = rest.get(at..).and_then(|r| r.first_chunk::<8>()) else {
+            break;
+        };
+        let word = u64::from_le_bytes(*chunk);
+        let hits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
         }
-    };
-    memchr::memchr2(b'"', b'\\', &rest[at..]).map(|i| from + at + i)
+        at += 8;
+    }
+    memchr::memchr2(b'"', b'\\', &rest[at..]).map(|i| at + i)
 }
 
 /// One bit per byte of `chunk` (bit i for byte i) that is `"` or `\\`.
@@ -142,21 +147,6 @@ fn quote_or_backslash_mask(chunk: &[u8; 16]) -> u32 {
         let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
         _mm_movemask_epi8(_mm_or_si128(quote, backslash)) as u32
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn quote_or_backslash_mask(chunk: &[u8; 16]) -> u32 {
-    quote_or_backslash_mask_portable(chunk)
-}
-
-/// `quote_or_backslash_mask` without SIMD.
-#[cfg(any(test, not(target_arch = "x86_64")))]
-fn quote_or_backslash_mask_portable(chunk: &[u8; 16]) -> u32 {
-    chunk
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'"' || b == b'\\')
-        .fold(0, |mask, (i, _)| mask | 1 << i)
 }
 
 /// The high bit of each byte of `word` that equals `byte`. A byte above a
@@ -479,38 +469,42 @@ mod tests {
         s.skip().is_ok() && s.finish().is_ok()
     }
 
+    /// `len` random bytes drawn from quotes, backslashes and bytes one off
+    /// from them (0x21, 0x23, 0x5b, 0x5d, and high bytes that make the word
+    /// trick borrow).
+    fn awkward_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
+        let alphabet = [
+            b'a', b'"', b'\\', 0x21, 0x23, 0x5b, 0x5d, 0x00, 0x80, 0xff, 0xdc,
+        ];
+        (0..len)
+            .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_sixteen_byte_mask_flags_exactly_the_quotes_and_backslashes() {
         let mut rng = Rng::new(11);
-        let alphabet = [
-            b'a', b'"', b'\\', 0x21, 0x23, 0x5b, 0x5d, 0x00, 0x80, 0xff, 0xa2,
-        ];
         for _ in 0..2_000 {
-            let chunk: [u8; 16] =
-                std::array::from_fn(|_| alphabet[rng.below(alphabet.len() as u64) as usize]);
+            let bytes = awkward_bytes(&mut rng, 16);
+            let chunk = bytes.first_chunk::<16>().expect("16 bytes");
             let plain = (0..16)
                 .filter(|&i| chunk[i] == b'"' || chunk[i] == b'\\')
                 .fold(0u32, |mask, i| mask | 1 << i);
-            assert_eq!(quote_or_backslash_mask(&chunk), plain, "{chunk:?}");
-            assert_eq!(quote_or_backslash_mask_portable(&chunk), plain, "{chunk:?}");
+            assert_eq!(quote_or_backslash_mask(chunk), plain, "{chunk:?}");
         }
     }
 
     #[test]
     fn the_quote_search_finds_the_first_quote_or_backslash_anywhere() {
-        // Buffers of every length up to 40 with quotes, backslashes and
-        // bytes one off from them (0x21, 0x23, 0x5b, 0x5d, and high bytes
-        // that make the word trick borrow) at random places: the fast
-        // search must agree with a plain scan from every start.
+        // Buffers of every length up to 40, awkward bytes at random places:
+        // the search (the 16-byte compare, or words near the end) and the
+        // word search alone (other architectures) must agree with a plain
+        // scan from every start.
         let mut rng = Rng::new(7);
-        let alphabet = [
-            b'a', b'"', b'\\', 0x21, 0x23, 0x5b, 0x5d, 0x00, 0x80, 0xff, 0xdc,
-        ];
         for _ in 0..2_000 {
             let len = rng.below(41) as usize;
-            let buf: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
-                .collect();
+            let buf = awkward_bytes(&mut rng, len);
             for from in 0..=len + 1 {
                 let plain = buf
                     .get(from..)
@@ -521,6 +515,8 @@ mod tests {
                     plain,
                     "{buf:?} from {from}"
                 );
+                let words = buf.get(from..).and_then(find_by_words).map(|i| from + i);
+                assert_eq!(words, plain, "{buf:?} from {from}, by words");
             }
         }
     }
