@@ -311,8 +311,11 @@ fn serve_mock(args: MockArgs) -> Result<u8, Failure> {
         server.addr(),
         plan::format_cpus(&cpus)
     );
-    server.wait();
-    Ok(0)
+    // `wait` returns only when a shard has ended, which is a failure.
+    Err(Failure {
+        code: 3,
+        message: server.wait(),
+    })
 }
 
 fn resolve_listen(text: &str) -> Result<std::net::SocketAddr, Failure> {
@@ -549,7 +552,11 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         }
     });
     if let Some(server) = mock_server {
-        server.stop();
+        // The results stand (a dead mock shard shows in them as errors);
+        // say why the upstream misbehaved.
+        if let Err(why) = server.stop() {
+            eprintln!("warning: --mock: {why}");
+        }
     }
     let (jsonl_lines, sink_dropped) = match sink {
         Some(sink) => sink.finish().map_err(|e| Failure {

@@ -99,29 +99,51 @@ impl MockServer {
     }
 
     /// Stops accepting, waits for the shards to exit and returns what they
-    /// served. Open connections are dropped.
-    pub fn stop(self) -> MockStats {
+    /// served. Open connections are dropped. A shard that panicked is an
+    /// error naming it, not a silent gap in the totals.
+    pub fn stop(self) -> Result<MockStats, String> {
         self.stop.store(true, Ordering::Relaxed);
         for &fd in &self.listeners {
             rt::shutdown_fd(fd);
         }
         let mut total = MockStats::default();
-        for handle in self.handles {
-            if let Ok(stats) = handle.join() {
-                total.chat_responses += stats.chat_responses;
-                total.completion_tokens += stats.completion_tokens;
-                total.prompt_tokens += stats.prompt_tokens;
-                total.connections += stats.connections;
+        let mut failed = None;
+        for (index, handle) in self.handles.into_iter().enumerate() {
+            match handle.join() {
+                Ok(stats) => {
+                    total.chat_responses += stats.chat_responses;
+                    total.completion_tokens += stats.completion_tokens;
+                    total.prompt_tokens += stats.prompt_tokens;
+                    total.connections += stats.connections;
+                }
+                Err(why) => {
+                    failed.get_or_insert(format!("mock shard {index} panicked: {why}"));
+                }
             }
         }
-        total
+        failed.map_or(Ok(total), Err)
     }
 
-    /// Runs until the process is killed.
-    pub fn wait(self) {
-        for handle in self.handles {
-            let _ = handle.join();
+    /// Serves until the process is killed. Returns only when a shard has
+    /// ended, which it never does unless it panicked: the error names the
+    /// first shard to end, whichever it is, so a mock that lost a shard
+    /// stops rather than serving on with part of its capacity.
+    pub fn wait(self) -> String {
+        let (ended, first) = std::sync::mpsc::channel();
+        for (index, handle) in self.handles.into_iter().enumerate() {
+            let ended = ended.clone();
+            std::thread::spawn(move || {
+                let why = match handle.join() {
+                    Ok(_) => "it stopped".to_string(),
+                    Err(why) => format!("it panicked: {why}"),
+                };
+                let _ = ended.send(format!("mock shard {index} ended: {why}"));
+            });
         }
+        drop(ended);
+        first
+            .recv()
+            .unwrap_or_else(|_| "every mock shard ended".to_string())
     }
 }
 
@@ -1040,6 +1062,54 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server whose only shard panics as it starts, and a healthy one.
+    fn server_with(shards: Vec<rt::ExecutorHandle<MockStats>>) -> MockServer {
+        MockServer {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            stop: Arc::new(AtomicBool::new(false)),
+            listeners: Vec::new(),
+            handles: shards,
+        }
+    }
+
+    fn shard(panics: bool) -> rt::ExecutorHandle<MockStats> {
+        rt::start_executor("mock-test", None, move || async move {
+            if panics {
+                panic!("shard failed on purpose");
+            }
+            MockStats {
+                chat_responses: 3,
+                ..MockStats::default()
+            }
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_panicked_shard_is_an_error_not_a_gap_in_the_totals() {
+        let why = server_with(vec![shard(false), shard(true)])
+            .stop()
+            .unwrap_err();
+        assert!(why.starts_with("mock shard 1 panicked"), "{why}");
+        assert!(why.contains("shard failed on purpose"), "{why}");
+        let served = server_with(vec![shard(false), shard(false)])
+            .stop()
+            .unwrap();
+        assert_eq!(served.chat_responses, 6);
+    }
+
+    #[test]
+    fn wait_returns_when_any_shard_ends_and_says_which() {
+        // Shard 0 never ends; shard 1 panics at once.
+        let forever = rt::start_executor("mock-test", None, || async {
+            std::future::pending::<MockStats>().await
+        })
+        .unwrap();
+        let why = server_with(vec![forever, shard(true)]).wait();
+        assert!(why.starts_with("mock shard 1 ended: it panicked"), "{why}");
+        assert!(why.contains("shard failed on purpose"), "{why}");
+    }
 
     #[test]
     fn prompt_chars_from_strings_and_parts() {

@@ -52,7 +52,7 @@ fn closed_loop_counts_match_what_the_mock_served() {
         rt::allowed_cpus(),
     );
     let result = run(&plan);
-    let served: MockStats = mock.stop();
+    let served: MockStats = mock.stop().expect("the mock shut down cleanly");
     assert_eq!(result.stages.len(), 2);
     for stage in &result.stages {
         let m = &stage.metrics;
@@ -93,7 +93,7 @@ fn streaming_ttft_and_itl_follow_the_mock() {
         cpus().0,
     );
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     let m = &result.stages[0].metrics;
     assert!(m.ok > 0);
     assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
@@ -134,7 +134,7 @@ fn two_shards_merge_into_one_stage() {
         allowed[..2].to_vec(),
     );
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     assert_eq!(stage.shard_cpu_s.len(), 2);
     assert_eq!(stage.metrics.errors_total(), 0);
@@ -163,7 +163,7 @@ fn run_with_headers(headers: &str, stream: bool, timeout: &str) -> (RunResult, M
     );
     let plan = plan(&profile, &mock, cpus().0);
     let result = run(&plan);
-    (result, mock.stop())
+    (result, mock.stop().expect("the mock shut down cleanly"))
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn a_panic_costs_one_request_not_the_shard() {
     );
     plan.scenarios[0].protocol = &PANICKY;
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     assert_eq!(
         result.stages.len(),
         2,
@@ -320,7 +320,7 @@ fn large_bodies_spanning_many_reads_parse() {
         assert_eq!(m.completion_tokens, 4000 * m.ok);
         assert!(m.content_bytes > 16 * 1024 * m.ok);
     }
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
 }
 
 /// A fake gateway that answers every request with raw bytes: two interim

@@ -45,7 +45,7 @@ fn run_through(adapter: &'static common::Hooked, profile: &str) -> RunResult {
     let mut plan = plan(profile, &mock);
     plan.scenarios[0].protocol = adapter;
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     result
 }
 
@@ -57,7 +57,7 @@ fn mixed_closed_and_open_stages_make_one_report() {
         &mock,
     );
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     assert_eq!(result.stages.len(), 3);
     let closed = &result.stages[0].metrics;
     assert!(closed.ok > 0);
@@ -125,7 +125,7 @@ fn poisson_arrivals_with_a_seed_are_reproducible() {
             &mock,
         );
         let result = run(&plan);
-        mock.stop();
+        mock.stop().expect("the mock shut down cleanly");
         result.stages[0].metrics.arrivals
     };
     let (a, b) = (arrivals(11), arrivals(11));
@@ -144,7 +144,7 @@ fn max_inflight_overflow_is_counted_not_hidden() {
         &mock,
     );
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     let m = &stage.metrics;
     assert_eq!(m.arrivals, 100);
@@ -168,7 +168,7 @@ fn an_arrival_starts_a_whole_conversation() {
         &mock,
     );
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let m = &result.stages[0].metrics;
     assert_eq!(m.arrivals, 50);
     assert_eq!(m.conversations_started, 50);
@@ -203,7 +203,7 @@ fn a_server_stall_shows_in_the_corrected_percentiles() {
         &mock,
     );
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let m = &result.stages[0].metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     let corrected = m.latency_corrected.percentile_ms(99.0).unwrap();

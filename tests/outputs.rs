@@ -38,7 +38,7 @@ fn two_hosts_merge_into_one_exact_summary() {
     let mock = start_mock();
     let plan = plan(&mock);
     let (a, b) = (run(&plan), run(&plan));
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let health = report::Health {
         local_port_range: Some((32768, 60999)),
         ..report::Health::default()
@@ -167,7 +167,7 @@ fn compare_and_merge_on_the_command_line() {
     let mock = start_mock();
     let plan = plan(&mock);
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let summary = report::summary_json(&plan, &result, &report::Health::default(), "x");
     let dir = std::env::temp_dir().join(format!("loadtest-outputs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -292,7 +292,7 @@ fn every_second_is_reported_and_kept_as_a_time_series() {
         }
     })
     .unwrap();
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     // Whole seconds 1 and 2 were reported live, in order.
     assert_eq!(&seconds[..2], &[1, 2]);

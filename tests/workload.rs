@@ -428,7 +428,7 @@ fn every_shipped_profile_runs_against_the_mock() {
             }
         }
     }
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn realistic_context_grows_with_the_turn() {
     let mock = start_mock(|_| {});
     let plan = build(&shipped("realistic.json"), mock.addr(), quick("20:800ms"));
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     assert_eq!(
         stage.metrics.errors_total(),
@@ -490,7 +490,7 @@ fn openai_and_anthropic_mix_in_one_run() {
     );
     assert_eq!(plan.scenarios[1].protocol.name(), "anthropic");
     let result = run(&plan);
-    let served = mock.stop();
+    let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
         assert!(m.ok > 0, "{}", scenario.name);
@@ -520,7 +520,7 @@ fn anthropic_with_headers(headers: &str, stream: bool) -> engine::StageResult {
         mock.addr(),
     );
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     result.stages.into_iter().next().unwrap()
 }
 
@@ -573,7 +573,7 @@ fn a_failed_turn_ends_the_conversation() {
         mock.addr(),
     );
     let result = run(&plan);
-    mock.stop();
+    mock.stop().expect("the mock shut down cleanly");
     let m = &result.stages[0].metrics;
     assert!(m.requests > 0);
     assert_eq!(m.conversations_failed, m.requests);
