@@ -1063,7 +1063,7 @@ fn reason(status: u16) -> &'static str {
 mod tests {
     use super::*;
 
-    /// A server whose only shard panics as it starts, and a healthy one.
+    /// A server made of the given shards, with no listeners.
     fn server_with(shards: Vec<rt::ExecutorHandle<MockStats>>) -> MockServer {
         MockServer {
             addr: "127.0.0.1:9".parse().unwrap(),
