@@ -555,7 +555,7 @@ fn run(args: RunArgs) -> Result<u8, Failure> {
         // The results stand (a dead mock shard shows in them as errors);
         // say why the upstream misbehaved.
         if let Err(why) = server.stop() {
-            eprintln!("warning: --mock: {why}");
+            eprintln!("loadtest: warning: --mock: {why}");
         }
     }
     let (jsonl_lines, sink_dropped) = match sink {
