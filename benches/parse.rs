@@ -77,7 +77,11 @@ fn baseline(wire: &[u8], read_size: usize) -> u64 {
 
 fn main() {
     let (wire, events) = recorded_stream();
-    let iterations = 20_000;
+    // `PARSE_ITERATIONS` shortens a run, e.g. under callgrind.
+    let iterations: usize = std::env::var("PARSE_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let mut sse = SseParser::new();
     let mut reply = Reply::default();
     println!(
