@@ -78,10 +78,16 @@ fn baseline(wire: &[u8], read_size: usize) -> u64 {
 fn main() {
     let (wire, events) = recorded_stream();
     // `PARSE_ITERATIONS` shortens a run, e.g. under callgrind.
-    let iterations: usize = std::env::var("PARSE_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let iterations: usize = match std::env::var("PARSE_ITERATIONS") {
+        Err(_) => 20_000,
+        Ok(text) => match text.parse() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("parse: PARSE_ITERATIONS={text:?} is not a positive whole number");
+                std::process::exit(2);
+            }
+        },
+    };
     let mut sse = SseParser::new();
     let mut reply = Reply::default();
     println!(
