@@ -425,7 +425,7 @@ fn after_failure<T>(
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        reactor::deregister(&self.fd, self.slot);
+        reactor::deregister(self.slot);
     }
 }
 
@@ -895,6 +895,12 @@ mod reactor {
             Ok(())
         }
 
+        /// The epoll set's descriptor.
+        #[cfg(test)]
+        pub fn epoll_fd(&self) -> RawFd {
+            self.epoll.as_raw_fd()
+        }
+
         /// How many waits the timer descriptor ended.
         #[cfg(test)]
         pub fn timer_events(&self) -> u64 {
@@ -1090,23 +1096,20 @@ mod reactor {
         }
     }
 
-    /// Removes a socket (before its descriptor is closed).
-    pub fn deregister(fd: &OwnedFd, slot: usize) {
-        // During thread teardown the table may be gone already; closing
-        // the descriptor then removes it from the set anyway.
+    /// Frees a socket's slot; its descriptor is closed right after.
+    ///
+    /// No `EPOLL_CTL_DEL`: closing the last descriptor of a file removes it
+    /// from every epoll set, and these sockets are never duplicated and are
+    /// close-on-exec, so the close that follows is that last reference. The
+    /// call would be one system call per closed connection for nothing,
+    /// which `Connection: close` traffic pays on every request. Events are
+    /// only read inside the driver's turn and handed out before any task
+    /// runs, so none can name this slot after its next owner takes it.
+    pub fn deregister(slot: usize) {
+        // During thread teardown the table may be gone already.
         let Some(r) = current() else {
             return;
         };
-        // SAFETY: removes an open descriptor from the set; a null event is
-        // allowed for EPOLL_CTL_DEL.
-        unsafe {
-            libc::epoll_ctl(
-                r.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd.as_raw_fd(),
-                std::ptr::null_mut(),
-            );
-        }
         r.slots.borrow_mut()[slot] = Slot::default();
         r.free.borrow_mut().push(slot);
     }
@@ -1271,7 +1274,7 @@ impl TcpListener {
 impl Drop for TcpListener {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.get() {
-            reactor::deregister(&self.fd, slot);
+            reactor::deregister(slot);
         }
     }
 }
@@ -1626,6 +1629,46 @@ mod tests {
         })
         .unwrap();
         assert!(handle.join().unwrap(), "the exchange hung for {LIMIT:?}");
+    }
+
+    /// The slots this executor's epoll set holds, read from the kernel's
+    /// own listing of it (`/proc/self/fdinfo`, one `tfd:` line an entry,
+    /// its `data:` in hex).
+    fn slots_in_epoll_set() -> Vec<usize> {
+        let epoll = reactor::current().unwrap().epoll_fd();
+        let listing = std::fs::read_to_string(format!("/proc/self/fdinfo/{epoll}")).unwrap();
+        listing
+            .lines()
+            .filter(|line| line.starts_with("tfd:"))
+            .map(|line| {
+                let data = line.split_whitespace().skip_while(|w| *w != "data:").nth(1);
+                usize::from_str_radix(data.unwrap(), 16).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn closing_a_stream_takes_it_out_of_the_epoll_set() {
+        // `deregister` leaves the removal to the close (no EPOLL_CTL_DEL);
+        // an entry left behind would report a dead socket's events under a
+        // slot that a new connection reuses.
+        with_pair(|client, server| async move {
+            let (gone, kept) = (client.slot, server.slot);
+            let before = slots_in_epoll_set();
+            assert!(
+                before.contains(&gone) && before.contains(&kept),
+                "{before:?}"
+            );
+            drop(client);
+            let after = slots_in_epoll_set();
+            assert!(
+                !after.contains(&gone),
+                "slot {gone} still watched: {after:?}"
+            );
+            assert!(after.contains(&kept), "{after:?}");
+            drop(server);
+            assert!(!slots_in_epoll_set().contains(&kept));
+        });
     }
 
     #[test]
