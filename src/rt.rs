@@ -1223,7 +1223,8 @@ pub struct TcpListener {
 impl TcpListener {
     /// Takes ownership of a bound, listening, non-blocking socket (see
     /// `bind_reuseport`). Must be used on the executor that will accept on
-    /// it.
+    /// it, and the descriptor must have no duplicates: its close is what
+    /// takes it out of the executor's epoll set (see `reactor::deregister`).
     pub fn from_owned(fd: OwnedFd) -> TcpListener {
         TcpListener {
             fd,
