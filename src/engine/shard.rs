@@ -89,6 +89,9 @@ pub async fn run(ctx: ShardContext) {
             }
             continue;
         };
+        // The start is a little ahead of the command (STAGE_START_LEAD), so
+        // every shard begins on time rather than behind.
+        rt::sleep_until(start).await;
         let stage = shard.plan.stages[index];
         let run = Rc::new(StageRun::new(
             index,
