@@ -98,6 +98,21 @@ pub const RATE_MAX: f64 = 10_000_000.0;
 /// wake-ups/s at most).
 pub const PACER_TICK: Duration = Duration::from_micros(100);
 
+/// Open loop: arrivals a pacer starts in one pass that will find no idle
+/// connection and must connect, before it lets the answers already in its
+/// sockets be read (`rt::after_socket_poll`). Arrivals that an idle
+/// connection can serve are not limited. A loopback connect costs the
+/// generator ~60-80 µs of CPU (the whole handshake runs on its core), an
+/// answer read ~3 µs, and each answer read puts a connection back in the
+/// pool. Without the bound, a shard that fell behind with an empty pool
+/// (a stage's start, or a deep backlog) spawned its whole backlog before
+/// reading one answer: every arrival connected, the backlog grew faster
+/// than it drained, and at 50,000/s on one core a stage ended with over
+/// 9,000 connections and, with the JSONL log on, never caught up (59 %
+/// of the rate achieved, lag p99 5 s; `benches/README.md`). 32 connects
+/// are ~2 ms of CPU, about one preemption slice.
+pub const PACER_CONNECTS_PER_PASS: u32 = 32;
+
 /// Default bound on conversations in flight per open-loop stage, when the
 /// file-descriptor limit is unknown.
 pub const MAX_INFLIGHT_DEFAULT: u64 = 10_000;

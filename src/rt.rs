@@ -239,6 +239,36 @@ pub async fn yield_if_needed() {
     glommio::yield_if_needed().await
 }
 
+/// Lets the answers that are already in this executor's sockets be read
+/// before the caller goes on. It yields once, so the tasks queued ahead of
+/// the caller run (the open-loop pacer's: the arrivals it just spawned
+/// send their requests); then until the driver has polled the sockets
+/// again; then once more, so the tasks that poll woke (queued behind the
+/// caller) run first. It never waits for a peer: a poll that finds
+/// nothing ends it just the same. Costs a few queue passes, each with a
+/// zero-timeout `epoll_pwait2` while other tasks are queued.
+pub async fn after_socket_poll() {
+    let Some(r) = reactor::current() else {
+        return reactor::yield_now().await;
+    };
+    reactor::yield_now().await;
+    let seen = r.socket_polls();
+    // The driver polls at least every other turn while tasks are running
+    // (it skips one poll right after a turn that blocked), and it turns
+    // once per pass of the queue; the bound only guards against a driver
+    // that has stopped.
+    for _ in 0..AFTER_SOCKET_POLL_PASSES_MAX {
+        reactor::yield_now().await;
+        if r.socket_polls() != seen {
+            break;
+        }
+    }
+    reactor::yield_now().await;
+}
+
+/// Queue passes `after_socket_poll` waits at most for the driver's poll.
+const AFTER_SOCKET_POLL_PASSES_MAX: u32 = 4;
+
 /// Whether the running task has held the executor past its preemption
 /// timer (`limits::PREEMPT_TIMER`), so `yield_if_needed` would yield.
 pub fn need_yield() -> bool {
@@ -633,6 +663,8 @@ mod reactor {
         /// Set when the executor's main future is done: the driver returns.
         stopped: Cell<bool>,
         waiter: RefCell<Waiter>,
+        /// Driver turns that polled the sockets (see `after_socket_poll`).
+        socket_polls: Cell<u64>,
         /// Waits ended by the timer descriptor (tests check it fires).
         #[cfg(test)]
         timer_events: Cell<u64>,
@@ -782,6 +814,7 @@ mod reactor {
             timers: RefCell::new(Timers::default()),
             stopped: Cell::new(false),
             waiter: RefCell::new(waiter),
+            socket_polls: Cell::new(0),
             #[cfg(test)]
             timer_events: Cell::new(0),
         });
@@ -795,6 +828,11 @@ mod reactor {
         /// see its main future finished.
         pub fn stop(&self) {
             self.stopped.set(true);
+        }
+
+        /// How many driver turns have polled the sockets so far.
+        pub fn socket_polls(&self) -> u64 {
+            self.socket_polls.get()
         }
 
         /// Collects up to `events.len()` ready sockets (waiting up to
@@ -953,6 +991,7 @@ mod reactor {
                 // A full batch may have left sockets ready: poll again
                 // next turn rather than skip.
                 let full = r.poll_events(&mut events, &mut ready, timeout);
+                r.socket_polls.set(r.socket_polls.get().wrapping_add(1));
                 blocked = !ran && !full;
             }
             // Due sleeps are woken first, so they run ahead of the sockets'
@@ -969,7 +1008,7 @@ mod reactor {
 
     /// Returns Pending once, asking to be polled again: the task goes to
     /// the back of the executor's queue.
-    fn yield_now() -> impl Future<Output = ()> {
+    pub(super) fn yield_now() -> impl Future<Output = ()> {
         let mut yielded = false;
         std::future::poll_fn(move |cx| {
             if yielded {

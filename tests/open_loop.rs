@@ -221,6 +221,38 @@ fn a_server_stall_shows_in_the_corrected_percentiles() {
     assert_eq!(m.requests, 500);
 }
 
+#[test]
+fn arrivals_that_must_connect_never_wait_for_the_server() {
+    // Every answer takes 400 ms, so no connection comes back to the pool
+    // for the first 400 ms: each of the ~320 arrivals due by then must open
+    // its own, ten times the pacer's connect budget for one pass
+    // (`limits::PACER_CONNECTS_PER_PASS`). The budget may hold an arrival
+    // back only while this shard reads answers it has already received,
+    // never until the server answers: had it waited for the server, the
+    // scheduler lag would carry the 400 ms.
+    let mock = start_mock(|c| c.latency = Duration::from_millis(400));
+    let plan = plan(
+        r#"{"stages":"@800:1s","warmup":"0s","defaults":{"stream":false}}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    mock.stop().expect("the mock shut down cleanly");
+    let m = &result.stages[0].metrics;
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    assert_eq!(m.arrivals, 800);
+    assert_eq!(m.requests, 800);
+    assert!(
+        m.connects >= 300,
+        "{} connects: the arrivals did not need their own connections",
+        m.connects
+    );
+    let lag = m.sched_lag.percentile_ms(99.0).unwrap();
+    assert!(
+        lag < 100.0,
+        "scheduler lag p99 {lag} ms: arrivals waited for the server's answers"
+    );
+}
+
 /// An adapter that blocks the shard's thread for a second once: a stall of
 /// the generator itself, the case where a closed-loop or naive open-loop
 /// tool would send late and report latency from the late send.

@@ -431,11 +431,13 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
     let weights: Vec<f64> = plan.scenarios.iter().map(|s| s.weight).collect();
     let mut blend = Blend::new(&weights);
     let limit = share_of(plan.max_inflight, shard.index, shard.count).max(1);
+    let mut pass = PacerPass::new(plan.targets.len());
     // The next arrival's instant, converted from the schedule once per
     // arrival.
     let mut due = run.start + schedule.peek();
     'pacing: loop {
         let mut now = Instant::now();
+        pass.reset();
         loop {
             if due >= run.end.get() {
                 break 'pacing;
@@ -457,6 +459,17 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
                 }
                 continue;
             }
+            // An arrival past this pass's connect budget waits until the
+            // answers already received have been read and their
+            // connections pooled. It is held, not dropped: its intended
+            // instant stays, and the wait shows as its scheduler lag. The
+            // wait is for this shard's own CPU, never for the server.
+            let target = plan.scenarios[scenario].target;
+            while !pass.admit(target, shard.idle[target].borrow().len()) {
+                rt::after_socket_poll().await;
+                pass.reset();
+                now = Instant::now();
+            }
             let inflight = shard.open_inflight.get() + 1;
             shard.open_inflight.set(inflight);
             shard
@@ -470,6 +483,7 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
             // late arrival would open a new one.
             if rt::need_yield() {
                 rt::yield_if_needed().await;
+                pass.reset();
                 now = Instant::now();
             }
         }
@@ -478,6 +492,48 @@ async fn pacer(shard: Rc<Shard>, run: Rc<StageRun>, stage: usize, rate: f64, poi
     // The stage's arrivals are all started; let them finish.
     while shard.open_inflight.get() > 0 {
         rt::sleep(OPEN_DRAIN_POLL).await;
+    }
+}
+
+/// What one pass of the pacer (its run between two yields) has started:
+/// the arrivals it spawned run after it yields, so until then the idle
+/// pool has not yet lost the connections they will take.
+struct PacerPass {
+    /// Per target: arrivals spawned this pass.
+    spawned: Vec<usize>,
+    /// Arrivals this pass may still start that will find no idle
+    /// connection (`limits::PACER_CONNECTS_PER_PASS`).
+    connects_left: u32,
+}
+
+impl PacerPass {
+    fn new(targets: usize) -> Self {
+        PacerPass {
+            spawned: vec![0; targets],
+            connects_left: limits::PACER_CONNECTS_PER_PASS,
+        }
+    }
+
+    /// A new pass: the arrivals of the last one have run.
+    fn reset(&mut self) {
+        self.spawned.fill(0);
+        self.connects_left = limits::PACER_CONNECTS_PER_PASS;
+    }
+
+    /// Whether an arrival for `target` may start in this pass, given the
+    /// target's idle connections now; counts it if so.
+    fn admit(&mut self, target: usize, idle: usize) -> bool {
+        let Some(spawned) = self.spawned.get_mut(target) else {
+            return true;
+        };
+        if *spawned >= idle {
+            if self.connects_left == 0 {
+                return false;
+            }
+            self.connects_left -= 1;
+        }
+        *spawned += 1;
+        true
     }
 }
 
@@ -1155,6 +1211,28 @@ async fn watchdog(shard: Rc<Shard>, _run: Rc<StageRun>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pacer_pass_limits_connects_not_reuse() {
+        let budget = limits::PACER_CONNECTS_PER_PASS as usize;
+        let mut pass = PacerPass::new(2);
+        // Target 0 has 5 idle connections: those 5 arrivals are free, the
+        // next ones each spend a connect.
+        let admitted = (0..1000).take_while(|_| pass.admit(0, 5)).count();
+        assert_eq!(admitted, 5 + budget);
+        // The budget is the pass's, whatever the target; idle connections
+        // of target 1 still serve target 1.
+        assert!(pass.admit(1, 3));
+        assert!(pass.admit(1, 3));
+        assert!(pass.admit(1, 3));
+        assert!(!pass.admit(1, 3));
+        // A new pass (the spawned arrivals have run) starts afresh.
+        pass.reset();
+        let admitted = (0..1000).take_while(|_| pass.admit(1, 0)).count();
+        assert_eq!(admitted, budget);
+        // An unknown target is never held (a plan always has its targets).
+        assert!(pass.admit(7, 0));
+    }
 
     #[test]
     fn shares_add_up() {
