@@ -264,3 +264,9 @@ const _: () = assert!(SSE_EVENT_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(HISTOGRAM_SIGFIG <= 5);
 const _: () = assert!(CONTROL_CHANNEL_DEPTH >= 2);
 const _: () = assert!(TIMEOUT_TICK.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_millis());
+// A pacer pass must be able to start at least one arrival on a new
+// connection, or an empty pool with nothing in flight would hold it
+// forever; and a pass needs no more connects than a shard may have in
+// flight.
+const _: () = assert!(PACER_CONNECTS_PER_PASS >= 1);
+const _: () = assert!(PACER_CONNECTS_PER_PASS as u64 <= CONNECTS_IN_FLIGHT_PER_SHARD_MAX);
