@@ -241,10 +241,10 @@ pub async fn yield_if_needed() {
 
 /// Lets the answers that are already in this executor's sockets be read
 /// before the caller goes on. It yields once, so the tasks queued ahead of
-/// the caller run (the open-loop pacer's: the arrivals it just spawned
-/// send their requests); then until the driver has polled the sockets
-/// again; then once more, so the tasks that poll woke (queued behind the
-/// caller) run first. It never waits for a peer: a poll that finds
+/// the caller run (for the open-loop pacer, the arrivals it has just
+/// spawned, which send their requests); then until the driver has polled
+/// the sockets again; then once more, so the tasks that poll woke (queued
+/// behind the caller) run first. It never waits for a peer: a poll that finds
 /// nothing ends it just the same. Costs a few queue passes, each with a
 /// zero-timeout `epoll_pwait2` while other tasks are queued.
 pub async fn after_socket_poll() {
