@@ -15,7 +15,7 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use loadtest::{plan, rt};
+use loadtest::plan;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -112,7 +112,7 @@ fn main() {
     let conns = args.conns;
     let seconds = args.seconds;
     let request_bytes = request.as_ref().clone();
-    let cpu_before = rt::process_cpu_seconds();
+    let cpu_before = loadtest::host::process_cpu_seconds();
     let started = Instant::now();
     let hist = LocalExecutorBuilder::new(Placement::Fixed(args.cpu))
         .io_memory(64 << 10)
@@ -137,7 +137,7 @@ fn main() {
         .join()
         .expect("join");
     let wall = started.elapsed().as_secs_f64();
-    let cpu = rt::process_cpu_seconds() - cpu_before;
+    let cpu = loadtest::host::process_cpu_seconds() - cpu_before;
     drop(request);
     println!(
         "{{\"tool\":\"bare-glommio\",\"requests\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{:.3}}}",

@@ -318,7 +318,7 @@ fn epoll_pacer(args: &Args) {
         OwnedFd::from_raw_fd(fd)
     };
     let step = Duration::from_secs_f64(1.0 / args.rate);
-    let cpu_before = loadtest::rt::process_cpu_seconds();
+    let cpu_before = loadtest::host::process_cpu_seconds();
     let start = Instant::now() + Duration::from_millis(10);
     // The start as Unix time, so a trace can be laid over loadtest's JSONL
     // from the same seconds (`benches/side_by_side.py`).
@@ -523,7 +523,7 @@ fn epoll_pacer(args: &Args) {
             }
         }
     }
-    let cpu = loadtest::rt::process_cpu_seconds() - cpu_before;
+    let cpu = loadtest::host::process_cpu_seconds() - cpu_before;
     if let Some(path) = &args.trace {
         let text: String = trace
             .iter()

@@ -119,7 +119,7 @@ pub struct Correlation {
 
 /// Pass/fail limits; an absent or zero value is not checked (as in the
 /// seed tool). The plan uses the same type, with zeros turned into `None`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
     /// TTFT p95, milliseconds.

@@ -38,19 +38,21 @@
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod combine;
+pub mod compare;
 pub mod config;
 pub mod content;
 pub mod engine;
+pub mod host;
 pub mod http;
 pub mod limits;
-pub mod metrics;
 pub mod mock;
 pub mod plan;
 pub mod protocol;
 pub mod report;
+pub mod results;
 pub mod rng;
 pub mod rt;
 pub mod sink;
 pub mod sse;
 pub mod stage;
+pub mod verdict;

@@ -132,7 +132,7 @@ pub const SINK_BATCH_BYTES: usize = 64 * 1024;
 /// ...or at least this often, so lines reach the file while a run is going.
 pub const SINK_FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Largest file-descriptor table grown up front (`rt::presize_fd_table`):
+/// Largest file-descriptor table grown up front (`host::presize_fd_table`):
 /// 262,144 descriptors, a 2 MiB table. A run that needs more grows it
 /// later, one blocking step at a time, as before.
 pub const FD_TABLE_PRESIZE_MAX: u64 = 1 << 18;

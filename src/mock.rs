@@ -159,8 +159,8 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     }
     // Accepting connections must not stall on the descriptor table growing
-    // (see `rt::presize_fd_table`): size it for as many as the limit allows.
-    rt::presize_fd_table(u64::MAX);
+    // (see `host::presize_fd_table`): size it for as many as the limit allows.
+    crate::host::presize_fd_table(u64::MAX);
     let first = rt::bind_reuseport(listen, limits::MOCK_LISTEN_BACKLOG)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let addr = rt::local_addr(&first)?;

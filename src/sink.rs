@@ -15,8 +15,8 @@
 use crate::engine::workload::UUID_LEN;
 use crate::http::push_decimal;
 use crate::limits;
-use crate::metrics::ErrorClass;
 use crate::plan::Plan;
+use crate::results::ErrorClass;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -102,9 +102,11 @@ pub struct Sink {
 impl Sink {
     /// Creates `path` and starts the writer for `shards` queues. Times are
     /// written as Unix microseconds, anchored at this call.
-    pub fn start(path: &Path, plan: &Plan, shards: usize, run: u64) -> io::Result<Sink> {
+    pub fn start(path: &Path, plan: &Plan, shards: usize, run_id: &str) -> io::Result<Sink> {
+        // Never into another run's file: the name carries the run id, and
+        // a name already taken is an error, not a shared file.
         let file = OpenOptions::new()
-            .create(true)
+            .create_new(true)
             .append(true)
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -120,7 +122,7 @@ impl Sink {
             });
             receivers.push(rx);
         }
-        let names = Names::new(plan, run);
+        let names = Names::new(plan, run_id);
         let writer_stop = stop.clone();
         let writer = std::thread::Builder::new()
             .name("loadtest-sink".into())
@@ -184,7 +186,7 @@ fn json_string(text: &str) -> String {
 }
 
 impl Names {
-    fn new(plan: &Plan, run: u64) -> Self {
+    fn new(plan: &Plan, run_id: &str) -> Self {
         Names {
             scenarios: plan
                 .scenarios
@@ -208,7 +210,7 @@ impl Names {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default(),
             ),
-            run: json_string(&format!("{run:016x}")),
+            run: json_string(run_id),
         }
     }
 
@@ -426,7 +428,7 @@ mod tests {
         )
         .unwrap();
         let plan = crate::plan::build(&profile, &Default::default(), vec![0]).unwrap();
-        let names = Names::new(&plan, 0xabc);
+        let names = Names::new(&plan, "20261122T000000Z-0000abcd");
         let start = Instant::now();
         let record = Record {
             conv_uuid: *b"0b5e2c1a-0000-4000-8000-000000000001",
@@ -476,7 +478,7 @@ mod tests {
         assert!(v["itl_max_ms"].is_null() && v["dns_ms"].is_null());
         assert_eq!(v["error"], "truncated_stream");
         assert_eq!(v["tokens_source"], "server");
-        assert_eq!(v["run"], "0000000000000abc");
+        assert_eq!(v["run"], "20261122T000000Z-0000abcd");
         assert_eq!(
             v["start_us"].as_u64().unwrap() - v["intended_start_us"].as_u64().unwrap(),
             250

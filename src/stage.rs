@@ -9,7 +9,8 @@ use crate::limits;
 use std::time::Duration;
 
 /// What drives a stage's load.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Load {
     /// Closed loop: this many virtual users, each sending its next request
     /// when the previous one has finished.

@@ -174,16 +174,17 @@ fn run_with_the_built_in_mock_writes_a_summary() {
     assert_eq!(summaries.len(), 1);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summaries[0]).unwrap()).unwrap();
-    assert_eq!(summary["schema"], 1);
+    assert_eq!(summary["schema"], 2);
     let stages = summary["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 2);
     for stage in stages {
-        let requests = stage["requests"].as_u64().unwrap();
+        let total = &stage["total"]["metrics"];
+        let requests = total["requests"].as_u64().unwrap();
         assert!(requests > 0);
-        assert_eq!(stage["ok"].as_u64().unwrap(), requests);
-        assert_eq!(stage["errors"], serde_json::json!({}));
-        assert_eq!(stage["completion_tokens"].as_u64().unwrap(), 12 * requests);
-        assert!(stage["ttft_ms"]["p50"].as_f64().is_some());
+        assert_eq!(total["ok"].as_u64().unwrap(), requests);
+        assert_eq!(total["errors"], serde_json::json!({}));
+        assert_eq!(total["completion_tokens"].as_u64().unwrap(), 12 * requests);
+        assert!(total["ttft_ms"]["p50"].as_f64().is_some());
     }
     assert_eq!(stages[1]["load"]["users"], 4);
 }
@@ -254,13 +255,11 @@ fn ctrl_c_keeps_what_was_measured() {
     let (lines, partial) =
         loadtest::sink::read_lines(&files_with_prefix(&out, "results-")[0]).unwrap();
     assert!(!partial);
-    assert_eq!(
-        summary["generator_health"]["jsonl_lines"],
-        lines.len() as u64
-    );
-    assert!(stages[1]["requests"].as_u64().unwrap() > 0);
+    assert_eq!(summary["hosts"][0]["jsonl_lines"], lines.len() as u64);
+    assert!(stages[1]["total"]["metrics"]["requests"].as_u64().unwrap() > 0);
     assert!(stages[1]["measured_s"].as_f64().unwrap() < 30.0);
-    assert_eq!(summary["generator_health"]["aborted"], "stopped by request");
+    assert_eq!(summary["stop"]["kind"], "interrupted");
+    assert_eq!(summary["verdict"]["exit"], "interrupted");
 }
 
 #[test]
@@ -300,8 +299,8 @@ fn seed_style_command_line_runs_and_thresholds_set_the_exit_code() {
         .unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
-    assert_eq!(summary["pass"], false);
-    assert_eq!(summary["thresholds"][0]["pass"], false);
+    assert_eq!(summary["verdict"]["pass"], false);
+    assert_eq!(summary["verdict"]["thresholds"][0]["pass"], false);
     // The key is masked in the summary's copy of the plan.
     let auth = summary["plan"]["scenarios"][0]["headers"]["Authorization"].as_str();
     assert_eq!(auth, Some("Bearer ***"));
@@ -414,17 +413,25 @@ fn every_turn_is_a_jsonl_line() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["requests"].as_u64().unwrap() + s["warmup_requests"].as_u64().unwrap())
+        .map(|s| &s["total"]["metrics"])
+        .map(|m| m["requests"].as_u64().unwrap() + m["warmup_requests"].as_u64().unwrap())
         .sum();
     assert_eq!(lines.len() as u64, sent, "one line per finished turn");
-    assert_eq!(summary["generator_health"]["jsonl_lines"], sent);
-    assert_eq!(summary["generator_health"]["sink_dropped"], 0);
-    let ts = results[0].file_name().unwrap().to_string_lossy()[8..24].to_string();
+    assert_eq!(summary["hosts"][0]["jsonl_lines"], sent);
+    assert_eq!(summary["hosts"][0]["sink_dropped"], 0);
+    let name = results[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let ts = name["results-".len()..name.len() - ".jsonl".len()].to_string();
+    assert_eq!(summary["run_id"], ts.as_str());
     assert!(files_with_prefix(&out, "summary-")[0]
         .to_string_lossy()
         .contains(&ts));
     let mut scenarios = std::collections::BTreeSet::new();
     for line in &lines {
+        assert_eq!(line["run"], ts.as_str());
         scenarios.insert(line["scenario"].as_str().unwrap().to_string());
         assert_eq!(line["status"], 200);
         assert!(line["error"].is_null());
@@ -461,9 +468,10 @@ fn every_turn_is_a_jsonl_line() {
         let index: usize = fields[col("stage_index")].parse().unwrap();
         let stage = &summary["stages"][index];
         assert_eq!(fields[col("stage")], stage["label"].as_str().unwrap());
-        assert_eq!(fields[col("requests")], stage["requests"].to_string());
+        let total = &stage["total"]["metrics"];
+        assert_eq!(fields[col("requests")], total["requests"].to_string());
         let p99: f64 = fields[col("latency_p99_ms")].parse().unwrap();
-        assert!((p99 - stage["latency_ms"]["p99"].as_f64().unwrap()).abs() < 0.001);
+        assert!((p99 - total["latency_ms"]["p99"].as_f64().unwrap()).abs() < 0.001);
     }
     // The Prometheus file passes promtool (CI installs it and sets
     // LOADTEST_REQUIRE_PROMTOOL so a missing promtool fails there).
@@ -495,9 +503,121 @@ fn every_turn_is_a_jsonl_line() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["warmup_requests"].as_u64().unwrap())
+        .map(|s| s["total"]["metrics"]["warmup_requests"].as_u64().unwrap())
         .sum();
     assert_eq!(warm, warm_summary);
+}
+
+#[test]
+fn two_runs_at_once_into_one_folder_keep_their_own_files() {
+    let dir = temp_dir("collide");
+    let out = dir.join("runs");
+    let start = || {
+        bin()
+            .args([
+                "run",
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json"),
+                "--mock",
+                "--stages",
+                "2:300ms",
+                "--warmup",
+                "0s",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    for child in [a, b] {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    }
+    let summaries = files_with_prefix(&out, "summary-");
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    let mut ids = Vec::new();
+    for path in &summaries {
+        let summary = loadtest::results::RunSummary::read(path).unwrap();
+        let id = summary.run_id.clone();
+        for prefix in ["results-", "report-", "metrics-"] {
+            let mine: Vec<_> = files_with_prefix(&out, prefix)
+                .into_iter()
+                .filter(|p| p.to_string_lossy().contains(&id))
+                .collect();
+            let want = if prefix == "report-" { 2 } else { 1 };
+            assert_eq!(mine.len(), want, "{prefix} of {id}");
+        }
+        let results = out.join(format!("results-{id}.jsonl"));
+        let (lines, partial) = loadtest::sink::read_lines(&results).unwrap();
+        assert!(!partial);
+        assert!(lines.iter().all(|l| l["run"] == id.as_str()));
+        assert_eq!(lines.len() as u64, summary.hosts[0].jsonl_lines);
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[test]
+fn validate_and_run_resolve_the_same_plan() {
+    let dir = temp_dir("sameplan");
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json");
+    let output = bin()
+        .args(["validate", profile, "--mock", "--shards", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let validated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let out = dir.join("runs");
+    let output = bin()
+        .args(["run", "--config", profile, "--mock", "--shards", "1"])
+        .args(["--stages", "1:200ms", "--warmup", "0s", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&files_with_prefix(&out, "summary-")[0]).unwrap(),
+    )
+    .unwrap();
+    for key in ["cpus", "shards", "max_inflight", "seed", "cache_mode"] {
+        assert_eq!(summary["plan"][key], validated[key], "{key}");
+    }
+}
+
+#[test]
+fn quiet_prints_only_the_final_results_and_a_closed_pipe_is_fine() {
+    let dir = temp_dir("quiet");
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json");
+    let output = bin()
+        .args(["run", "--config", profile, "--mock", "--stages", "1:200ms"])
+        .args(["--warmup", "0s", "--quiet", "--out"])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("loadtest 0"), "no header: {stdout}");
+    assert!(stdout.contains("summary: "), "{stdout}");
+    assert!(stdout.contains("1:200ms"), "the final table: {stdout}");
+    assert!(!stderr(&output).contains("started"), "{}", stderr(&output));
+    // `| head -1`: the reader leaves after the first line; the run still
+    // completes, writes its files and exits 0.
+    let mut child = bin()
+        .args(["run", "--config", profile, "--mock", "--stages", "1:200ms"])
+        .args(["--warmup", "0s", "--out"])
+        .arg(dir.join("piped"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(files_with_prefix(&dir.join("piped"), "summary-").len(), 1);
 }
 
 #[test]

@@ -7,11 +7,11 @@
 
 mod common;
 
+use loadtest::config;
 use loadtest::engine::{self, RunResult};
-use loadtest::metrics::ErrorClass;
 use loadtest::mock::{MockServer, MockStats};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::{config, rt};
+use loadtest::results::ErrorClass;
 use std::time::Duration;
 
 use common::{cpus, start_mock};
@@ -31,7 +31,7 @@ fn plan_to(profile: &str, target: std::net::SocketAddr, generator_cpus: Vec<usiz
 
 fn run(plan: &Plan) -> RunResult {
     let result = engine::run(plan, |_| {}).expect("run completes");
-    assert!(result.aborted.is_none(), "aborted: {:?}", result.aborted);
+    assert!(result.stop.is_none(), "stopped: {:?}", result.stop);
     result
 }
 
@@ -39,7 +39,7 @@ fn total_requests(result: &RunResult) -> u64 {
     result
         .stages
         .iter()
-        .map(|s| s.metrics.requests + s.metrics.warmup_requests)
+        .map(|s| s.total.metrics.requests + s.total.metrics.warmup_requests)
         .sum()
 }
 
@@ -49,13 +49,13 @@ fn closed_loop_counts_match_what_the_mock_served() {
     let plan = plan(
         r#"{"defaults":{"max_tokens":32,"stream":false},"stages":"2:300ms,6:400ms"}"#,
         &mock,
-        rt::allowed_cpus(),
+        loadtest::host::allowed_cpus(),
     );
     let result = run(&plan);
     let served: MockStats = mock.stop().expect("the mock shut down cleanly");
     assert_eq!(result.stages.len(), 2);
     for stage in &result.stages {
-        let m = &stage.metrics;
+        let m = &stage.total.metrics;
         assert!(m.requests > 0, "stage {} sent nothing", stage.index);
         // No false errors at the stage boundary: in-flight requests finish.
         assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
@@ -69,12 +69,16 @@ fn closed_loop_counts_match_what_the_mock_served() {
     let tokens: u64 = result
         .stages
         .iter()
-        .map(|s| s.metrics.completion_tokens)
+        .map(|s| s.total.metrics.completion_tokens)
         .sum();
     assert_eq!(tokens, served.completion_tokens);
     // max_tokens (32) caps the mock's 40 tokens.
     assert_eq!(served.completion_tokens, 32 * served.chat_responses);
-    let prompt: u64 = result.stages.iter().map(|s| s.metrics.prompt_tokens).sum();
+    let prompt: u64 = result
+        .stages
+        .iter()
+        .map(|s| s.total.metrics.prompt_tokens)
+        .sum();
     assert_eq!(prompt, served.prompt_tokens);
 }
 
@@ -94,7 +98,7 @@ fn streaming_ttft_and_itl_follow_the_mock() {
     );
     let result = run(&plan);
     let served = mock.stop().expect("the mock shut down cleanly");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.ok > 0);
     assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
     assert_eq!(m.requests, served.chat_responses);
@@ -123,7 +127,7 @@ fn streaming_ttft_and_itl_follow_the_mock() {
 
 #[test]
 fn two_shards_merge_into_one_stage() {
-    let allowed = rt::allowed_cpus();
+    let allowed = loadtest::host::allowed_cpus();
     if allowed.len() < 2 {
         return;
     }
@@ -137,11 +141,14 @@ fn two_shards_merge_into_one_stage() {
     let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     assert_eq!(stage.shard_cpu_s.len(), 2);
-    assert_eq!(stage.metrics.errors_total(), 0);
+    assert_eq!(stage.total.metrics.errors_total(), 0);
     assert_eq!(total_requests(&result), served.chat_responses);
-    assert!(stage.metrics.warmup_requests > 0);
+    assert!(stage.total.metrics.warmup_requests > 0);
     // Warm-up requests are in no statistic.
-    assert_eq!(stage.metrics.latency.count(), stage.metrics.requests);
+    assert_eq!(
+        stage.total.metrics.latency.count(),
+        stage.total.metrics.requests
+    );
     assert!(stage.connections_open_ok());
 }
 
@@ -149,10 +156,10 @@ trait OpenCheck {
     fn connections_open_ok(&self) -> bool;
 }
 
-impl OpenCheck for engine::StageResult {
+impl OpenCheck for loadtest::results::StageSummary {
     fn connections_open_ok(&self) -> bool {
         // Five users hold at most five connections between them.
-        self.metrics.connections_open <= 5 && self.metrics.connects >= 1
+        self.total.metrics.connections_open <= 5 && self.total.metrics.connects >= 1
     }
 }
 
@@ -169,7 +176,7 @@ fn run_with_headers(headers: &str, stream: bool, timeout: &str) -> (RunResult, M
 #[test]
 fn truncated_streams_are_an_error_class() {
     let (result, _) = run_with_headers(r#"{"x-mock-fault":"truncate"}"#, true, "10s");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 0);
     assert_eq!(
         m.error_counts(),
@@ -181,7 +188,7 @@ fn truncated_streams_are_an_error_class() {
 #[test]
 fn error_events_mid_stream_are_an_error_class() {
     let (result, _) = run_with_headers(r#"{"x-mock-fault":"error-event"}"#, true, "10s");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 0);
     assert_eq!(
         m.error_counts(),
@@ -192,13 +199,13 @@ fn error_events_mid_stream_are_an_error_class() {
 #[test]
 fn statuses_are_counted_and_429_kept_apart() {
     let (result, _) = run_with_headers(r#"{"x-mock-status":"429"}"#, false, "10s");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 0);
     assert_eq!(m.error_counts(), vec![(ErrorClass::Http429, m.requests)]);
     assert_eq!(m.status_counts(), vec![(429, m.requests)]);
     assert_eq!(m.retry_after_s_max, Some(1));
     let (result, _) = run_with_headers(r#"{"x-mock-status":"503"}"#, true, "10s");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.error_counts(), vec![(ErrorClass::Http5xx, m.requests)]);
     assert_eq!(m.status_counts(), vec![(503, m.requests)]);
 }
@@ -206,7 +213,7 @@ fn statuses_are_counted_and_429_kept_apart() {
 #[test]
 fn connection_close_means_reconnect_without_errors() {
     let (result, served) = run_with_headers(r#"{"x-mock-close":"1"}"#, false, "10s");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 1);
     assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
     // Every request needed its own connection.
@@ -217,7 +224,7 @@ fn connection_close_means_reconnect_without_errors() {
 #[test]
 fn slow_responses_time_out_and_are_counted() {
     let (result, _) = run_with_headers(r#"{"x-mock-latency-ms":"5000"}"#, false, "200ms");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests >= 2, "each of 2 users times out at least once");
     assert_eq!(m.error_counts(), vec![(ErrorClass::Timeout, m.requests)]);
 }
@@ -261,7 +268,7 @@ fn a_panic_costs_one_request_not_the_shard() {
     );
     let mut panics_total = 0;
     for stage in &result.stages {
-        let m = &stage.metrics;
+        let m = &stage.total.metrics;
         let panics = m.error_count(ErrorClass::Panic);
         // The shard kept serving: every stage sent requests.
         assert!(m.requests > 0, "stage {} sent nothing", stage.index);
@@ -270,7 +277,7 @@ fn a_panic_costs_one_request_not_the_shard() {
         assert!(panics * 3 <= m.requests + 3 && panics * 3 + 3 >= m.requests);
         panics_total += panics;
     }
-    let ok: u64 = result.stages.iter().map(|s| s.metrics.ok).sum();
+    let ok: u64 = result.stages.iter().map(|s| s.total.metrics.ok).sum();
     assert!(panics_total > 0 && ok > 0, "ok {ok} panics {panics_total}");
     assert_eq!(total_requests(&result), served.chat_responses);
 }
@@ -283,7 +290,7 @@ fn refused_connections_are_counted_without_a_busy_loop() {
         .local_addr()
         .unwrap();
     let result = run(&plan_to(r#"{"stages":"2:300ms"}"#, closed, cpus().0));
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(
         m.error_counts(),
         vec![(ErrorClass::ConnRefused, m.requests)]
@@ -309,7 +316,7 @@ fn large_bodies_spanning_many_reads_parse() {
             format!(r#"{{"defaults":{{"max_tokens":5000,"stream":{stream}}},"stages":"2:300ms"}}"#);
         let plan = plan(&profile, &mock, cpus().0);
         let result = run(&plan);
-        let m = &result.stages[0].metrics;
+        let m = &result.stages[0].total.metrics;
         assert!(m.ok > 0, "stream={stream}");
         assert_eq!(
             m.errors_total(),
@@ -366,7 +373,7 @@ fn interim_responses_are_skipped() {
         100_000,
     );
     let result = run(&plan_to(r#"{"stages":"1:200ms"}"#, addr, cpus().0));
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 0);
     assert_eq!(m.errors_total(), 0, "errors: {:?}", m.error_counts());
     assert_eq!(m.status_counts(), vec![(200, m.requests)]);

@@ -7,10 +7,12 @@
 mod common;
 
 use loadtest::engine::{self, RunResult};
-use loadtest::metrics::ErrorClass;
 use loadtest::mock::{MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
-use loadtest::{config, report};
+use loadtest::report::console::Columns;
+use loadtest::results::ErrorClass;
+use loadtest::results::{Host, PlanInfo, RunSummary};
+use loadtest::{config, verdict};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -34,7 +36,7 @@ fn plan(profile: &str, mock: &MockServer) -> Plan {
 
 fn run(plan: &Plan) -> RunResult {
     let result = engine::run(plan, |_| {}).expect("run completes");
-    assert!(result.aborted.is_none(), "aborted: {:?}", result.aborted);
+    assert!(result.stop.is_none(), "stopped: {:?}", result.stop);
     result
 }
 
@@ -59,7 +61,7 @@ fn mixed_closed_and_open_stages_make_one_report() {
     let result = run(&plan);
     let served = mock.stop().expect("the mock shut down cleanly");
     assert_eq!(result.stages.len(), 3);
-    let closed = &result.stages[0].metrics;
+    let closed = &result.stages[0].total.metrics;
     assert!(closed.ok > 0);
     assert_eq!(
         closed.latency_corrected.count(),
@@ -68,7 +70,7 @@ fn mixed_closed_and_open_stages_make_one_report() {
     );
     assert_eq!(closed.arrivals, 0);
     for stage in &result.stages[1..] {
-        let m = &stage.metrics;
+        let m = &stage.total.metrics;
         assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
         // 400/s for 0.5 s: 200 arrivals due (Poisson: about 200).
         if stage.index == 1 {
@@ -99,19 +101,25 @@ fn mixed_closed_and_open_stages_make_one_report() {
     let total: u64 = result
         .stages
         .iter()
-        .map(|s| s.metrics.requests + s.metrics.warmup_requests)
+        .map(|s| s.total.metrics.requests + s.total.metrics.warmup_requests)
         .sum();
     assert_eq!(total, served.chat_responses);
     // One report: the summary has all three stages and calls the run mixed.
-    let summary = report::summary_json(&plan, &result, &report::Health::default(), "test");
-    assert_eq!(summary["loop_mode"], "mixed");
-    assert_eq!(summary["stages"][0]["load"]["kind"], "closed");
-    assert_eq!(summary["stages"][1]["load"]["kind"], "open");
-    assert_eq!(summary["stages"][2]["load"]["arrival"], "poisson");
-    assert_eq!(summary["stages"][1]["open_loop"]["target_rate"], 400.0);
-    assert!(summary["stages"][1]["latency_corrected_ms"]["p99"].is_number());
-    assert!(summary["stages"][1]["sched_lag_ms"]["p50"].is_number());
-    let rows = report::table_rows(&plan, &result.stages[1]).join("\n");
+    let summary = RunSummary::new(PlanInfo::of(&plan), result, Host::default());
+    let verdict = verdict::judge(&summary);
+    let text = loadtest::report::summary::summary_json(&summary, &verdict);
+    let summary_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(summary.plan.loop_mode(), "mixed");
+    assert_eq!(summary_json["stages"][0]["load"]["kind"], "closed");
+    assert_eq!(summary_json["stages"][1]["load"]["kind"], "open");
+    assert_eq!(summary_json["stages"][2]["load"]["poisson"], true);
+    assert_eq!(summary_json["stages"][1]["open_loop"]["target_rate"], 400.0);
+    let stage1 = &summary_json["stages"][1]["total"]["metrics"];
+    assert!(stage1["latency_corrected_ms"]["p99"].is_number());
+    assert!(stage1["sched_lag_ms"]["p50"].is_number());
+    let rows = Columns::of(&summary.plan)
+        .rows(&summary.stages[1], summary.plan.max_inflight)
+        .join("\n");
     assert!(rows.contains("open loop: target 400.0/s"), "{rows}");
     assert!(rows.contains("corrected"), "{rows}");
 }
@@ -126,7 +134,7 @@ fn poisson_arrivals_with_a_seed_are_reproducible() {
         );
         let result = run(&plan);
         mock.stop().expect("the mock shut down cleanly");
-        result.stages[0].metrics.arrivals
+        result.stages[0].total.metrics.arrivals
     };
     let (a, b) = (arrivals(11), arrivals(11));
     assert_eq!(a, b, "the same seed must give the same arrivals");
@@ -146,17 +154,18 @@ fn max_inflight_overflow_is_counted_not_hidden() {
     let result = run(&plan);
     mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
-    let m = &stage.metrics;
+    let m = &stage.total.metrics;
     assert_eq!(m.arrivals, 100);
     assert!(m.dropped_arrivals > 50, "dropped {}", m.dropped_arrivals);
     assert_eq!(m.requests + m.dropped_arrivals, m.arrivals);
     assert!(m.inflight_peak <= 4, "peak {}", m.inflight_peak);
     assert_eq!(m.errors_total(), 0, "dropped arrivals are not errors");
-    let flag = report::open_loop_flag(stage).expect("the stage is flagged");
+    let flag = verdict::open_loop_flag(stage).expect("the stage is flagged");
     assert!(flag.contains("dropped"), "{flag}");
-    let knee = report::knee(&plan, &result).unwrap();
+    let summary = RunSummary::new(PlanInfo::of(&plan), result, Host::default());
+    let knee = verdict::knee(&summary).unwrap();
     assert_eq!(knee.highest_ok, None);
-    assert!(knee.first_broken.unwrap().1.contains("dropped"));
+    assert!(knee.first_broken.unwrap().reason.contains("dropped"));
 }
 
 #[test]
@@ -169,7 +178,7 @@ fn an_arrival_starts_a_whole_conversation() {
     );
     let result = run(&plan);
     mock.stop().expect("the mock shut down cleanly");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.arrivals, 50);
     assert_eq!(m.conversations_started, 50);
     // Conversations that start near the end are cut by it; every other
@@ -204,7 +213,7 @@ fn a_server_stall_shows_in_the_corrected_percentiles() {
     );
     let result = run(&plan);
     mock.stop().expect("the mock shut down cleanly");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     let corrected = m.latency_corrected.percentile_ms(99.0).unwrap();
     assert!(
@@ -237,7 +246,7 @@ fn arrivals_that_must_connect_never_wait_for_the_server() {
     );
     let result = run(&plan);
     mock.stop().expect("the mock shut down cleanly");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     assert_eq!(m.arrivals, 800);
     assert_eq!(m.requests, 800);
@@ -273,7 +282,7 @@ fn a_generator_stall_is_not_hidden_coordinated_omission() {
         &STALL_ONCE,
         r#"{"stages":"@200:3s","warmup":"300ms","defaults":{"stream":false}}"#,
     );
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(STALLED.load(Ordering::Relaxed) > 0);
     assert_eq!(m.error_count(ErrorClass::Panic), 0);
     // The arrivals due while the shard was blocked went out a second late.
@@ -315,7 +324,7 @@ fn a_catch_up_after_a_generator_stall_keeps_reading_answers() {
         &STALL_LATER,
         r#"{"stages":"@1000:2s","warmup":"200ms","defaults":{"stream":false}}"#,
     );
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(RESPONSES.load(Ordering::Relaxed) >= 600);
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     // About a thousand arrivals were due when the shard came back. Sent in
@@ -358,7 +367,7 @@ fn the_first_stage_waits_for_every_shard_to_be_ready() {
         r#"{"stages":"@100:1s","warmup":"0s","defaults":{"stream":false}}"#,
     );
     assert!(WRITTEN.load(Ordering::Relaxed) > 0);
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     // Had the stage clock started before the slow shard was ready, its
     // first arrivals would have gone out ~400 ms late.

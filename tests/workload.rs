@@ -10,8 +10,8 @@ mod common;
 
 use loadtest::config;
 use loadtest::engine::{self, RunResult};
-use loadtest::metrics::ErrorClass;
 use loadtest::plan::{self, Overrides, Plan};
+use loadtest::results::ErrorClass;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,7 +38,7 @@ fn plan_to(profile: &str, target: std::net::SocketAddr) -> Plan {
 
 fn run(plan: &Plan) -> RunResult {
     let result = engine::run(plan, |_| {}).expect("run completes");
-    assert!(result.aborted.is_none(), "aborted: {:?}", result.aborted);
+    assert!(result.stop.is_none(), "stopped: {:?}", result.stop);
     result
 }
 
@@ -181,7 +181,7 @@ fn multi_turn_conversations_feed_replies_back() {
     );
     let result = run(&plan);
     let log = log.lock().unwrap().clone();
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     assert!(
         m.conversations_completed >= 2,
@@ -244,7 +244,7 @@ fn anthropic_requests_have_the_messages_shape() {
         },
     );
     let result = run(&plan);
-    assert_eq!(result.stages[0].metrics.errors_total(), 0);
+    assert_eq!(result.stages[0].total.metrics.errors_total(), 0);
     let log = log.lock().unwrap().clone();
     assert!(log.len() >= 2);
     let second = log.iter().find(|c| messages(&c.body).len() == 3).unwrap();
@@ -397,7 +397,8 @@ fn every_shipped_profile_runs_against_the_mock() {
         let users = 2 * profile.scenarios.as_ref().map_or(1, Vec::len);
         let plan = build(&profile, mock.addr(), quick(&format!("{users}:300ms")));
         let result = run(&plan);
-        for (scenario, m) in plan.scenarios.iter().zip(&result.stages[0].scenarios) {
+        for (scenario, stats) in plan.scenarios.iter().zip(&result.stages[0].scenarios) {
+            let m = &stats.metrics;
             assert!(m.ok > 0, "{name}/{}: nothing succeeded", scenario.name);
             assert_eq!(
                 m.errors_total(),
@@ -439,13 +440,17 @@ fn realistic_context_grows_with_the_turn() {
     let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
     assert_eq!(
-        stage.metrics.errors_total(),
+        stage.total.metrics.errors_total(),
         0,
         "{:?}",
-        stage.metrics.error_counts()
+        stage.total.metrics.error_counts()
     );
-    assert_eq!(stage.metrics.completion_tokens, served.completion_tokens);
-    for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+    assert_eq!(
+        stage.total.metrics.completion_tokens,
+        served.completion_tokens
+    );
+    for (scenario, stats) in plan.scenarios.iter().zip(&stage.scenarios) {
+        let m = &stats.metrics;
         let rows = m.turn_rows();
         assert!(!rows.is_empty(), "{}", scenario.name);
         if scenario.single_turn() {
@@ -470,7 +475,12 @@ fn realistic_context_grows_with_the_turn() {
     }
     // The blend: users were split 55/30/15 of 20 → 11/6/3.
     assert_eq!(plan.split_users(20), vec![11, 6, 3]);
-    let text = loadtest::report::turn_table(&plan, &result);
+    let summary = loadtest::results::RunSummary::new(
+        loadtest::results::PlanInfo::of(&plan),
+        result,
+        loadtest::results::Host::default(),
+    );
+    let text = loadtest::report::text::turn_table(&summary);
     assert!(
         text.contains("medium") && text.contains("complex"),
         "{text}"
@@ -492,7 +502,8 @@ fn openai_and_anthropic_mix_in_one_run() {
     let result = run(&plan);
     let served = mock.stop().expect("the mock shut down cleanly");
     let stage = &result.stages[0];
-    for (scenario, m) in plan.scenarios.iter().zip(&stage.scenarios) {
+    for (scenario, stats) in plan.scenarios.iter().zip(&stage.scenarios) {
+        let m = &stats.metrics;
         assert!(m.ok > 0, "{}", scenario.name);
         assert_eq!(
             m.errors_total(),
@@ -505,13 +516,13 @@ fn openai_and_anthropic_mix_in_one_run() {
         assert!(m.ttft.min_ms().unwrap() >= 5.0);
         assert_eq!(m.content_events, m.ok * u64::from(scenario.max_tokens));
     }
-    let m = &stage.metrics;
+    let m = &stage.total.metrics;
     assert_eq!(m.requests + m.warmup_requests, served.chat_responses);
     assert_eq!(m.completion_tokens, served.completion_tokens);
     assert_eq!(m.prompt_tokens, served.prompt_tokens);
 }
 
-fn anthropic_with_headers(headers: &str, stream: bool) -> engine::StageResult {
+fn anthropic_with_headers(headers: &str, stream: bool) -> loadtest::results::StageSummary {
     let mock = start_mock(|c| c.tokens = Some(6));
     let plan = plan_to(
         &format!(
@@ -527,7 +538,7 @@ fn anthropic_with_headers(headers: &str, stream: bool) -> engine::StageResult {
 #[test]
 fn anthropic_streams_are_validated() {
     let ok = anthropic_with_headers("{}", true);
-    let m = &ok.metrics;
+    let m = &ok.total.metrics;
     assert!(m.ok > 0);
     assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
     assert_eq!(m.content_events, 6 * m.ok);
@@ -537,7 +548,7 @@ fn anthropic_streams_are_validated() {
     assert!(m.prompt_tokens > 0);
 
     let cut = anthropic_with_headers(r#"{"x-mock-fault":"truncate"}"#, true);
-    let m = &cut.metrics;
+    let m = &cut.total.metrics;
     assert!(m.requests > 0);
     assert_eq!(
         m.error_counts(),
@@ -545,19 +556,19 @@ fn anthropic_streams_are_validated() {
     );
 
     let error = anthropic_with_headers(r#"{"x-mock-fault":"error-event"}"#, true);
-    let m = &error.metrics;
+    let m = &error.total.metrics;
     assert_eq!(
         m.error_counts(),
         vec![(ErrorClass::StreamErrorEvent, m.requests)]
     );
 
     let limited = anthropic_with_headers(r#"{"x-mock-status":"429"}"#, false);
-    let m = &limited.metrics;
+    let m = &limited.total.metrics;
     assert_eq!(m.error_counts(), vec![(ErrorClass::Http429, m.requests)]);
     assert_eq!(m.retry_after_s_max, Some(1));
 
     let plain = anthropic_with_headers("{}", false);
-    let m = &plain.metrics;
+    let m = &plain.total.metrics;
     assert_eq!(m.errors_total(), 0);
     assert_eq!(m.completion_tokens, 6 * m.ok);
     assert_eq!(m.ttft.count(), 0);
@@ -574,7 +585,7 @@ fn a_failed_turn_ends_the_conversation() {
     );
     let result = run(&plan);
     mock.stop().expect("the mock shut down cleanly");
-    let m = &result.stages[0].metrics;
+    let m = &result.stages[0].total.metrics;
     assert!(m.requests > 0);
     assert_eq!(m.conversations_failed, m.requests);
     assert_eq!(m.conversations_started, m.requests);

@@ -15,8 +15,8 @@
 
 use crate::http::response::{self, BodyDecoder, HeadParse, HttpError};
 use crate::limits;
-use crate::metrics::ErrorClass;
 use crate::protocol::{EventKind, Protocol, ProtocolError, Reply};
+use crate::results::ErrorClass;
 use crate::rt;
 use crate::sse::SseParser;
 use std::io;

@@ -24,13 +24,14 @@ pub mod workload;
 
 pub use shard::{share_of, users_of_shard};
 
-use crate::metrics::{StageMetrics, Window};
 use crate::plan::Plan;
+use crate::results::{unix_ms, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window};
 use crate::rt;
-use crate::stage::Stage;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
+
+pub use crate::results::RunResult;
 
 /// Coordinator → shard.
 #[derive(Debug)]
@@ -92,143 +93,6 @@ pub enum ShardMessage {
     Report(Report),
 }
 
-/// One second of a stage over all shards: a point of the time series.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Point {
-    /// Seconds since the stage started (the last point may be partial).
-    pub second: u32,
-    /// The second is part of the warm-up.
-    pub warmup: bool,
-    /// Requests that finished in it.
-    pub requests: u64,
-    /// The same per second (equal for whole seconds; the last, partial
-    /// second counts as a whole one).
-    pub rps: f64,
-    /// Failures among them.
-    pub errors: u64,
-    /// Latency p50 of the successful ones.
-    pub latency_p50_ms: Option<f64>,
-    /// Latency p99.
-    pub latency_p99_ms: Option<f64>,
-    /// TTFT p50.
-    pub ttft_p50_ms: Option<f64>,
-    /// Requests in flight at its end.
-    pub in_flight: u64,
-}
-
-impl Point {
-    fn new(second: u32, warmup: bool, window: &Window, in_flight: u64) -> Self {
-        Point {
-            second,
-            warmup,
-            requests: window.requests,
-            rps: window.requests as f64,
-            errors: window.errors,
-            latency_p50_ms: window.latency.percentile_ms(50.0),
-            latency_p99_ms: window.latency.percentile_ms(99.0),
-            ttft_p50_ms: window.ttft.percentile_ms(50.0),
-            in_flight,
-        }
-    }
-}
-
-/// One finished stage, merged over all shards.
-#[derive(Debug, Clone)]
-pub struct StageResult {
-    /// Index into `Plan::stages`.
-    pub index: usize,
-    /// The stage.
-    pub stage: Stage,
-    /// Merged metrics of all scenarios.
-    pub metrics: StageMetrics,
-    /// Merged metrics per scenario, indexed like `Plan::scenarios`.
-    pub scenarios: Vec<StageMetrics>,
-    /// Length of the measured window (stage duration minus warm-up, or
-    /// less when the stage was stopped early).
-    pub measured: Duration,
-    /// From stage start until the last shard reported (includes draining).
-    pub elapsed: Duration,
-    /// CPU seconds each shard spent in this stage.
-    pub shard_cpu_s: Vec<f64>,
-    /// The stage was cut short by a stop request.
-    pub stopped_early: bool,
-    /// Per second: requests, errors, latency p50/p99, TTFT p50, in flight.
-    pub series: Vec<Point>,
-}
-
-impl StageResult {
-    /// Requests per second over the measured window.
-    pub fn rps(&self) -> f64 {
-        self.rps_of(&self.metrics)
-    }
-
-    /// Completion tokens per second over the measured window.
-    pub fn output_tokens_per_s(&self) -> f64 {
-        self.output_tokens_per_s_of(&self.metrics)
-    }
-
-    /// Open loop: the stage's target arrival rate.
-    pub fn target_rate(&self) -> Option<f64> {
-        match self.stage.load {
-            crate::stage::Load::Open { rate, .. } => Some(rate),
-            crate::stage::Load::Closed { .. } => None,
-        }
-    }
-
-    /// Open loop: conversations started and finished per second over the
-    /// measured window (arrivals that were sent, not dropped).
-    pub fn achieved_rate(&self) -> Option<f64> {
-        self.target_rate()
-            .map(|_| per_second(self.metrics.conversations_started, self.measured))
-    }
-
-    /// Requests per second of one scenario's (or the total) metrics.
-    pub fn rps_of(&self, m: &StageMetrics) -> f64 {
-        per_second(m.requests, self.measured)
-    }
-
-    /// Completion tokens per second of one scenario's (or the total)
-    /// metrics; server counts only.
-    pub fn output_tokens_per_s_of(&self, m: &StageMetrics) -> f64 {
-        per_second(m.completion_tokens, self.measured)
-    }
-
-    /// Fraction of each shard's CPU that was busy, 0–1.
-    pub fn shard_busy(&self) -> Vec<f64> {
-        let wall = self.elapsed.as_secs_f64();
-        self.shard_cpu_s
-            .iter()
-            .map(|cpu| {
-                if wall > 0.0 {
-                    (cpu / wall).min(1.0)
-                } else {
-                    0.0
-                }
-            })
-            .collect()
-    }
-}
-
-fn per_second(count: u64, window: Duration) -> f64 {
-    let s = window.as_secs_f64();
-    if s > 0.0 {
-        count as f64 / s
-    } else {
-        0.0
-    }
-}
-
-/// A whole run.
-#[derive(Debug, Clone)]
-pub struct RunResult {
-    /// Finished stages, in order.
-    pub stages: Vec<StageResult>,
-    /// Wall-clock start.
-    pub started_at: SystemTime,
-    /// Why the run ended early, if it did.
-    pub aborted: Option<String>,
-}
-
 /// Set by the Ctrl-C handler; the coordinator polls it between reports.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -263,10 +127,10 @@ pub enum Progress<'a> {
         /// Index into `Plan::stages`.
         stage: usize,
         /// What happened in it.
-        point: &'a Point,
+        point: &'a SeriesPoint,
     },
     /// A stage finished and was merged.
-    StageFinished(&'a StageResult),
+    StageFinished(&'a StageSummary),
 }
 
 /// Runs the plan; calls `on_progress` as each stage starts and finishes.
@@ -287,8 +151,8 @@ pub fn run_with_sink(
 ) -> Result<RunResult, String> {
     let plan = Arc::new(plan.clone());
     let count = plan.cpus.len();
-    // Before any shard thread opens a socket (see `rt::presize_fd_table`).
-    rt::presize_fd_table(plan.users_max() + crate::limits::FDS_BESIDES_CONNECTIONS);
+    // Before any shard thread opens a socket (see `host::presize_fd_table`).
+    crate::host::presize_fd_table(plan.users_max() + crate::limits::FDS_BESIDES_CONNECTIONS);
     // Room for several seconds of ticks per shard besides the reports.
     let (report_tx, report_rx) = mpsc::sync_channel(count * crate::limits::SHARD_MESSAGE_DEPTH);
     let mut commands = Vec::with_capacity(count);
@@ -319,7 +183,7 @@ pub fn run_with_sink(
     drop(report_tx);
     let started_at = SystemTime::now();
     let mut stages = Vec::with_capacity(plan.stages.len());
-    let mut aborted = coordinate(&plan, &commands, &report_rx, &mut stages, &mut on_progress);
+    let mut stop = coordinate(&plan, &commands, &report_rx, &mut stages, &mut on_progress);
     for command in &commands {
         let _ = command.try_send(Command::Shutdown);
     }
@@ -332,15 +196,17 @@ pub fn run_with_sink(
     }
     // A shard's own error says why ("a shard exited" alone does not).
     if let Some(failure) = failure {
-        aborted = Some(match aborted {
-            Some(why) => format!("{why}: {failure}"),
-            None => failure,
+        stop = Some(Stop::Failed {
+            reason: match stop {
+                Some(Stop::Failed { reason }) => format!("{reason}: {failure}"),
+                _ => failure,
+            },
         });
     }
     Ok(RunResult {
         stages,
         started_at,
-        aborted,
+        stop,
     })
 }
 
@@ -351,152 +217,239 @@ fn coordinate(
     plan: &Plan,
     commands: &[mpsc::SyncSender<Command>],
     reports: &mpsc::Receiver<ShardMessage>,
-    stages: &mut Vec<StageResult>,
+    stages: &mut Vec<StageSummary>,
     on_progress: &mut impl FnMut(Progress<'_>),
-) -> Option<String> {
+) -> Option<Stop> {
+    if let Some(stop) = wait_until_ready(commands.len(), reports) {
+        return Some(stop);
+    }
     let mut cpu_before = vec![0.0; commands.len()];
-    // The first stage starts when every shard is ready: building a heavy
-    // profile's prompts takes a while (measured: 100-230 ms per shard for
-    // 12,500-token sized prompts in a debug build), and a stage clock
-    // started before that would count the setup as part of the stage.
+    for index in 0..plan.stages.len() {
+        if STOP_REQUESTED.load(Ordering::Relaxed) {
+            return Some(Stop::Interrupted);
+        }
+        let start = Instant::now() + STAGE_START_LEAD;
+        let started_unix_ms = unix_ms(SystemTime::now() + STAGE_START_LEAD);
+        for command in commands {
+            if command.send(Command::RunStage { index, start }).is_err() {
+                return Some(failed("a shard exited before the stage started"));
+            }
+        }
+        on_progress(Progress::StageStarted(index));
+        let mut collector = Collector::new(plan, index, commands.len(), started_unix_ms);
+        while collector.received < commands.len() {
+            match reports.recv_timeout(STOP_POLL) {
+                Ok(ShardMessage::Tick(tick)) => {
+                    if let Some(point) = collector.tick(tick) {
+                        on_progress(Progress::Second {
+                            stage: index,
+                            point: &point,
+                        });
+                        collector.series.push(point);
+                    }
+                }
+                Ok(ShardMessage::Report(report)) => {
+                    collector.report(&report, &mut cpu_before);
+                }
+                Ok(ShardMessage::Ready) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if STOP_REQUESTED.load(Ordering::Relaxed) && !collector.stopped_early {
+                        collector.stopped_early = true;
+                        for command in commands {
+                            let _ = command.try_send(Command::Stop);
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(failed(
+                        "a shard died during the stage; later stages were not run",
+                    ));
+                }
+            }
+        }
+        let stopped_early = collector.stopped_early;
+        stages.push(collector.finish(start.elapsed()));
+        if let Some(stage) = stages.last() {
+            on_progress(Progress::StageFinished(stage));
+        }
+        if stopped_early {
+            return Some(Stop::Interrupted);
+        }
+    }
+    None
+}
+
+fn failed(reason: &str) -> Stop {
+    Stop::Failed {
+        reason: reason.to_string(),
+    }
+}
+
+/// The first stage starts when every shard is ready: building a heavy
+/// profile's prompts takes a while (measured: 100-230 ms per shard for
+/// 12,500-token sized prompts in a debug build), and a stage clock
+/// started before that would count the setup as part of the stage.
+fn wait_until_ready(shards: usize, reports: &mpsc::Receiver<ShardMessage>) -> Option<Stop> {
     let mut ready = 0;
-    while ready < commands.len() {
+    while ready < shards {
         match reports.recv_timeout(STOP_POLL) {
             Ok(ShardMessage::Ready) => ready += 1,
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if STOP_REQUESTED.load(Ordering::Relaxed) {
-                    return Some("stopped by request".into());
+                    return Some(Stop::Interrupted);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Some("a shard exited before the first stage".into());
+                return Some(failed("a shard exited before the first stage"));
             }
-        }
-    }
-    for (index, stage) in plan.stages.iter().enumerate() {
-        if STOP_REQUESTED.load(Ordering::Relaxed) {
-            return Some("stopped by request".into());
-        }
-        let start = Instant::now() + STAGE_START_LEAD;
-        for command in commands {
-            if command.send(Command::RunStage { index, start }).is_err() {
-                return Some("a shard exited before the stage started".into());
-            }
-        }
-        on_progress(Progress::StageStarted(index));
-        let mut scenarios: Vec<StageMetrics> =
-            plan.scenarios.iter().map(|_| StageMetrics::new()).collect();
-        let mut connections_open = 0;
-        let mut inflight_peak = 0;
-        let mut shard_cpu_s = vec![0.0; commands.len()];
-        let mut stopped_early = false;
-        let mut received = 0;
-        // Seconds being assembled: (window, in flight, shards heard from).
-        let mut pending: std::collections::BTreeMap<u32, (Window, u64, usize)> =
-            std::collections::BTreeMap::new();
-        let mut series: Vec<Point> = Vec::new();
-        let warm = |second: u32| f64::from(second) <= plan.warmup.as_secs_f64();
-        while received < commands.len() {
-            let report = match reports.recv_timeout(STOP_POLL) {
-                Ok(ShardMessage::Tick(tick)) => {
-                    if tick.stage != index {
-                        continue;
-                    }
-                    let entry = pending.entry(tick.second).or_default();
-                    entry.0.merge(&tick.window);
-                    entry.1 += tick.in_flight;
-                    entry.2 += 1;
-                    if entry.2 == commands.len() {
-                        if let Some((window, in_flight, _)) = pending.remove(&tick.second) {
-                            let point =
-                                Point::new(tick.second, warm(tick.second), &window, in_flight);
-                            on_progress(Progress::Second {
-                                stage: index,
-                                point: &point,
-                            });
-                            series.push(point);
-                        }
-                    }
-                    continue;
-                }
-                Ok(ShardMessage::Report(report)) => report,
-                Ok(ShardMessage::Ready) => continue,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if STOP_REQUESTED.load(Ordering::Relaxed) && !stopped_early {
-                        stopped_early = true;
-                        for command in commands {
-                            let _ = command.try_send(Command::Stop);
-                        }
-                    }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Some("a shard died during the stage; later stages were not run".into());
-                }
-            };
-            assert_eq!(
-                report.stage, index,
-                "shard {} reported the wrong stage",
-                report.shard
-            );
-            assert!(
-                report.shard < commands.len(),
-                "shard index {} out of range",
-                report.shard
-            );
-            shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
-            cpu_before[report.shard] = report.cpu_s;
-            assert_eq!(
-                report.scenarios.len(),
-                scenarios.len(),
-                "shard {} reported the wrong number of scenarios",
-                report.shard
-            );
-            for (merged, theirs) in scenarios.iter_mut().zip(&report.scenarios) {
-                merged.merge(theirs);
-            }
-            connections_open += report.connections_open;
-            inflight_peak += report.inflight_peak;
-            received += 1;
-        }
-        // Seconds not every shard reported (the last, partial one, or a
-        // tick dropped on a full channel) go in as they are.
-        for (second, (window, in_flight, _)) in pending {
-            series.push(Point::new(second, warm(second), &window, in_flight));
-        }
-        series.sort_by_key(|p| p.second);
-        let mut merged = StageMetrics::new();
-        for scenario in &scenarios {
-            merged.merge(scenario);
-        }
-        merged.connections_open = connections_open;
-        merged.inflight_peak = inflight_peak;
-        let elapsed = start.elapsed();
-        let measured = if stopped_early {
-            elapsed.min(stage.duration).saturating_sub(plan.warmup)
-        } else {
-            stage.duration.saturating_sub(plan.warmup)
-        };
-        stages.push(StageResult {
-            index,
-            stage: *stage,
-            metrics: merged,
-            scenarios,
-            measured,
-            elapsed,
-            shard_cpu_s,
-            stopped_early,
-            series,
-        });
-        if let Some(stage) = stages.last() {
-            on_progress(Progress::StageFinished(stage));
-        }
-        if stopped_early {
-            return Some("stopped by request".into());
         }
     }
     None
+}
+
+/// One stage's messages as they come in, merged into its summary.
+struct Collector<'a> {
+    plan: &'a Plan,
+    index: usize,
+    shards: usize,
+    started_unix_ms: u64,
+    scenarios: Vec<StageMetrics>,
+    connections_open: u64,
+    inflight_peak: u64,
+    shard_cpu_s: Vec<f64>,
+    stopped_early: bool,
+    received: usize,
+    /// Seconds being assembled: (window, in flight, shards heard from).
+    pending: std::collections::BTreeMap<u32, (Window, u64, usize)>,
+    series: Vec<SeriesPoint>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(plan: &'a Plan, index: usize, shards: usize, started_unix_ms: u64) -> Self {
+        Collector {
+            plan,
+            index,
+            shards,
+            started_unix_ms,
+            scenarios: plan.scenarios.iter().map(|_| StageMetrics::new()).collect(),
+            connections_open: 0,
+            inflight_peak: 0,
+            shard_cpu_s: vec![0.0; shards],
+            stopped_early: false,
+            received: 0,
+            pending: std::collections::BTreeMap::new(),
+            series: Vec::new(),
+        }
+    }
+
+    fn point(&self, second: u32, window: Window, in_flight: u64) -> SeriesPoint {
+        SeriesPoint {
+            second,
+            unix_s: (self.started_unix_ms + u64::from(second) * 1000) / 1000,
+            warmup: f64::from(second) <= self.plan.warmup.as_secs_f64(),
+            in_flight,
+            window,
+        }
+    }
+
+    /// Adds a shard's second; returns the point once every shard sent it.
+    fn tick(&mut self, tick: Tick) -> Option<SeriesPoint> {
+        if tick.stage != self.index {
+            return None;
+        }
+        let entry = self.pending.entry(tick.second).or_default();
+        entry.0.merge(&tick.window);
+        entry.1 += tick.in_flight;
+        entry.2 += 1;
+        if entry.2 < self.shards {
+            return None;
+        }
+        let (window, in_flight, _) = self.pending.remove(&tick.second)?;
+        Some(self.point(tick.second, window, in_flight))
+    }
+
+    fn report(&mut self, report: &Report, cpu_before: &mut [f64]) {
+        assert_eq!(
+            report.stage, self.index,
+            "shard {} reported the wrong stage",
+            report.shard
+        );
+        assert!(
+            report.shard < self.shards,
+            "shard index {} out of range",
+            report.shard
+        );
+        self.shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
+        cpu_before[report.shard] = report.cpu_s;
+        assert_eq!(
+            report.scenarios.len(),
+            self.scenarios.len(),
+            "shard {} reported the wrong number of scenarios",
+            report.shard
+        );
+        for (merged, theirs) in self.scenarios.iter_mut().zip(&report.scenarios) {
+            merged.merge(theirs);
+        }
+        self.connections_open += report.connections_open;
+        self.inflight_peak += report.inflight_peak;
+        self.received += 1;
+    }
+
+    fn finish(mut self, elapsed: Duration) -> StageSummary {
+        // Seconds not every shard reported (the last, partial one, or a
+        // tick dropped on a full channel) go in as they are.
+        for (second, (window, in_flight, _)) in std::mem::take(&mut self.pending) {
+            let point = self.point(second, window, in_flight);
+            self.series.push(point);
+        }
+        self.series.sort_by_key(|p| p.second);
+        let stage = self.plan.stages[self.index];
+        let mut total = StageMetrics::new();
+        for scenario in &self.scenarios {
+            total.merge(scenario);
+        }
+        total.connections_open = self.connections_open;
+        total.inflight_peak = self.inflight_peak;
+        let measured = if self.stopped_early {
+            elapsed.min(stage.duration).saturating_sub(self.plan.warmup)
+        } else {
+            stage.duration.saturating_sub(self.plan.warmup)
+        };
+        let wall = elapsed.as_secs_f64();
+        let busy = |cpu: &f64| {
+            if wall > 0.0 {
+                (cpu / wall).min(1.0) * 100.0
+            } else {
+                0.0
+            }
+        };
+        let mut summary = StageSummary {
+            index: self.index,
+            label: stage.label(),
+            load: stage.load,
+            duration_s: stage.duration.as_secs_f64(),
+            started_unix_ms: self.started_unix_ms,
+            measured_s: measured.as_secs_f64(),
+            elapsed_s: wall,
+            stopped_early: self.stopped_early,
+            shard_busy_pct: self.shard_cpu_s.iter().map(busy).collect(),
+            shard_cpu_s: self.shard_cpu_s,
+            connections_open: vec![self.connections_open],
+            open_loop: None,
+            total: Stats::new("all", total),
+            scenarios: self
+                .plan
+                .scenarios
+                .iter()
+                .zip(self.scenarios)
+                .map(|(s, m)| Stats::new(s.name.clone(), m))
+                .collect(),
+            series: self.series,
+        };
+        summary.derive();
+        summary
+    }
 }
 
 /// Whether a stop was requested (for a second Ctrl-C to exit at once).

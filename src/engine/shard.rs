@@ -24,9 +24,9 @@ use super::workload::{self, ScenarioState, UUID_LEN};
 use super::{Command, Report, ShardMessage, Tick, COMMAND_POLL};
 use crate::content;
 use crate::limits;
-use crate::metrics::{ErrorClass, StageMetrics, Window};
 use crate::plan::Plan;
 use crate::protocol::{Message, Role};
+use crate::results::{ErrorClass, StageMetrics, Window};
 use crate::rng::Rng;
 use crate::rt;
 use crate::sink::{Record, SinkSender};
@@ -122,7 +122,7 @@ pub async fn run(ctx: ShardContext) {
             scenarios: run.metrics.take(),
             connections_open: shard.open_connections.get(),
             inflight_peak: shard.inflight_peak.get(),
-            cpu_s: rt::thread_cpu_seconds(),
+            cpu_s: crate::host::thread_cpu_seconds(),
         };
         // The channel holds several reports per shard and the coordinator
         // drains it every stage, so it is never full in practice; if it

@@ -3,12 +3,11 @@
 #![allow(dead_code)]
 
 use loadtest::mock::{self, MockConfig, MockServer};
-use loadtest::rt;
 
 /// (generator CPUs, mock CPUs): the first and the last available CPU, the
 /// same one on a single-CPU machine.
 pub fn cpus() -> (Vec<usize>, Vec<usize>) {
-    let allowed = rt::allowed_cpus();
+    let allowed = loadtest::host::allowed_cpus();
     (vec![allowed[0]], vec![*allowed.last().unwrap()])
 }
 

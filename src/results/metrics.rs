@@ -7,10 +7,10 @@
 //! and merges them with `merge`, which is exact (histograms add bucket by
 //! bucket), so percentiles of the merged value are those of all requests.
 
+pub use super::hist::Hist;
 use crate::limits;
-use hdrhistogram::serialization::Serializer as _;
-use hdrhistogram::Histogram;
-use std::time::Duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Why a request failed. Counted in a fixed array, never as strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,6 +120,11 @@ impl ErrorClass {
         )
     }
 
+    /// The class named `name` (as `name` writes it).
+    pub fn from_name(name: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.iter().copied().find(|c| c.name() == name)
+    }
+
     /// The class for a non-2xx status.
     pub fn for_status(status: u16) -> ErrorClass {
         match status {
@@ -133,97 +138,6 @@ impl ErrorClass {
 
 /// Status codes 100..=599 are counted individually; others in one slot.
 const STATUS_SLOTS: usize = 501;
-
-/// One bounded histogram in microseconds, allocated on first use (an
-/// unused one, such as TTFT of a non-streamed scenario, costs nothing).
-#[derive(Debug, Clone, Default)]
-pub struct Hist {
-    /// The histogram (1 µs .. `limits::HISTOGRAM_US_MAX`, no auto-resize),
-    /// once anything was recorded or merged in.
-    inner: Option<Box<Histogram<u64>>>,
-    /// Values above the bound, recorded as the bound.
-    pub clamped: u64,
-}
-
-impl Hist {
-    /// An empty histogram.
-    pub fn new() -> Self {
-        Hist {
-            inner: None,
-            clamped: 0,
-        }
-    }
-
-    fn histogram(&mut self) -> &mut Histogram<u64> {
-        self.inner.get_or_insert_with(|| {
-            // The bounds are constants that satisfy hdrhistogram's rules
-            // (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5), so this cannot fail.
-            Box::new(
-                Histogram::new_with_bounds(1, limits::HISTOGRAM_US_MAX, limits::HISTOGRAM_SIGFIG)
-                    .expect("histogram bounds are valid constants"),
-            )
-        })
-    }
-
-    /// The underlying histogram, if anything was recorded.
-    pub fn get(&self) -> Option<&Histogram<u64>> {
-        self.inner.as_deref().filter(|h| !h.is_empty())
-    }
-
-    /// Records a duration.
-    #[inline]
-    pub fn record(&mut self, duration: Duration) {
-        self.record_us(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
-    }
-
-    /// Records microseconds, clamping (and counting) values above the bound.
-    #[inline]
-    pub fn record_us(&mut self, us: u64) {
-        let value = if us > limits::HISTOGRAM_US_MAX {
-            self.clamped += 1;
-            limits::HISTOGRAM_US_MAX
-        } else {
-            us
-        };
-        // In range by construction, so recording cannot fail.
-        let _ = self.histogram().record(value);
-    }
-
-    /// Adds another histogram's counts.
-    pub fn merge(&mut self, other: &Hist) {
-        if let Some(theirs) = other.get() {
-            // Same bounds on both sides, so `add` cannot fail.
-            let _ = self.histogram().add(theirs);
-        }
-        self.clamped += other.clamped;
-    }
-
-    /// Samples recorded.
-    pub fn count(&self) -> u64 {
-        self.get().map_or(0, |h| h.len())
-    }
-
-    /// The value at a percentile (0–100), in milliseconds, or `None` when empty.
-    pub fn percentile_ms(&self, percentile: f64) -> Option<f64> {
-        self.get()
-            .map(|h| h.value_at_percentile(percentile) as f64 / 1000.0)
-    }
-
-    /// Mean in milliseconds.
-    pub fn mean_ms(&self) -> Option<f64> {
-        self.get().map(|h| h.mean() / 1000.0)
-    }
-
-    /// Max in milliseconds.
-    pub fn max_ms(&self) -> Option<f64> {
-        self.get().map(|h| h.max() as f64 / 1000.0)
-    }
-
-    /// Min in milliseconds.
-    pub fn min_ms(&self) -> Option<f64> {
-        self.get().map(|h| h.min() as f64 / 1000.0)
-    }
-}
 
 /// What happened at one turn position of conversations (turn 1, 2, ...),
 /// to show context growing with the turn.
@@ -274,15 +188,17 @@ impl TurnRow {
 
 /// What finished in one second of a stage (for progress and the time
 /// series), warm-up included.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// Requests that finished.
     pub requests: u64,
     /// Of those, failures.
     pub errors: u64,
     /// Latency of the successful ones.
+    #[serde(rename = "latency_ms")]
     pub latency: Hist,
     /// TTFT of the successful streamed ones.
+    #[serde(rename = "ttft_ms")]
     pub ttft: Hist,
 }
 
@@ -297,7 +213,12 @@ impl Window {
 }
 
 /// Everything one shard measured in one stage (or their merge).
-#[derive(Debug, Clone)]
+///
+/// In a summary it is written through `MetricsWire`: error classes and
+/// status codes as name → count maps, histograms as `Hist` writes them,
+/// per-turn rows with their sums (so they merge exactly) and their means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "MetricsWire", try_from = "MetricsWire")]
 pub struct StageMetrics {
     /// Requests that started inside the measured window and finished.
     pub requests: u64,
@@ -379,85 +300,6 @@ pub struct StageMetrics {
     /// Connections open at the end of the stage (summed over shards when
     /// merged).
     pub connections_open: u64,
-}
-
-/// Standard base64 (RFC 4648, with padding), for histograms in JSON.
-mod b64 {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    pub fn decode(text: &str) -> Result<Vec<u8>, String> {
-        let text = text.trim_end_matches('=');
-        let mut out = Vec::with_capacity(text.len() * 3 / 4);
-        let mut acc = 0u32;
-        let mut bits = 0;
-        for c in text.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return Err(format!("`{}` is not base64", c as char)),
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl Hist {
-    /// The histogram as HdrHistogram's V2 compressed encoding in base64
-    /// (what other HdrHistogram libraries read), or `None` when empty.
-    pub fn to_base64(&self) -> Option<String> {
-        let h = self.get()?;
-        let mut bytes = Vec::new();
-        hdrhistogram::serialization::V2DeflateSerializer::new()
-            .serialize(h, &mut bytes)
-            .ok()?;
-        Some(b64::encode(&bytes))
-    }
-
-    /// Reads `to_base64`'s output back (into this crate's bounds).
-    pub fn from_base64(text: &str, clamped: u64) -> Result<Hist, String> {
-        let bytes = b64::decode(text)?;
-        let read: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
-            .deserialize(&mut &bytes[..])
-            .map_err(|e| format!("not an HdrHistogram: {e:?}"))?;
-        let mut hist = Hist::new();
-        if !read.is_empty() {
-            hist.histogram()
-                .add(&read)
-                .map_err(|e| format!("histogram out of range: {e:?}"))?;
-        }
-        hist.clamped = clamped;
-        Ok(hist)
-    }
 }
 
 impl StageMetrics {
@@ -619,6 +461,234 @@ impl StageMetrics {
     }
 }
 
+/// Conversation outcomes, as a summary groups them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ConversationsWire {
+    started: u64,
+    completed: u64,
+    failed: u64,
+    cut_by_stage_end: u64,
+    context_limit: u64,
+}
+
+/// One per-turn row as a summary holds it: the sums that merge, then the
+/// means derived from them (written, never read back).
+#[derive(Debug, Serialize, Deserialize)]
+struct TurnWire {
+    turn: usize,
+    #[serde(default, skip_deserializing)]
+    and_later: bool,
+    requests: u64,
+    ok: u64,
+    prompt_samples: u64,
+    prompt_tokens: u64,
+    latency_us: u64,
+    ttft_samples: u64,
+    ttft_us: u64,
+    #[serde(default, skip_deserializing)]
+    prompt_tokens_mean: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    latency_ms_mean: Option<f64>,
+    #[serde(default, skip_deserializing)]
+    ttft_ms_mean: Option<f64>,
+}
+
+/// `StageMetrics` as a summary holds it (see `StageMetrics`).
+#[derive(Debug, Serialize, Deserialize)]
+struct MetricsWire {
+    requests: u64,
+    ok: u64,
+    warmup_requests: u64,
+    errors: BTreeMap<String, u64>,
+    status_codes: BTreeMap<String, u64>,
+    retry_after_s_max: Option<u32>,
+    latency_ms: Hist,
+    ttft_ms: Hist,
+    ttfb_ms: Hist,
+    itl_ms: Hist,
+    connect_ms: Hist,
+    latency_corrected_ms: Hist,
+    ttft_corrected_ms: Hist,
+    sched_lag_ms: Hist,
+    arrivals: u64,
+    dropped_arrivals: u64,
+    inflight_peak: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_prompt_tokens: u64,
+    usage_missing: u64,
+    prompt_tokens_estimated: u64,
+    completion_tokens_estimated: u64,
+    conversations: ConversationsWire,
+    turns: Vec<TurnWire>,
+    sse_events: u64,
+    content_events: u64,
+    content_bytes: u64,
+    itl_gaps_dropped: u64,
+    connects: u64,
+    stale_retries: u64,
+    connections_open: u64,
+}
+
+/// The key of a status slot in `status_codes`: the code, or `other`.
+const STATUS_OTHER: &str = "other";
+
+impl From<StageMetrics> for MetricsWire {
+    fn from(m: StageMetrics) -> MetricsWire {
+        let errors = m
+            .error_counts()
+            .into_iter()
+            .map(|(class, n)| (class.name().to_string(), n))
+            .collect();
+        let status_codes = m
+            .status_counts()
+            .into_iter()
+            .map(|(code, n)| {
+                let key = if code == 0 {
+                    STATUS_OTHER.to_string()
+                } else {
+                    code.to_string()
+                };
+                (key, n)
+            })
+            .collect();
+        let turns = m
+            .turn_rows()
+            .into_iter()
+            .map(|(turn, row)| TurnWire {
+                turn,
+                and_later: turn == limits::TURN_ROWS,
+                requests: row.requests,
+                ok: row.ok,
+                prompt_samples: row.prompt_samples,
+                prompt_tokens: row.prompt_tokens,
+                latency_us: row.latency_us,
+                ttft_samples: row.ttft_samples,
+                ttft_us: row.ttft_us,
+                prompt_tokens_mean: row.mean_prompt_tokens(),
+                latency_ms_mean: row.mean_latency_ms(),
+                ttft_ms_mean: row.mean_ttft_ms(),
+            })
+            .collect();
+        MetricsWire {
+            requests: m.requests,
+            ok: m.ok,
+            warmup_requests: m.warmup_requests,
+            errors,
+            status_codes,
+            retry_after_s_max: m.retry_after_s_max,
+            latency_ms: m.latency,
+            ttft_ms: m.ttft,
+            ttfb_ms: m.ttfb,
+            itl_ms: m.itl,
+            connect_ms: m.connect,
+            latency_corrected_ms: m.latency_corrected,
+            ttft_corrected_ms: m.ttft_corrected,
+            sched_lag_ms: m.sched_lag,
+            arrivals: m.arrivals,
+            dropped_arrivals: m.dropped_arrivals,
+            inflight_peak: m.inflight_peak,
+            prompt_tokens: m.prompt_tokens,
+            completion_tokens: m.completion_tokens,
+            cached_prompt_tokens: m.cached_tokens,
+            usage_missing: m.usage_missing,
+            prompt_tokens_estimated: m.prompt_tokens_estimated,
+            completion_tokens_estimated: m.completion_tokens_estimated,
+            conversations: ConversationsWire {
+                started: m.conversations_started,
+                completed: m.conversations_completed,
+                failed: m.conversations_failed,
+                cut_by_stage_end: m.conversations_cut,
+                context_limit: m.context_limit,
+            },
+            turns,
+            sse_events: m.sse_events,
+            content_events: m.content_events,
+            content_bytes: m.content_bytes,
+            itl_gaps_dropped: m.itl_gaps_dropped,
+            connects: m.connects,
+            stale_retries: m.stale_retries,
+            connections_open: m.connections_open,
+        }
+    }
+}
+
+impl TryFrom<MetricsWire> for StageMetrics {
+    type Error = String;
+
+    fn try_from(w: MetricsWire) -> Result<StageMetrics, String> {
+        let mut m = StageMetrics::new();
+        for (name, n) in w.errors {
+            let class = ErrorClass::from_name(&name)
+                .ok_or_else(|| format!("errors: unknown error class `{name}`"))?;
+            m.errors[class as usize] = n;
+        }
+        for (key, n) in w.status_codes {
+            let slot = if key == STATUS_OTHER {
+                STATUS_SLOTS - 1
+            } else {
+                match key.parse::<u16>() {
+                    Ok(code @ 100..=599) => usize::from(code - 100),
+                    _ => return Err(format!("status_codes: `{key}` is not a status code")),
+                }
+            };
+            m.status[slot] = n;
+        }
+        for t in w.turns {
+            if t.turn == 0 || t.turn > limits::TURN_ROWS {
+                return Err(format!(
+                    "turns: turn {} is outside 1..={}",
+                    t.turn,
+                    limits::TURN_ROWS
+                ));
+            }
+            m.turns[t.turn - 1] = TurnRow {
+                requests: t.requests,
+                ok: t.ok,
+                prompt_samples: t.prompt_samples,
+                prompt_tokens: t.prompt_tokens,
+                latency_us: t.latency_us,
+                ttft_samples: t.ttft_samples,
+                ttft_us: t.ttft_us,
+            };
+        }
+        m.requests = w.requests;
+        m.ok = w.ok;
+        m.warmup_requests = w.warmup_requests;
+        m.retry_after_s_max = w.retry_after_s_max;
+        m.latency = w.latency_ms;
+        m.ttft = w.ttft_ms;
+        m.ttfb = w.ttfb_ms;
+        m.itl = w.itl_ms;
+        m.connect = w.connect_ms;
+        m.latency_corrected = w.latency_corrected_ms;
+        m.ttft_corrected = w.ttft_corrected_ms;
+        m.sched_lag = w.sched_lag_ms;
+        m.arrivals = w.arrivals;
+        m.dropped_arrivals = w.dropped_arrivals;
+        m.inflight_peak = w.inflight_peak;
+        m.prompt_tokens = w.prompt_tokens;
+        m.completion_tokens = w.completion_tokens;
+        m.cached_tokens = w.cached_prompt_tokens;
+        m.usage_missing = w.usage_missing;
+        m.prompt_tokens_estimated = w.prompt_tokens_estimated;
+        m.completion_tokens_estimated = w.completion_tokens_estimated;
+        m.conversations_started = w.conversations.started;
+        m.conversations_completed = w.conversations.completed;
+        m.conversations_failed = w.conversations.failed;
+        m.conversations_cut = w.conversations.cut_by_stage_end;
+        m.context_limit = w.conversations.context_limit;
+        m.sse_events = w.sse_events;
+        m.content_events = w.content_events;
+        m.content_bytes = w.content_bytes;
+        m.itl_gaps_dropped = w.itl_gaps_dropped;
+        m.connects = w.connects;
+        m.stale_retries = w.stale_retries;
+        m.connections_open = w.connections_open;
+        Ok(m)
+    }
+}
+
 impl Default for StageMetrics {
     fn default() -> Self {
         StageMetrics::new()
@@ -628,40 +698,6 @@ impl Default for StageMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_clamps_and_counts() {
-        let mut h = Hist::new();
-        h.record_us(0);
-        h.record_us(1500);
-        h.record_us(limits::HISTOGRAM_US_MAX + 5);
-        h.record(Duration::from_secs(100_000));
-        assert_eq!(h.count(), 4);
-        assert_eq!(h.clamped, 2);
-        assert!(h.percentile_ms(100.0).unwrap() >= 3_599_000.0);
-    }
-
-    #[test]
-    fn histograms_survive_base64() {
-        for len in 0..7 {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 5) as u8).collect();
-            assert_eq!(b64::decode(&b64::encode(&bytes)).unwrap(), bytes);
-        }
-        assert_eq!(b64::encode(b"hdr"), "aGRy");
-        assert_eq!(b64::encode(b"hd"), "aGQ=");
-        assert!(b64::decode("a$").is_err());
-        let mut h = Hist::new();
-        assert!(h.to_base64().is_none());
-        for v in [1u64, 10, 100, 1_000, 12_345, 3_000_000] {
-            h.record_us(v);
-        }
-        let back = Hist::from_base64(&h.to_base64().unwrap(), 3).unwrap();
-        assert_eq!(back.count(), 6);
-        assert_eq!(back.clamped, 3);
-        for p in [0.0, 50.0, 99.0, 100.0] {
-            assert_eq!(back.percentile_ms(p), h.percentile_ms(p));
-        }
-    }
 
     #[test]
     fn merge_is_exact() {
@@ -692,6 +728,41 @@ mod tests {
     }
 
     #[test]
+    fn metrics_round_trip_through_json() {
+        let mut m = StageMetrics::new();
+        m.requests = 7;
+        m.ok = 5;
+        m.count_status(200);
+        m.count_status(503);
+        m.count_status(42);
+        m.count_error(ErrorClass::Http5xx);
+        m.count_error(ErrorClass::Timeout);
+        m.latency.record_us(1_234);
+        m.ttft.record_us(99);
+        m.turn_row(0).requests = 4;
+        m.turn_row(0).prompt_samples = 2;
+        m.turn_row(0).prompt_tokens = 300;
+        m.turn_row(40).requests = 1;
+        m.conversations_cut = 2;
+        m.cached_tokens = 11;
+        m.retry_after_s_max = Some(3);
+        let text = serde_json::to_string(&m).unwrap();
+        let back: StageMetrics = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["status_codes"]["other"], 1);
+        assert_eq!(value["turns"][0]["prompt_tokens_mean"], 150.0);
+        assert_eq!(value["turns"][1]["and_later"], true);
+        let mut bad = value.clone();
+        bad["errors"]["no_such_class"] = serde_json::json!(1);
+        let err = serde_json::from_value::<StageMetrics>(bad).unwrap_err();
+        assert!(err.to_string().contains("no_such_class"), "{err}");
+        let mut bad = value;
+        bad["status_codes"]["700"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<StageMetrics>(bad).is_err());
+    }
+
+    #[test]
     fn class_names_are_unique_and_statuses_map() {
         let mut names: Vec<_> = ErrorClass::ALL.iter().map(|c| c.name()).collect();
         names.sort();
@@ -703,6 +774,7 @@ mod tests {
         assert_eq!(ErrorClass::for_status(302), ErrorClass::HttpOther);
         for (i, c) in ErrorClass::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
+            assert_eq!(ErrorClass::from_name(c.name()), Some(*c));
         }
     }
 }

@@ -1,0 +1,208 @@
+//! The command line as data: every flag of every command, defined once
+//! with its help. `--help` and the seed tool's single-dash spellings are
+//! both made from these definitions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Scenario-driven load generator for LLM gateways.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a load test from a profile.
+    Run(Box<RunArgs>),
+    /// Check a profile and print the fully resolved configuration (JSON).
+    Validate(ValidateArgs),
+    /// Compare two summaries; exit 1 on a regression. No load is generated.
+    Compare(CompareArgs),
+    /// Merge summaries from several generator hosts into one, exactly.
+    Merge(MergeArgs),
+    /// Serve the built-in mock upstream (OpenAI Chat Completions and
+    /// Anthropic Messages).
+    Mock(MockArgs),
+}
+
+/// Command-line values that override a profile (`run` and `validate`).
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    /// Target URL for every scenario (http://host:port[/path]); a bare
+    /// origin gets each protocol's default path.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Stages, overriding the profile's, comma-separated: USERS:DURATION
+    /// (closed loop, e.g. 100:60s), @RATE:DURATION (open loop, evenly
+    /// spaced arrivals per second, e.g. @40000:60s or @40k:60s) or
+    /// @~RATE:DURATION (Poisson arrivals).
+    #[arg(long)]
+    pub stages: Option<String>,
+    /// Model for every scenario (e.g. a gateway's provider/model form).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Warm-up at the start of each stage, excluded from statistics (e.g. 2s).
+    #[arg(long)]
+    pub warmup: Option<String>,
+    /// API key for every scenario: `Authorization: Bearer <vk>`, or
+    /// `x-api-key: <vk>` for scenarios with `auth: x-api-key` (Anthropic's
+    /// default).
+    #[arg(long)]
+    pub vk: Option<String>,
+    /// Extra request header "K: V" (repeatable; applied to every scenario
+    /// after --vk, replacing a header of the same name).
+    #[arg(long = "header", value_name = "K: V")]
+    pub headers: Vec<String>,
+    /// Seed for blends and content (conversation UUIDs still differ per run).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Do not verify TLS certificates (https targets).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Open-loop stages: most conversations in flight (all shards); an
+    /// arrival beyond it is counted as dropped. Default: sized from the
+    /// file-descriptor limit.
+    #[arg(long)]
+    pub max_inflight: Option<u64>,
+}
+
+/// Where the generator runs (`run` and `validate`, so both resolve the
+/// same plan).
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Generator CPUs, one pinned shard each (e.g. 0,2-3). Default: all
+    /// (with --mock: the first half).
+    #[arg(long, conflicts_with = "shards")]
+    pub cpus: Option<String>,
+    /// Number of generator shards, on the first N available CPUs.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Start the built-in mock upstream in-process and target it.
+    #[arg(long, conflicts_with = "target")]
+    pub mock: bool,
+    /// CPUs for the in-process mock. Default: the CPUs the generator does
+    /// not use (or the last CPU).
+    #[arg(long, requires = "mock")]
+    pub mock_cpus: Option<String>,
+}
+
+/// `loadtest compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline summary-<id>.json.
+    pub old: PathBuf,
+    /// The new summary-<id>.json.
+    pub new: PathBuf,
+    /// A change for the worse by more than this percentage is a regression.
+    #[arg(long, default_value_t = 10.0)]
+    pub regress_pct: f64,
+    /// Also write the comparison as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `loadtest merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Summaries of the same run from each generator host.
+    #[arg(required = true, num_args = 1..)]
+    pub summaries: Vec<PathBuf>,
+    /// Where to write the merged summary.
+    #[arg(short = 'o', long = "out")]
+    pub out: PathBuf,
+}
+
+/// `loadtest validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Profile (JSON).
+    pub profile: PathBuf,
+    /// Overrides, as for `run`.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Placement, as for `run`.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
+/// `loadtest run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Profile (JSON), e.g. profiles/realistic.json.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Overrides of the profile.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+    /// Output folder. Each run writes results-<id>.jsonl (one line per
+    /// turn), summary-<id>.json, report-<id>.txt, report-<id>.csv and
+    /// metrics-<id>.prom, where <id> is the start time and a short random
+    /// suffix, so runs never overwrite each other.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Print nothing but warnings and the final results (no header, no
+    /// stage rows, no progress).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not write results-<id>.jsonl (the per-turn log costs ~5-8 % of
+    /// the engine's CPU at tens of thousands of requests per second).
+    #[arg(long)]
+    pub no_jsonl: bool,
+    /// Placement of the generator (and the in-process mock).
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+    /// In-process mock: time to first token (e.g. 50ms).
+    #[arg(long, requires = "mock")]
+    pub mock_ttft: Option<String>,
+    /// In-process mock: delay between tokens.
+    #[arg(long, requires = "mock")]
+    pub mock_itl: Option<String>,
+    /// In-process mock: non-stream latency.
+    #[arg(long, requires = "mock")]
+    pub mock_latency: Option<String>,
+    /// In-process mock: output tokens per response (capped by max_tokens).
+    #[arg(long, requires = "mock")]
+    pub mock_tokens: Option<u32>,
+}
+
+/// `loadtest mock`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Per-request headers override the flags: x-mock-latency-ms, x-mock-ttft-ms, \
+x-mock-itl-ms, x-mock-tokens (output tokens), x-mock-status (force a status code), \
+x-mock-close: 1 (close after responding), x-mock-fault: truncate | error-event (a stream \
+cut short, or an error event mid-stream)."
+)]
+pub struct MockArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// CPUs, one pinned shard each. Default: the last available CPU.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Time to first token of a streamed response (e.g. 50ms).
+    #[arg(long, default_value = "0ms")]
+    pub ttft: String,
+    /// Delay between streamed tokens.
+    #[arg(long, default_value = "0ms")]
+    pub itl: String,
+    /// Delay before a non-streamed response.
+    #[arg(long, default_value = "0ms")]
+    pub latency: String,
+    /// Output tokens per response (capped by the request's max_tokens).
+    /// Default: exactly the request's max_tokens.
+    #[arg(long)]
+    pub tokens: Option<u32>,
+    /// Freeze once, this long after starting (with --stall-for), e.g. 10s:
+    /// requests arriving in the window are answered when it ends.
+    #[arg(long, requires = "stall_for")]
+    pub stall_at: Option<String>,
+    /// Length of that freeze, e.g. 1s.
+    #[arg(long, requires = "stall_at")]
+    pub stall_for: Option<String>,
+}

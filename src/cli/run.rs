@@ -1,0 +1,258 @@
+//! `loadtest run`: plan, start the mock if asked, run, write every output,
+//! and end as the verdict says. Each step is its own function.
+
+use super::setup::{self, opt_duration};
+use super::{usage, Failure, RunArgs};
+use crate::engine;
+use crate::host::Facts;
+use crate::mock::{self, MockConfig, MockServer};
+use crate::plan::Plan;
+use crate::report::console::{progress_line, run_header, Columns};
+use crate::report::summary::OutputFiles;
+use crate::results::{self, Host, PlanInfo, RunSummary, StageSummary, Stop};
+use crate::verdict::{self, knee_line, Exit, Verdict};
+
+/// Runs a profile; see the module doc.
+pub fn run(args: RunArgs) -> Result<Exit, Failure> {
+    let facts = Facts::gather();
+    let mock = start_mock(&args, &facts)?;
+    let target = mock.as_ref().map(|m| format!("http://{}", m.addr()));
+    let setup = setup::plan(
+        &args.config,
+        &args.overrides,
+        &args.placement,
+        &facts,
+        target,
+    )?;
+    let plan = setup.plan;
+    setup::preflight(&plan, facts.fd_limit, mock.is_some())?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
+    install_interrupt_handler();
+    for warning in setup::warnings(&plan, &facts) {
+        eprintln!("loadtest: {warning}");
+    }
+    let run_id = results::new_run_id(std::time::SystemTime::now());
+    let files = OutputFiles::new(&args.out, &run_id);
+    let info = PlanInfo::of(&plan);
+    if !args.quiet {
+        say!("{}", run_header(&info));
+        if let Some(server) = &mock {
+            say!(
+                "built-in mock upstream on {} (CPUs {})",
+                server.addr(),
+                crate::plan::format_cpus(&setup.mock_cpus)
+            );
+        }
+    }
+    let sink = start_sink(&args, &plan, &files, &run_id)?;
+    let result = drive(&plan, &info, sink.as_ref(), args.quiet);
+    if let Some(server) = mock {
+        // The results stand (a dead mock shard shows in them as errors);
+        // say why the upstream misbehaved.
+        if let Err(why) = server.stop() {
+            eprintln!("loadtest: warning: --mock: {why}");
+        }
+    }
+    let (jsonl_lines, sink_dropped) = match sink {
+        Some(sink) => sink.finish().map_err(|e| Failure {
+            exit: Exit::Invalid,
+            message: format!("{}: {e}", files.results.display()),
+        })?,
+        None => (0, 0),
+    };
+    // The engine fails only when a shard cannot start at all: a host that
+    // is set up wrong, before anything was measured.
+    let result = result.map_err(usage)?;
+    let host = Host {
+        run_id,
+        fd_limit: facts.fd_limit,
+        sink_dropped,
+        jsonl_lines,
+        results_file: (!args.no_jsonl).then(|| files.results.display().to_string()),
+        local_port_range: facts.local_port_range,
+    };
+    let summary = RunSummary::new(info, result, host);
+    let verdict = verdict::judge(&summary);
+    files
+        .write_reports(&summary, &verdict)
+        .map_err(|e| usage(format!("--out: {e}")))?;
+    finish(&args, &summary, &verdict, &files);
+    Ok(verdict.exit)
+}
+
+/// The in-process mock, when `--mock` asks for one.
+fn start_mock(args: &RunArgs, facts: &Facts) -> Result<Option<MockServer>, Failure> {
+    if !args.placement.mock {
+        return Ok(None);
+    }
+    let (_, cpus) = setup::cpus(&args.placement, &facts.allowed_cpus)?;
+    let config = MockConfig {
+        latency: opt_duration("mock-latency", &args.mock_latency)?,
+        ttft: opt_duration("mock-ttft", &args.mock_ttft)?,
+        itl: opt_duration("mock-itl", &args.mock_itl)?,
+        tokens: args.mock_tokens,
+        cpus,
+        stall: None,
+    };
+    let server = mock::start("127.0.0.1:0".parse().expect("literal address"), config)
+        .map_err(|e| usage(format!("--mock: {e}")))?;
+    Ok(Some(server))
+}
+
+/// The per-turn log's writer, unless `--no-jsonl`.
+fn start_sink(
+    args: &RunArgs,
+    plan: &Plan,
+    files: &OutputFiles,
+    run_id: &str,
+) -> Result<Option<crate::sink::Sink>, Failure> {
+    if args.no_jsonl {
+        return Ok(None);
+    }
+    crate::sink::Sink::start(&files.results, plan, plan.cpus.len(), run_id)
+        .map(Some)
+        .map_err(|e| usage(format!("--out: {e}")))
+}
+
+/// Without a terminal, a progress line every this many seconds.
+const PLAIN_PROGRESS_EVERY: u32 = 10;
+
+/// Runs the engine, printing each stage's rows as it ends and a live
+/// progress line (stderr) unless quiet.
+fn drive(
+    plan: &Plan,
+    info: &PlanInfo,
+    sink: Option<&crate::sink::Sink>,
+    quiet: bool,
+) -> Result<results::RunResult, String> {
+    let columns = Columns::of(info);
+    if !quiet {
+        say!("{}", columns.header());
+    }
+    let stages = plan.stages.len();
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(2) } == 1;
+    let mut line_open = false;
+    engine::run_with_sink(plan, sink, |progress| match progress {
+        _ if quiet => {}
+        // Progress goes to stderr so stdout stays the table.
+        engine::Progress::StageStarted(index) => eprintln!(
+            "stage {}/{stages} started: {}",
+            index + 1,
+            plan.stages[index].label()
+        ),
+        engine::Progress::Second { stage, point } => {
+            let s = &plan.stages[stage];
+            let line = progress_line(&s.label(), stage, stages, s.duration.as_secs(), point);
+            if terminal {
+                // One line, rewritten every second.
+                eprint!("\r\x1b[K{line}");
+                line_open = true;
+            } else if point.second % PLAIN_PROGRESS_EVERY == 0 {
+                eprintln!("{line}");
+            }
+        }
+        engine::Progress::StageFinished(stage) => {
+            if line_open {
+                eprint!("\r\x1b[K");
+                line_open = false;
+            }
+            print_rows(&columns, stage, info.max_inflight);
+        }
+    })
+}
+
+fn print_rows(columns: &Columns, stage: &StageSummary, max_inflight: u64) {
+    for row in columns.rows(stage, max_inflight) {
+        say!("{row}");
+    }
+}
+
+/// The final results: (when quiet) the stage table, the per-turn table,
+/// the verdict and where the files are.
+fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &OutputFiles) {
+    if args.quiet {
+        let columns = Columns::of(&summary.plan);
+        say!("{}", columns.header());
+        for stage in &summary.stages {
+            print_rows(&columns, stage, summary.plan.max_inflight);
+        }
+    }
+    let turns = crate::report::text::turn_table(summary);
+    if !turns.is_empty() {
+        say!("\nper turn (all stages; prompt tokens from server usage):\n{turns}");
+    }
+    print_verdict(verdict);
+    if let Some(results) = summary.hosts.first().and_then(|h| h.results_file.as_ref()) {
+        let lines: u64 = summary.hosts.iter().map(|h| h.jsonl_lines).sum();
+        say!("results: {results} ({lines} lines)");
+    }
+    say!(
+        "report: {}, {} and {}",
+        files.text.display(),
+        files.csv.display(),
+        files.prometheus.display()
+    );
+    say!("summary: {}", files.summary.display());
+    match (&summary.stop, verdict.exit) {
+        (Some(Stop::Interrupted), _) => {
+            eprintln!("loadtest: stopped by request; the stages shown were measured");
+        }
+        (_, Exit::Invalid) => eprintln!(
+            "loadtest: run invalid: {}",
+            verdict.generator.invalid_reasons.join("; ")
+        ),
+        _ => {}
+    }
+}
+
+/// Thresholds, the knee and generator validity, a line each.
+pub fn print_verdict(verdict: &Verdict) {
+    let failed: Vec<_> = verdict.thresholds.iter().filter(|c| !c.pass).collect();
+    for check in &failed {
+        say!(
+            "threshold FAIL {} {}: {}",
+            check.stage,
+            check.scenario,
+            check.failures.join("; ")
+        );
+    }
+    if !verdict.thresholds.is_empty() {
+        say!(
+            "thresholds: {} ({} of {} checks failed)",
+            if failed.is_empty() { "PASS" } else { "FAIL" },
+            failed.len(),
+            verdict.thresholds.len()
+        );
+    }
+    if let Some(knee) = &verdict.knee {
+        say!("{}", knee_line(knee));
+    }
+    for reason in &verdict.generator.invalid_reasons {
+        say!("generator: INVALID: {reason}");
+    }
+    for caution in &verdict.generator.cautions {
+        say!("generator: caution: {caution}");
+    }
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    if engine::stop_was_requested() {
+        // Second Ctrl-C: leave now.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+    engine::request_stop();
+}
+
+fn install_interrupt_handler() {
+    // SAFETY: the handler only touches an atomic and calls _exit, both
+    // async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}

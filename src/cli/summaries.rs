@@ -1,0 +1,77 @@
+//! The commands that work on plans and finished summaries without
+//! generating load: `validate`, `compare` and `merge`.
+
+use super::setup;
+use super::{usage, CompareArgs, Failure, MergeArgs, ValidateArgs};
+use crate::host::Facts;
+use crate::results::{self, PlanInfo, RunSummary};
+use crate::verdict::{self, Exit};
+
+/// `loadtest validate`: the plan `run` would run, as JSON.
+pub fn validate(args: ValidateArgs) -> Result<Exit, Failure> {
+    let facts = Facts::gather();
+    // The in-process mock's port is chosen when it starts; any stand-in
+    // resolves the same plan otherwise.
+    let mock_target = args
+        .placement
+        .mock
+        .then(|| "http://127.0.0.1:1".to_string());
+    let setup = setup::plan(
+        &args.profile,
+        &args.overrides,
+        &args.placement,
+        &facts,
+        mock_target,
+    )?;
+    let text = serde_json::to_string_pretty(&PlanInfo::of(&setup.plan))
+        .expect("a plan description always serializes");
+    say!("{text}");
+    for warning in setup::warnings(&setup.plan, &facts) {
+        eprintln!("loadtest: {warning}");
+    }
+    eprintln!("{}: ok", args.profile.display());
+    Ok(Exit::Pass)
+}
+
+/// `loadtest compare`: exit 1 on a regression.
+pub fn compare(args: CompareArgs) -> Result<Exit, Failure> {
+    if !(args.regress_pct.is_finite() && args.regress_pct >= 0.0) {
+        return Err(usage("--regress-pct: must be a percentage of 0 or more"));
+    }
+    let old = RunSummary::read(&args.old).map_err(usage)?;
+    let new = RunSummary::read(&args.new).map_err(usage)?;
+    let comparison = crate::compare::compare(&old, &new, args.regress_pct)
+        .map_err(|e| usage(format!("compare: {e}")))?;
+    if let Some(path) = &args.json {
+        let mut text =
+            serde_json::to_string_pretty(&comparison).expect("a comparison always serializes");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    }
+    for line in crate::compare::table(&comparison).lines() {
+        say!("{line}");
+    }
+    Ok(if comparison.regressions > 0 {
+        Exit::Failed
+    } else {
+        Exit::Pass
+    })
+}
+
+/// `loadtest merge`: several hosts' summaries of one run into one, judged
+/// again as a whole; exits as that run's verdict says.
+pub fn merge(args: MergeArgs) -> Result<Exit, Failure> {
+    let mut summaries = Vec::new();
+    for path in &args.summaries {
+        let summary = RunSummary::read(path).map_err(|e| usage(format!("merge: {e}")))?;
+        summaries.push((path.display().to_string(), summary));
+    }
+    let count = summaries.len();
+    let merged = results::merge(summaries).map_err(|e| usage(format!("merge: {e}")))?;
+    let verdict = verdict::judge(&merged);
+    let text = crate::report::summary::summary_json(&merged, &verdict);
+    std::fs::write(&args.out, text).map_err(|e| usage(format!("{}: {e}", args.out.display())))?;
+    say!("merged {count} summaries into {}", args.out.display());
+    super::run::print_verdict(&verdict);
+    Ok(verdict.exit)
+}

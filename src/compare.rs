@@ -1,0 +1,308 @@
+//! `loadtest compare`: a baseline run against a new one, figure by figure,
+//! with regressions flagged for CI.
+//!
+//! Stages pair by position and label (the same stage list twice pairs
+//! each stage with its own counterpart); within a pair, scenarios pair by
+//! name, plus the stage totals. A stage or scenario present on one side
+//! only is reported as such, never skipped in silence.
+
+use crate::results::{RunSummary, StageSummary, Stats};
+use crate::verdict;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// One compared figure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delta {
+    /// Stage label.
+    pub stage: String,
+    /// Stage position (0-based).
+    pub stage_index: usize,
+    /// Scenario, or `all`.
+    pub scenario: String,
+    /// Which figure.
+    pub metric: &'static str,
+    /// Baseline value.
+    pub old: f64,
+    /// New value.
+    pub new: f64,
+    /// Worse by more than the allowed percentage.
+    pub regression: bool,
+}
+
+/// Something on one side only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OneSided {
+    /// `old` or `new`.
+    pub side: &'static str,
+    /// Stage position (0-based).
+    pub stage_index: usize,
+    /// Stage label.
+    pub stage: String,
+    /// The scenario, when a scenario (not a whole stage) is one-sided.
+    pub scenario: Option<String>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// Figures of paired stages and scenarios.
+    pub deltas: Vec<Delta>,
+    /// Stages and scenarios on one side only.
+    pub one_sided: Vec<OneSided>,
+    /// Regressions among the deltas.
+    pub regressions: usize,
+    /// The allowed change for the worse, percent.
+    pub regress_pct: f64,
+    /// Cautions about either run (invalid, interrupted).
+    pub notes: Vec<String>,
+}
+
+/// Compares `new` against `old`. A change for the worse by more than
+/// `regress_pct` percent is a regression (for the error rate, also by at
+/// least 0.1 percentage point, so 0.01 % → 0.02 % is not one).
+pub fn compare(old: &RunSummary, new: &RunSummary, regress_pct: f64) -> Result<Comparison, String> {
+    let mut out = Comparison {
+        deltas: Vec::new(),
+        one_sided: Vec::new(),
+        regressions: 0,
+        regress_pct,
+        notes: notes(old, new),
+    };
+    let count = old.stages.len().max(new.stages.len());
+    let mut paired = 0;
+    for index in 0..count {
+        match (old.stages.get(index), new.stages.get(index)) {
+            (Some(a), Some(b)) if a.label == b.label => {
+                paired += 1;
+                compare_stage(&mut out, a, b);
+            }
+            (a, b) => {
+                for (side, stage) in [("old", a), ("new", b)] {
+                    if let Some(stage) = stage {
+                        out.one_sided.push(OneSided {
+                            side,
+                            stage_index: index,
+                            stage: stage.label.clone(),
+                            scenario: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if paired == 0 {
+        return Err(
+            "the two runs have no stage in common (stages pair by position and label, e.g. 10:60s)"
+                .into(),
+        );
+    }
+    out.regressions = out.deltas.iter().filter(|d| d.regression).count();
+    Ok(out)
+}
+
+/// What makes either side's numbers doubtful.
+fn notes(old: &RunSummary, new: &RunSummary) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (side, run) in [("old", old), ("new", new)] {
+        let v = verdict::judge(run);
+        for reason in &v.generator.invalid_reasons {
+            notes.push(format!("{side} run is invalid: {reason}"));
+        }
+        if v.exit == verdict::Exit::Interrupted {
+            notes.push(format!("{side} run was stopped early"));
+        }
+    }
+    notes
+}
+
+fn compare_stage(out: &mut Comparison, a: &StageSummary, b: &StageSummary) {
+    let mut pairs: Vec<(&Stats, &Stats)> = vec![(&a.total, &b.total)];
+    let several = a.scenarios.len() > 1 || b.scenarios.len() > 1;
+    for s in &a.scenarios {
+        match b.scenarios.iter().find(|n| n.name == s.name) {
+            Some(n) if several => pairs.push((s, n)),
+            Some(_) => {}
+            None => out.one_sided.push(OneSided {
+                side: "old",
+                stage_index: a.index,
+                stage: a.label.clone(),
+                scenario: Some(s.name.clone()),
+            }),
+        }
+    }
+    for n in &b.scenarios {
+        if !a.scenarios.iter().any(|s| s.name == n.name) {
+            out.one_sided.push(OneSided {
+                side: "new",
+                stage_index: b.index,
+                stage: b.label.clone(),
+                scenario: Some(n.name.clone()),
+            });
+        }
+    }
+    for (o, n) in pairs {
+        for (metric, old, new, higher_is_worse) in figures(o, n) {
+            let (Some(old), Some(new)) = (old, new) else {
+                continue;
+            };
+            let worse = if higher_is_worse {
+                new - old
+            } else {
+                old - new
+            };
+            let relative = if old.abs() > f64::EPSILON {
+                100.0 * worse / old.abs()
+            } else if worse > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
+            let mut regression = relative > out.regress_pct;
+            if metric == "error_rate" {
+                regression &= worse >= 0.001;
+            }
+            out.deltas.push(Delta {
+                stage: a.label.clone(),
+                stage_index: a.index,
+                scenario: o.name.clone(),
+                metric,
+                old,
+                new,
+                regression,
+            });
+        }
+    }
+}
+
+type Figure = (&'static str, Option<f64>, Option<f64>, bool);
+
+/// The compared figures of a pair: name, old, new, higher is worse.
+fn figures(o: &Stats, n: &Stats) -> Vec<Figure> {
+    let (om, nm) = (&o.metrics, &n.metrics);
+    let mut out: Vec<Figure> = vec![("rps", Some(o.rates.rps), Some(n.rates.rps), false)];
+    for (metric, p) in [
+        ("latency_p50_ms", 50.0),
+        ("latency_p95_ms", 95.0),
+        ("latency_p99_ms", 99.0),
+    ] {
+        out.push((
+            metric,
+            om.latency.percentile_ms(p),
+            nm.latency.percentile_ms(p),
+            true,
+        ));
+    }
+    for (metric, p) in [
+        ("ttft_p50_ms", 50.0),
+        ("ttft_p95_ms", 95.0),
+        ("ttft_p99_ms", 99.0),
+    ] {
+        out.push((
+            metric,
+            om.ttft.percentile_ms(p),
+            nm.ttft.percentile_ms(p),
+            true,
+        ));
+    }
+    out.push((
+        "error_rate",
+        Some(o.rates.error_rate),
+        Some(n.rates.error_rate),
+        true,
+    ));
+    out
+}
+
+/// The comparison as a table for the console.
+pub fn table(c: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<14} {:<15} {:>12} {:>12} {:>9}  verdict",
+        "stage", "scenario", "metric", "old", "new", "change"
+    );
+    for d in &c.deltas {
+        let change = if d.old.abs() > f64::EPSILON {
+            format!("{:+.1}%", 100.0 * (d.new - d.old) / d.old.abs())
+        } else {
+            "-".to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<14} {:<15} {:>12.3} {:>12.3} {:>9}  {}",
+            d.stage,
+            d.scenario,
+            d.metric,
+            d.old,
+            d.new,
+            change,
+            if d.regression { "REGRESSION" } else { "ok" }
+        );
+    }
+    for one in &c.one_sided {
+        let what = match &one.scenario {
+            Some(name) => format!(
+                "scenario {name} of stage {} ({})",
+                one.stage_index + 1,
+                one.stage
+            ),
+            None => format!("stage {} ({})", one.stage_index + 1, one.stage),
+        };
+        let _ = writeln!(out, "only in the {} run: {what}", one.side);
+    }
+    for note in &c.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let _ = writeln!(
+        out,
+        "{} regression(s) beyond {}% in {} compared figures",
+        c.regressions,
+        c.regress_pct,
+        c.deltas.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_labels_pair_by_position_and_one_sided_parts_are_reported() {
+        let (run, _) = crate::report::fixture::fixed();
+        let mut old = run.clone();
+        // Two stages with the same label, as `--stages 2:1s,2:1s` makes.
+        old.stages[1] = old.stages[0].clone();
+        old.stages[1].index = 1;
+        old.stages[1].total.metrics.latency.record_us(5_000_000);
+        let mut new = old.clone();
+        new.stages[1].total.metrics = run.stages[0].total.metrics.clone();
+        new.stages[1].scenarios.pop();
+        new.stages.push(run.stages[1].clone());
+        new.derive();
+        old.derive();
+        let c = compare(&old, &new, 10.0).unwrap();
+        // Both stages are compared, each with its own counterpart.
+        let indices: Vec<usize> = c.deltas.iter().map(|d| d.stage_index).collect();
+        assert!(indices.contains(&0) && indices.contains(&1), "{indices:?}");
+        let p99 = |i: usize| {
+            c.deltas
+                .iter()
+                .find(|d| d.stage_index == i && d.scenario == "all" && d.metric == "latency_p99_ms")
+                .unwrap()
+        };
+        assert_eq!(p99(0).old, p99(0).new);
+        assert!(p99(1).old > p99(1).new);
+        let text = table(&c);
+        assert!(
+            text.contains("only in the new run: stage 3 (@100:10s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("only in the old run: scenario lookup,\"x\" of stage 2 (4:10s)"),
+            "{text}"
+        );
+        assert_eq!(c.one_sided.len(), 2);
+    }
+}

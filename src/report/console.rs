@@ -1,0 +1,255 @@
+//! What a run prints as it goes: the run header, one table row per
+//! scenario and stage total as each stage ends, the open-loop line, and
+//! the live progress line.
+
+use super::{errors_text, ms, name_width, pct};
+use crate::results::{PlanInfo, SeriesPoint, StageSummary, Stats};
+use crate::verdict;
+use std::fmt::Write as _;
+
+/// The run's header: what is being measured and how.
+pub fn run_header(plan: &PlanInfo) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "loadtest {}: {} scenario{}, shards={} (CPUs {}), cache_mode={}, seed={}",
+        env!("CARGO_PKG_VERSION"),
+        plan.scenarios.len(),
+        if plan.scenarios.len() == 1 { "" } else { "s" },
+        plan.shards,
+        crate::plan::format_cpus(&plan.cpus),
+        plan.cache_mode,
+        plan.seed
+    );
+    let width = name_width(plan.scenarios.iter().map(|s| s.name.as_str()));
+    for s in &plan.scenarios {
+        let range = |min: String, max: String| {
+            if min == max {
+                min
+            } else {
+                format!("{min}-{max}")
+            }
+        };
+        let secs = |s: f64| crate::stage::format_duration(std::time::Duration::from_secs_f64(s));
+        let _ = writeln!(
+            out,
+            "  {:<width$} {:>5.1}%  {} {} model={} stream={} turns={} think={} content={} max_tokens={}",
+            s.name,
+            s.share_pct,
+            s.protocol,
+            s.target,
+            s.model,
+            s.stream,
+            range(s.turns.min.to_string(), s.turns.max.to_string()),
+            range(secs(s.think_time_s.min), secs(s.think_time_s.max)),
+            s.content.label(),
+            s.max_tokens
+        );
+    }
+    let _ = write!(
+        out,
+        "stages {} ({} loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
+        plan.stages.join(","),
+        plan.loop_mode(),
+        crate::stage::format_duration(std::time::Duration::from_secs_f64(plan.warmup_s))
+    );
+    out
+}
+
+/// Column widths of the console table, fitted to the plan's stage
+/// labels and scenario names.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns {
+    stage: usize,
+    scenario: usize,
+}
+
+impl Columns {
+    /// Widths for `plan`.
+    pub fn of(plan: &PlanInfo) -> Columns {
+        Columns {
+            // One more for the `*` of a stage stopped early.
+            stage: name_width(plan.stages.iter().map(String::as_str)) + 1,
+            scenario: name_width(plan.scenarios.iter().map(|s| s.name.as_str())),
+        }
+    }
+
+    /// The table's header line.
+    pub fn header(&self) -> String {
+        format!(
+            "{:<sw$} {:<nw$} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}  errors",
+            "stage",
+            "scenario",
+            "requests",
+            "rps",
+            "ok%",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "ttft p50",
+            "ttft p95",
+            "itl p50",
+            "out tok/s",
+            sw = self.stage,
+            nw = self.scenario,
+        )
+    }
+
+    /// Rows for a finished stage: one per scenario when there are several,
+    /// then the stage total (`all`), then the open-loop line.
+    pub fn rows(&self, stage: &StageSummary, max_inflight: u64) -> Vec<String> {
+        let mut rows: Vec<String> = stage
+            .rows()
+            .into_iter()
+            .map(|stats| self.row(stage, stats))
+            .collect();
+        if let Some(line) = open_loop_line(stage, max_inflight) {
+            rows.push(line);
+        }
+        rows
+    }
+
+    fn row(&self, stage: &StageSummary, stats: &Stats) -> String {
+        let m = &stats.metrics;
+        let errors = errors_text(m, " ");
+        let mut label = stage.label.clone();
+        if stage.stopped_early {
+            label.push('*');
+        }
+        format!(
+            "{:<sw$} {:<nw$} {:>9} {:>10.1} {:>7.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10.1}  {}",
+            label,
+            stats.name,
+            m.requests,
+            stats.rates.rps,
+            stats.rates.ok_pct,
+            pct(&m.latency, 50.0),
+            pct(&m.latency, 95.0),
+            pct(&m.latency, 99.0),
+            pct(&m.ttft, 50.0),
+            pct(&m.ttft, 95.0),
+            pct(&m.itl, 50.0),
+            stats.rates.output_tokens_per_s,
+            if errors.is_empty() { "none" } else { &errors },
+            sw = self.stage,
+            nw = self.scenario,
+        )
+    }
+}
+
+/// The open-loop lines of a stage: target against achieved rate,
+/// scheduler lag, dropped arrivals, and corrected next to uncorrected
+/// percentiles; `None` for a closed-loop stage.
+pub fn open_loop_line(stage: &StageSummary, max_inflight: u64) -> Option<String> {
+    let open = stage.open_loop?;
+    let m = &stage.total.metrics;
+    let mut line = format!(
+        "  open loop: target {:.1}/s achieved {:.1}/s ({:.2}%), scheduler lag p50 {} p99 {} max {} ms, dropped {} of {} arrivals (max_inflight {max_inflight}, peak in flight {})",
+        open.target_rate,
+        open.achieved_rate,
+        open.achieved_pct,
+        pct(&m.sched_lag, 50.0),
+        pct(&m.sched_lag, 99.0),
+        ms(m.sched_lag.max_ms()),
+        m.dropped_arrivals,
+        m.arrivals,
+        m.inflight_peak
+    );
+    let _ = write!(
+        line,
+        "\n  latency from intended send (corrected) p50 {} p99 {} p99.9 {} ms; from actual send p50 {} p99 {} p99.9 {} ms",
+        pct(&m.latency_corrected, 50.0),
+        pct(&m.latency_corrected, 99.0),
+        pct(&m.latency_corrected, 99.9),
+        pct(&m.latency, 50.0),
+        pct(&m.latency, 99.0),
+        pct(&m.latency, 99.9)
+    );
+    if m.ttft_corrected.count() > 0 {
+        let _ = write!(
+            line,
+            "\n  ttft corrected p50 {} p99 {} ms; uncorrected p50 {} p99 {} ms",
+            pct(&m.ttft_corrected, 50.0),
+            pct(&m.ttft_corrected, 99.0),
+            pct(&m.ttft, 50.0),
+            pct(&m.ttft, 99.0)
+        );
+    }
+    if let Some(reason) = verdict::open_loop_flag(stage) {
+        let _ = write!(line, "\n  FLAGGED: {reason}");
+    }
+    Some(line)
+}
+
+/// The live progress line for one second of stage `index` (0-based) of
+/// `count`.
+pub fn progress_line(
+    label: &str,
+    index: usize,
+    count: usize,
+    duration_s: u64,
+    point: &SeriesPoint,
+) -> String {
+    let w = &point.window;
+    format!(
+        "stage {}/{count} {label} {}/{duration_s}s{}: {} req/s, p50 {} p99 {} ms, ttft p50 {} ms, errors {}, in flight {}",
+        index + 1,
+        point.second,
+        if point.warmup { " (warm-up)" } else { "" },
+        w.requests,
+        pct(&w.latency, 50.0),
+        pct(&w.latency, 99.0),
+        pct(&w.ttft, 50.0),
+        w.errors,
+        point.in_flight
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Window;
+
+    #[test]
+    fn progress_line_says_where_the_run_is() {
+        let mut window = Window {
+            requests: 990,
+            errors: 3,
+            ..Window::default()
+        };
+        window.latency.record_us(1_500);
+        let point = SeriesPoint {
+            second: 12,
+            unix_s: 0,
+            warmup: false,
+            in_flight: 7,
+            window,
+        };
+        assert_eq!(
+            progress_line("@100:1m", 1, 2, 60, &point),
+            "stage 2/2 @100:1m 12/60s: 990 req/s, p50 1.50 p99 1.50 ms, ttft p50 - ms, errors 3, in flight 7"
+        );
+    }
+
+    #[test]
+    fn columns_fit_long_scenario_names() {
+        let (summary, _) = super::super::fixture::fixed();
+        let mut plan = summary.plan.clone();
+        plan.scenarios[0].name = "a-very-long-scenario-name-indeed".into();
+        let columns = Columns::of(&plan);
+        let mut stage = summary.stages[0].clone();
+        stage.scenarios[0].name = plan.scenarios[0].name.clone();
+        let header = columns.header();
+        let rows = columns.rows(&stage, plan.max_inflight);
+        let at = header.find("requests").unwrap();
+        for row in &rows[..2] {
+            // Every row's request count ends where the header's column does.
+            let end = at + "requests".len();
+            assert!(
+                row[..end].ends_with(|c: char| c.is_ascii_digit()),
+                "{row}\n{header}"
+            );
+            assert_eq!(row.as_bytes()[end], b' ', "{row}");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `metrics-<id>.prom`: the run in the Prometheus text exposition format
+//! (for a textfile collector or a Pushgateway). Counters per stage and
+//! scenario (stage total as `scenario="all"`), rates as gauges, and
+//! latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
+//! 0.999, in seconds.
+
+use crate::results::{Hist, RunSummary, StageMetrics, StageSummary, Stats};
+use std::fmt::Write as _;
+
+/// One metric family: name, type and help, in output order.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const fn family(name: &'static str, kind: &'static str, help: &'static str) -> Family {
+    Family { name, kind, help }
+}
+
+const REQUESTS: usize = 0;
+const OK: usize = 1;
+const ERRORS: usize = 2;
+const RESPONSES: usize = 3;
+const PROMPT: usize = 4;
+const COMPLETION: usize = 5;
+const RPS: usize = 6;
+const TOKENS: usize = 7;
+const TARGET: usize = 8;
+const ACHIEVED: usize = 9;
+const DROPPED: usize = 10;
+/// The first summary family; `SUMMARIES` says which histogram each is.
+const FIRST_SUMMARY: usize = 11;
+
+const FAMILIES: [Family; 17] = [
+    family(
+        "loadtest_requests_total",
+        "counter",
+        "Requests started in the measured window and finished.",
+    ),
+    family(
+        "loadtest_requests_ok_total",
+        "counter",
+        "Successful requests (2xx with content).",
+    ),
+    family(
+        "loadtest_errors_total",
+        "counter",
+        "Failed requests by error class.",
+    ),
+    family(
+        "loadtest_responses_total",
+        "counter",
+        "Responses by HTTP status code.",
+    ),
+    family(
+        "loadtest_prompt_tokens_total",
+        "counter",
+        "Prompt tokens reported by the server.",
+    ),
+    family(
+        "loadtest_completion_tokens_total",
+        "counter",
+        "Completion tokens reported by the server.",
+    ),
+    family(
+        "loadtest_requests_per_second",
+        "gauge",
+        "Requests per second over the measured window.",
+    ),
+    family(
+        "loadtest_output_tokens_per_second",
+        "gauge",
+        "Completion tokens per second over the measured window.",
+    ),
+    family(
+        "loadtest_target_arrival_rate",
+        "gauge",
+        "Open loop: arrivals per second asked for.",
+    ),
+    family(
+        "loadtest_achieved_arrival_rate",
+        "gauge",
+        "Open loop: conversations started per second.",
+    ),
+    family(
+        "loadtest_dropped_arrivals_total",
+        "counter",
+        "Open loop: arrivals not sent because max_inflight was reached.",
+    ),
+    family(
+        "loadtest_latency_seconds",
+        "summary",
+        "Whole-request latency of successful requests, from the actual send.",
+    ),
+    family(
+        "loadtest_ttft_seconds",
+        "summary",
+        "Time to first token of successful streamed requests, from the actual send.",
+    ),
+    family(
+        "loadtest_itl_seconds",
+        "summary",
+        "Gaps between content events of successful streamed requests.",
+    ),
+    family(
+        "loadtest_latency_corrected_seconds",
+        "summary",
+        "Open loop: latency from the intended send time.",
+    ),
+    family(
+        "loadtest_ttft_corrected_seconds",
+        "summary",
+        "Open loop: TTFT from the intended send time.",
+    ),
+    family(
+        "loadtest_scheduler_lag_seconds",
+        "summary",
+        "Open loop: actual minus intended start of arrivals.",
+    ),
+];
+
+type Pick = fn(&StageMetrics) -> &Hist;
+
+/// The histogram behind each summary family, from `FIRST_SUMMARY` on.
+const SUMMARIES: [Pick; 6] = [
+    |m| &m.latency,
+    |m| &m.ttft,
+    |m| &m.itl,
+    |m| &m.latency_corrected,
+    |m| &m.ttft_corrected,
+    |m| &m.sched_lag,
+];
+
+const _: () = assert!(FIRST_SUMMARY + SUMMARIES.len() == FAMILIES.len());
+
+/// Sample lines, gathered per family so each family is written once.
+struct Exposition {
+    lines: Vec<Vec<String>>,
+}
+
+impl Exposition {
+    fn put(&mut self, family: usize, labels: &str, extra: &str, value: impl std::fmt::Display) {
+        let name = FAMILIES[family].name;
+        self.lines[family].push(format!("{name}{{{labels}{extra}}} {value}"));
+    }
+
+    fn row(&mut self, stage: &StageSummary, stats: &Stats) {
+        let m = &stats.metrics;
+        let labels = format!(
+            "stage=\"{}\",stage_index=\"{}\",scenario=\"{}\"",
+            label(&stage.label),
+            stage.index,
+            label(&stats.name)
+        );
+        self.put(REQUESTS, &labels, "", m.requests);
+        self.put(OK, &labels, "", m.ok);
+        for (class, n) in m.error_counts() {
+            self.put(ERRORS, &labels, &format!(",class=\"{}\"", class.name()), n);
+        }
+        for (code, n) in m.status_counts() {
+            self.put(RESPONSES, &labels, &format!(",code=\"{code}\""), n);
+        }
+        self.put(PROMPT, &labels, "", m.prompt_tokens);
+        self.put(COMPLETION, &labels, "", m.completion_tokens);
+        self.put(RPS, &labels, "", stats.rates.rps);
+        self.put(TOKENS, &labels, "", stats.rates.output_tokens_per_s);
+        if std::ptr::eq(stats, &stage.total) {
+            if let Some(open) = stage.open_loop {
+                self.put(TARGET, &labels, "", open.target_rate);
+                self.put(ACHIEVED, &labels, "", open.achieved_rate);
+            }
+        }
+        if stage.is_open() {
+            self.put(DROPPED, &labels, "", m.dropped_arrivals);
+        }
+        for (i, pick) in SUMMARIES.iter().enumerate() {
+            self.summary(FIRST_SUMMARY + i, &labels, pick(m));
+        }
+    }
+
+    fn summary(&mut self, family: usize, labels: &str, hist: &Hist) {
+        let Some(inner) = hist.get() else {
+            return;
+        };
+        for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
+            let seconds = inner.value_at_quantile(q) as f64 / 1e6;
+            self.put(family, labels, &format!(",quantile=\"{q}\""), seconds);
+        }
+        let base = FAMILIES[family].name;
+        let sum = inner.mean() * inner.len() as f64 / 1e6;
+        self.lines[family].push(format!("{base}_sum{{{labels}}} {sum}"));
+        self.lines[family].push(format!("{base}_count{{{labels}}} {}", inner.len()));
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole exposition.
+pub fn prometheus(run: &RunSummary) -> String {
+    let mut exposition = Exposition {
+        lines: FAMILIES.iter().map(|_| Vec::new()).collect(),
+    };
+    for stage in &run.stages {
+        for stats in stage.rows() {
+            exposition.row(stage, stats);
+        }
+    }
+    let mut out = String::new();
+    for (family, lines) in FAMILIES.iter().zip(&exposition.lines) {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        for line in lines {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_matches_the_golden_file() {
+        let (run, _) = super::super::fixture::fixed();
+        let text = prometheus(&run);
+        super::super::fixture::golden("metrics.prom", &text);
+        // Label values are escaped; every sample line names a declared family.
+        assert!(text.contains(r#"scenario="lookup,\"x\"""#), "{text}");
+        let declared: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split('{').next().unwrap();
+            let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(
+                declared.contains(&family) || declared.contains(&name),
+                "{line}"
+            );
+        }
+    }
+}

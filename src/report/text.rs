@@ -1,0 +1,285 @@
+//! `report-<id>.txt`: everything a person reads after a run, in one file:
+//! the run header, per stage × scenario statistics, the per-turn table,
+//! generator health, thresholds and the knee.
+
+use super::console::{open_loop_line, run_header};
+use super::{errors_text, ms, name_width, pct, status_text};
+use crate::results::{from_unix_ms, rfc3339, RunSummary, StageMetrics, StageSummary};
+use crate::verdict::{knee_line, Verdict};
+use std::fmt::Write as _;
+
+/// The whole text report.
+pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", run_header(&run.plan));
+    let _ = writeln!(
+        out,
+        "started {}",
+        rfc3339(from_unix_ms(run.started_unix_ms))
+    );
+    if !run.merged_from.is_empty() {
+        let _ = writeln!(
+            out,
+            "merged from {} hosts: {}",
+            run.hosts.len(),
+            run.merged_from.join(", ")
+        );
+    }
+    let width = name_width(run.plan.scenarios.iter().map(|s| s.name.as_str()));
+    for stage in &run.stages {
+        stage_section(&mut out, stage, width, run.plan.max_inflight);
+    }
+    let turns = turn_table(run);
+    if !turns.is_empty() {
+        let _ = write!(
+            out,
+            "\n== per turn (all stages; prompt tokens from server usage)\n{turns}"
+        );
+    }
+    aggregate_section(&mut out, &run.all_stages());
+    health_section(&mut out, run, verdict);
+    thresholds_section(&mut out, verdict);
+    if let Some(knee) = &verdict.knee {
+        let _ = writeln!(out, "\n== knee\n{}", knee_line(knee));
+    }
+    out
+}
+
+fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_inflight: u64) {
+    let _ = writeln!(
+        out,
+        "\n== stage {} {}{} (measured {:.1} s)",
+        stage.index + 1,
+        stage.label,
+        if stage.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
+        stage.measured_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>9} {:>10} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "scenario", "requests", "rps", "ok%", "p50", "p90", "p95", "p99", "p99.9", "ttft50", "ttft95",
+        "ttft99", "itl50", "itl99", "out tok/s"
+    );
+    let rows = stage.rows();
+    for stats in &rows {
+        let m = &stats.metrics;
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>10.1} {:>7.2} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10.1}",
+            stats.name,
+            m.requests,
+            stats.rates.rps,
+            stats.rates.ok_pct,
+            pct(&m.latency, 50.0),
+            pct(&m.latency, 90.0),
+            pct(&m.latency, 95.0),
+            pct(&m.latency, 99.0),
+            pct(&m.latency, 99.9),
+            pct(&m.ttft, 50.0),
+            pct(&m.ttft, 95.0),
+            pct(&m.ttft, 99.0),
+            pct(&m.itl, 50.0),
+            pct(&m.itl, 99.0),
+            stats.rates.output_tokens_per_s
+        );
+    }
+    for stats in &rows {
+        let statuses = status_text(&stats.metrics, " ");
+        let errors = errors_text(&stats.metrics, " ");
+        let _ = writeln!(
+            out,
+            "  {}: status {}; errors {}",
+            stats.name,
+            if statuses.is_empty() { "-" } else { &statuses },
+            if errors.is_empty() { "none" } else { &errors }
+        );
+    }
+    if let Some(line) = open_loop_line(stage, max_inflight) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn aggregate_section(out: &mut String, all: &StageMetrics) {
+    let _ = writeln!(out, "\n== aggregate");
+    let _ = writeln!(
+        out,
+        "turns {} (ok {}), conversations started {} completed {} failed {}, prompt tokens {} completion tokens {} (server usage; {} responses without usage, estimated {} / {})",
+        all.requests,
+        all.ok,
+        all.conversations_started,
+        all.conversations_completed,
+        all.conversations_failed,
+        all.prompt_tokens,
+        all.completion_tokens,
+        all.usage_missing,
+        all.prompt_tokens_estimated,
+        all.completion_tokens_estimated
+    );
+}
+
+fn health_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
+    let _ = writeln!(out, "\n== generator health");
+    let sum = |f: fn(&crate::results::Host) -> u64| run.hosts.iter().map(f).sum::<u64>();
+    let fd_limits: Vec<String> = run.hosts.iter().map(|h| h.fd_limit.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "fd limit {}; peak connections {}; JSONL lines {} dropped {}; shard CPU busy max {:.0}%",
+        fd_limits.join("/"),
+        peak_connections(run),
+        sum(|h| h.jsonl_lines),
+        sum(|h| h.sink_dropped),
+        shard_busy_pct_max(run)
+    );
+    let all = run.all_stages();
+    let generator: u64 = all
+        .error_counts()
+        .iter()
+        .filter(|(c, _)| c.is_generator_side())
+        .map(|(_, n)| n)
+        .sum();
+    let _ = writeln!(out, "port/fd exhaustion errors {generator}");
+    for stage in run.stages.iter().filter(|s| s.is_open()) {
+        let lag = &stage.total.metrics.sched_lag;
+        let _ = writeln!(
+            out,
+            "stage {}: scheduler lag p50 {} p99 {} max {} ms",
+            stage.label,
+            pct(lag, 50.0),
+            pct(lag, 99.0),
+            ms(lag.max_ms())
+        );
+    }
+    let g = &verdict.generator;
+    if g.valid && g.cautions.is_empty() {
+        let _ = writeln!(out, "verdict: valid (the generator was not the bottleneck)");
+    }
+    for caution in &g.cautions {
+        let _ = writeln!(out, "verdict: valid, with caution: {caution}");
+    }
+    for reason in &g.invalid_reasons {
+        let _ = writeln!(out, "verdict: INVALID: {reason}");
+    }
+}
+
+fn thresholds_section(out: &mut String, verdict: &Verdict) {
+    let _ = writeln!(out, "\n== thresholds");
+    if verdict.thresholds.is_empty() {
+        let _ = writeln!(out, "none set");
+        return;
+    }
+    for check in &verdict.thresholds {
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            check.stage,
+            check.scenario,
+            if check.pass {
+                "PASS".to_string()
+            } else {
+                format!("FAIL ({})", check.failures.join("; "))
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "overall: {}",
+        if verdict.pass { "PASS" } else { "FAIL" }
+    );
+}
+
+/// Most connections (or open-loop conversations) open at once in any
+/// stage, over all hosts.
+pub fn peak_connections(run: &RunSummary) -> u64 {
+    run.stages
+        .iter()
+        .map(|s| {
+            let open: u64 = s.connections_open.iter().sum();
+            open.max(s.total.metrics.inflight_peak)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The busiest shard of any stage, percent.
+pub fn shard_busy_pct_max(run: &RunSummary) -> f64 {
+    run.stages
+        .iter()
+        .flat_map(|s| s.shard_busy_pct.iter().copied())
+        .fold(0.0, f64::max)
+}
+
+/// Per-turn means of each multi-turn scenario over the whole run, to show
+/// context (and so cost and latency) growing with the turn. Empty when no
+/// scenario has more than one turn.
+pub fn turn_table(run: &RunSummary) -> String {
+    let mut out = String::new();
+    let width = name_width(run.plan.scenarios.iter().map(|s| s.name.as_str()));
+    for (i, scenario) in run.plan.scenarios.iter().enumerate() {
+        if scenario.turns.max == 1 {
+            continue;
+        }
+        let mut merged = StageMetrics::new();
+        for stage in &run.stages {
+            if let Some(stats) = stage.scenarios.get(i) {
+                merged.merge(&stats.metrics);
+            }
+        }
+        let rows = merged.turn_rows();
+        if rows.is_empty() {
+            continue;
+        }
+        if out.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<width$} {:>5} {:>9} {:>7} {:>14} {:>12} {:>12}",
+                "scenario", "turn", "requests", "ok%", "prompt tok avg", "latency avg", "ttft avg"
+            );
+        }
+        for (turn, row) in rows {
+            let turn = if turn == crate::limits::TURN_ROWS {
+                format!("{turn}+")
+            } else {
+                turn.to_string()
+            };
+            let opt = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+            };
+            let ok_pct = if row.requests == 0 {
+                0.0
+            } else {
+                100.0 * row.ok as f64 / row.requests as f64
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$} {:>5} {:>9} {:>7.2} {:>14} {:>12} {:>12}",
+                scenario.name,
+                turn,
+                row.requests,
+                ok_pct,
+                opt(row.mean_prompt_tokens(), 1),
+                opt(row.mean_latency_ms(), 2),
+                opt(row.mean_ttft_ms(), 2)
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_matches_the_golden_file() {
+        let (run, verdict) = super::super::fixture::fixed();
+        let text = text_report(&run, &verdict).replace(env!("CARGO_PKG_VERSION"), "VERSION");
+        super::super::fixture::golden("report.txt", &text);
+        assert!(text.contains("overall: FAIL"));
+        // Timeouts and 503s are the target's errors, not the generator's.
+        assert!(text.contains("verdict: valid"));
+    }
+}

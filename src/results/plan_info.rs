@@ -1,0 +1,292 @@
+//! What a summary says about the plan it ran: every figure a report or a
+//! reader needs to know what was measured and how, with secrets masked.
+//! `loadtest validate` prints the same type, so what it shows is what a
+//! run records.
+
+use crate::plan::{CacheMode, Content, Plan, Thresholds};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Range<T> {
+    /// Lowest.
+    pub min: T,
+    /// Highest.
+    pub max: T,
+}
+
+/// Where a scenario's prompts come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum ContentInfo {
+    /// Picked at random from a pool of this many prompts.
+    Pool {
+        /// Prompts in the pool.
+        prompts: usize,
+    },
+    /// Turn i says line i of a script of this many lines.
+    Scripted {
+        /// Lines in the script.
+        script: usize,
+    },
+    /// Generated text of about this many tokens per turn.
+    Sized {
+        /// Approximate input tokens per turn.
+        approx_input_tokens: u64,
+    },
+}
+
+impl ContentInfo {
+    /// A short label for the run header, e.g. `pool(4)`.
+    pub fn label(&self) -> String {
+        match self {
+            ContentInfo::Pool { prompts } => format!("pool({prompts})"),
+            ContentInfo::Scripted { script } => format!("scripted({script})"),
+            ContentInfo::Sized {
+                approx_input_tokens,
+            } => format!("sized(~{approx_input_tokens} tokens)"),
+        }
+    }
+}
+
+/// One scenario of the blend, as resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    /// Name in reports.
+    pub name: String,
+    /// Relative weight.
+    pub weight: f64,
+    /// Its share of users or arrivals, percent.
+    pub share_pct: f64,
+    /// Wire format (`openai-chat`, `anthropic`).
+    pub protocol: String,
+    /// Target URL, query values masked.
+    pub target: String,
+    /// Request path.
+    pub path: String,
+    /// Resolved socket address.
+    pub address: String,
+    /// Model name.
+    pub model: String,
+    /// Length of the system prompt in characters, if there is one.
+    pub system_chars: Option<usize>,
+    /// Output token cap.
+    pub max_tokens: u32,
+    /// Streamed (SSE).
+    pub stream: bool,
+    /// Where the key goes (`bearer`, `x-api-key`).
+    pub auth: String,
+    /// Request headers, secret values masked.
+    pub headers: BTreeMap<String, String>,
+    /// Whole-request timeout, seconds.
+    pub timeout_s: f64,
+    /// Turns per conversation.
+    pub turns: Range<u64>,
+    /// Pause between turns, seconds.
+    pub think_time_s: Range<f64>,
+    /// Where prompts come from.
+    pub content: ContentInfo,
+}
+
+/// How prompts are correlated with the gateway's own rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correlation {
+    /// The conversation UUID is in the prompt.
+    pub uuid_in_prompt: bool,
+    /// The header that carries it, if any.
+    pub header: Option<String>,
+}
+
+/// The plan as run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// The blend.
+    pub scenarios: Vec<ScenarioInfo>,
+    /// Stage labels, in order (as one host ran them).
+    pub stages: Vec<String>,
+    /// Open loop: most conversations in flight (summed over hosts when
+    /// merged).
+    pub max_inflight: u64,
+    /// Warm-up at the start of each stage, seconds.
+    pub warmup_s: f64,
+    /// Connect timeout, seconds.
+    pub connect_timeout_s: f64,
+    /// `bust`, `shared-prefix` or `natural`.
+    pub cache_mode: String,
+    /// Tokens of the shared preamble, with `shared-prefix`.
+    pub shared_prefix_tokens: Option<u64>,
+    /// Correlation with server-side rows.
+    pub correlation: Correlation,
+    /// Pass/fail limits.
+    pub thresholds: Thresholds,
+    /// Connections are reused.
+    pub keep_alive: bool,
+    /// TLS verification is off.
+    pub insecure: bool,
+    /// Error bodies are kept for the per-turn log.
+    pub capture_error_body: bool,
+    /// Seed for blends and content.
+    pub seed: u64,
+    /// Generator shards (summed over hosts when merged).
+    pub shards: usize,
+    /// Their CPUs (each host's, one after the other, when merged).
+    pub cpus: Vec<usize>,
+    /// Distinct target addresses.
+    pub target_addresses: usize,
+}
+
+impl PlanInfo {
+    /// Describes `plan`.
+    pub fn of(plan: &Plan) -> PlanInfo {
+        let total: f64 = plan.scenarios.iter().map(|s| s.weight).sum();
+        let scenarios = plan
+            .scenarios
+            .iter()
+            .map(|s| {
+                let target = &plan.targets[s.target];
+                ScenarioInfo {
+                    name: s.name.clone(),
+                    weight: s.weight,
+                    share_pct: 100.0 * s.weight / total,
+                    protocol: s.protocol.name().to_string(),
+                    target: mask_url(&target.url),
+                    path: mask_url(&target.path),
+                    address: target.addr.to_string(),
+                    model: s.model.clone(),
+                    system_chars: s.system.as_ref().map(|t| t.chars().count()),
+                    max_tokens: s.max_tokens,
+                    stream: s.stream,
+                    auth: s.auth.name().to_string(),
+                    headers: s
+                        .headers
+                        .iter()
+                        .map(|(name, value)| (name.clone(), mask_secret(name, value)))
+                        .collect(),
+                    timeout_s: s.timeout.as_secs_f64(),
+                    turns: Range {
+                        min: s.turns.0,
+                        max: s.turns.1,
+                    },
+                    think_time_s: Range {
+                        min: s.think_time.0.as_secs_f64(),
+                        max: s.think_time.1.as_secs_f64(),
+                    },
+                    content: match &s.content {
+                        Content::Pool(list) => ContentInfo::Pool {
+                            prompts: list.len(),
+                        },
+                        Content::Scripted(list) => ContentInfo::Scripted { script: list.len() },
+                        Content::Sized(tokens) => ContentInfo::Sized {
+                            approx_input_tokens: *tokens,
+                        },
+                    },
+                }
+            })
+            .collect();
+        let mut addresses: Vec<_> = plan.targets.iter().map(|t| t.addr).collect();
+        addresses.sort();
+        addresses.dedup();
+        PlanInfo {
+            scenarios,
+            stages: plan.stages.iter().map(|s| s.label()).collect(),
+            max_inflight: plan.max_inflight,
+            warmup_s: plan.warmup.as_secs_f64(),
+            connect_timeout_s: plan.connect_timeout.as_secs_f64(),
+            cache_mode: plan.cache_mode.name().to_string(),
+            shared_prefix_tokens: plan
+                .shared_prefix
+                .as_ref()
+                .map(|_| plan.shared_prefix_tokens),
+            correlation: Correlation {
+                uuid_in_prompt: plan.uuid_in_prompt && plan.cache_mode != CacheMode::Natural,
+                header: plan.correlation_header.clone(),
+            },
+            thresholds: plan.thresholds,
+            keep_alive: plan.keep_alive,
+            insecure: plan.insecure,
+            capture_error_body: plan.capture_error_body,
+            seed: plan.seed,
+            shards: plan.cpus.len(),
+            cpus: plan.cpus.clone(),
+            target_addresses: addresses.len(),
+        }
+    }
+
+    /// `closed`, `open` or `mixed`, from the stage labels.
+    pub fn loop_mode(&self) -> &'static str {
+        let open = self.stages.iter().filter(|s| s.starts_with('@')).count();
+        match open {
+            0 => "closed",
+            n if n == self.stages.len() => "open",
+            _ => "mixed",
+        }
+    }
+}
+
+/// Hides API keys: the value of an auth-looking header keeps its scheme
+/// and last four characters; the `REPLACE_WITH_VK` placeholder is shown.
+pub fn mask_secret(name: &str, value: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let secret = lower == "authorization"
+        || lower.contains("api-key")
+        || lower.contains("apikey")
+        || lower.contains("token")
+        || lower.contains("secret");
+    if !secret || value.contains("REPLACE_WITH_VK") {
+        return value.to_string();
+    }
+    let (scheme, key) = match value.split_once(' ') {
+        Some((scheme, key)) => (format!("{scheme} "), key),
+        None => (String::new(), value),
+    };
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if key.chars().count() <= 8 {
+        format!("{scheme}***")
+    } else {
+        format!("{scheme}***{tail}")
+    }
+}
+
+/// A URL with every query value replaced by `***` (keys passed as
+/// `?key=…` must not reach a report).
+pub fn mask_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) => format!("{key}=***"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", masked.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(
+            mask_secret("Authorization", "Bearer sk-1234567890"),
+            "Bearer ***7890"
+        );
+        assert_eq!(mask_secret("x-api-key", "short"), "***");
+        assert_eq!(mask_secret("content-type", "a/b"), "a/b");
+        assert_eq!(
+            mask_url("http://h/v1?key=abc&x=1&flag"),
+            "http://h/v1?key=***&x=***&flag"
+        );
+        assert_eq!(mask_url("http://h/v1"), "http://h/v1");
+    }
+}
