@@ -5,9 +5,9 @@
 //! Run: `cargo bench --bench parse`
 
 use loadtest::http::response::{BodyDecoder, Framing};
+use loadtest::http::sse::SseParser;
 use loadtest::protocol::openai::OpenAiChat;
 use loadtest::protocol::{Protocol, ProtocolError, Reply};
-use loadtest::sse::SseParser;
 use std::hint::black_box;
 use std::time::Instant;
 

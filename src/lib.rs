@@ -53,6 +53,5 @@ pub mod results;
 pub mod rng;
 pub mod rt;
 pub mod sink;
-pub mod sse;
 pub mod stage;
 pub mod verdict;

@@ -3,11 +3,11 @@
 //! parser, half random bytes and half mutations of a valid message.
 
 use loadtest::http::response::{parse_head, BodyDecoder, Framing};
+use loadtest::http::sse::{self, SseParser};
 use loadtest::protocol::json::Scanner;
 use loadtest::protocol::openai::OpenAiChat;
 use loadtest::protocol::{Protocol, ProtocolError, Reply};
 use loadtest::rng::Rng;
-use loadtest::sse::{self, SseParser};
 
 const CASES: usize = 20_000;
 

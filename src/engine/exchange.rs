@@ -14,11 +14,11 @@
 //! sends.
 
 use crate::http::response::{self, BodyDecoder, HeadParse, HttpError};
+use crate::http::sse::SseParser;
 use crate::limits;
 use crate::protocol::{EventKind, Protocol, ProtocolError, Reply};
 use crate::results::ErrorClass;
 use crate::rt;
-use crate::sse::SseParser;
 use std::io;
 use std::time::{Duration, Instant};
 

@@ -189,18 +189,11 @@ pub fn build_request(
     };
     body.clear();
     scenario.protocol.write_body(&turn, body);
-    out.clear();
-    out.extend_from_slice(head_prefix);
-    if let Some(name) = &plan.correlation_header {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(uuid);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"Content-Length: ");
-    crate::http::push_decimal(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(body);
+    let correlation = plan
+        .correlation_header
+        .as_deref()
+        .map(|name| (name, &uuid[..]));
+    crate::http::request::write(out, head_prefix, correlation, body);
 }
 
 /// A fresh random (version 4) UUID, hyphenated, lower case.

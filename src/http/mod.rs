@@ -1,8 +1,11 @@
 //! The hand-rolled HTTP/1.1 pieces shared by the client and the mock:
-//! response parsing (`response`) and allocation-free number formatting for
+//! request serialization (`request`), response parsing (`response`), the
+//! SSE event parser (`sse`), and allocation-free number formatting for
 //! request and response heads.
 
+pub mod request;
 pub mod response;
+pub mod sse;
 
 /// "00" to "99", two bytes each.
 const DIGIT_PAIRS: [u8; 200] = {

@@ -14,7 +14,7 @@
 
 use super::json::{Bad, Kind, Scanner, Str};
 use super::{Auth, EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
-use crate::sse;
+use crate::http::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 

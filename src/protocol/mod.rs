@@ -13,7 +13,7 @@ pub mod anthropic;
 pub mod json;
 pub mod openai;
 
-use crate::sse;
+use crate::http::sse;
 use std::fmt;
 
 /// A message role.

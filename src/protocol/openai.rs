@@ -9,7 +9,7 @@
 
 use super::json::{Bad, Kind, Scanner};
 use super::{Auth, EventKind, Protocol, ProtocolError, Reply, Role, TurnRequest};
-use crate::sse;
+use crate::http::sse;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 

@@ -22,9 +22,9 @@ pub fn start_mock(tune: impl FnOnce(&mut MockConfig)) -> MockServer {
     mock::start("127.0.0.1:0".parse().unwrap(), config).expect("mock starts")
 }
 
+use loadtest::http::sse;
 use loadtest::protocol::openai::OpenAiChat;
 use loadtest::protocol::{Auth, EventKind, Protocol, ProtocolError, Reply, TurnRequest};
-use loadtest::sse;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

@@ -1,0 +1,507 @@
+//! From what was typed to what will happen: `Profile` + command-line
+//! overrides become a validated `Plan`.
+//!
+//! Every check that can fail happens here, before any executor starts:
+//! stage strings, the target URL, DNS resolution (once, on the calling
+//! thread, never on a shard), header syntax, CPU lists. The engine only
+//! ever sees a `Plan`. `scenario` resolves each scenario of the blend,
+//! `target` the URLs and headers, `stages` the profile's stage list.
+
+mod scenario;
+mod stages;
+mod target;
+#[cfg(test)]
+mod tests;
+
+pub use scenario::{Content, Scenario, DEFAULT_PROMPTS};
+pub use target::{check_header, parse_target, Target};
+
+use crate::config::{self, Profile};
+use crate::content;
+use crate::limits;
+use crate::stage::{self, Stage};
+use std::time::Duration;
+
+/// How prompts are made (un)cacheable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The conversation UUID goes first in the first user message, so no
+    /// prompt or response cache can hit.
+    Bust,
+    /// Every conversation starts with the same preamble, to measure prompt
+    /// caching on purpose.
+    SharedPrefix,
+    /// Prompts are sent as written.
+    Natural,
+}
+
+impl CacheMode {
+    /// The profile spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Bust => "bust",
+            CacheMode::SharedPrefix => "shared-prefix",
+            CacheMode::Natural => "natural",
+        }
+    }
+}
+
+/// Pass/fail limits, the profile's type: once resolved by `build`, `None`
+/// means not checked (a 0 in the profile becomes `None`).
+pub use crate::config::Thresholds;
+
+/// A validated run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The traffic blend (at least one).
+    pub scenarios: Vec<Scenario>,
+    /// Distinct targets the scenarios use.
+    pub targets: Vec<Target>,
+    /// Stages, in order.
+    pub stages: Vec<Stage>,
+    /// Warm-up at the start of each stage.
+    pub warmup: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// How prompts are made (un)cacheable.
+    pub cache_mode: CacheMode,
+    /// The preamble of `cache_mode: shared-prefix`, generated from the seed.
+    pub shared_prefix: Option<String>,
+    /// Tokens in that preamble.
+    pub shared_prefix_tokens: u64,
+    /// Put the conversation UUID in the prompt.
+    pub uuid_in_prompt: bool,
+    /// Header carrying the conversation UUID (`None`: not sent).
+    pub correlation_header: Option<String>,
+    /// Pass/fail limits per stage and scenario.
+    pub thresholds: Thresholds,
+    /// Most conversations in flight in an open-loop stage, over all shards;
+    /// an arrival beyond it is counted as dropped, never queued.
+    pub max_inflight: u64,
+    /// Reuse connections between requests.
+    pub keep_alive: bool,
+    /// Skip TLS verification (only meaningful for https targets).
+    pub insecure: bool,
+    /// Keep the start of error bodies for the per-turn log.
+    pub capture_error_body: bool,
+    /// One shard per CPU, pinned.
+    pub cpus: Vec<usize>,
+    /// Seed for blends and content.
+    pub seed: u64,
+    /// Fresh per run: mixed into conversation UUIDs so a rerun with the
+    /// same seed cannot hit a cache the previous run warmed.
+    pub run_nonce: u64,
+}
+
+/// Command-line values that override the profile.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--stages`.
+    pub stages: Option<String>,
+    /// `--model`.
+    pub model: Option<String>,
+    /// `--warmup`.
+    pub warmup: Option<String>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--vk`: the key, placed as each scenario's `auth` says.
+    pub vk: Option<String>,
+    /// `--header`, in order (applied after `--vk`).
+    pub headers: Vec<(String, String)>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--max-inflight`.
+    pub max_inflight: Option<u64>,
+}
+
+impl Plan {
+    /// The fixed start of every request of scenario `index`: request line
+    /// and headers up to (not including) the correlation header and
+    /// Content-Length.
+    pub fn request_head_prefix(&self, index: usize) -> Vec<u8> {
+        let scenario = &self.scenarios[index];
+        let target = &self.targets[scenario.target];
+        crate::http::request::head_prefix(
+            &target.path,
+            &target.host,
+            self.keep_alive,
+            scenario.protocol.fixed_headers(),
+            &scenario.headers,
+        )
+    }
+
+    /// Most connections any stage may need: its users (closed loop) or
+    /// `max_inflight` (open loop).
+    pub fn users_max(&self) -> u64 {
+        self.stages
+            .iter()
+            .map(|s| match s.load {
+                stage::Load::Closed { users } => users,
+                stage::Load::Open { .. } => self.max_inflight,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Each scenario's share of `users`: largest-remainder split by weight,
+    /// so the counts add up to `users` exactly.
+    pub fn split_users(&self, users: u64) -> Vec<u64> {
+        let weights: Vec<f64> = self.scenarios.iter().map(|s| s.weight).collect();
+        split_by_weight(users, &weights)
+    }
+}
+
+/// Splits `total` by `weights` (largest remainder; ties to the earlier).
+pub fn split_by_weight(total: u64, weights: &[f64]) -> Vec<u64> {
+    let sum: f64 = weights.iter().sum();
+    if sum <= 0.0 || weights.is_empty() {
+        return vec![0; weights.len()];
+    }
+    let exact: Vec<f64> = weights.iter().map(|w| total as f64 * w / sum).collect();
+    let mut counts: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
+    let mut left = total.saturating_sub(counts.iter().sum());
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ra = exact[a] - exact[a].floor();
+        let rb = exact[b] - exact[b].floor();
+        rb.partial_cmp(&ra).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for &i in order.iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        if weights[i] > 0.0 {
+            counts[i] += 1;
+            left -= 1;
+        }
+    }
+    counts
+}
+
+/// Builds a plan. `cpus` are the generator's CPUs, already chosen; the
+/// targets are resolved but not contacted.
+pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Result<Plan, String> {
+    if let Some(name) = &profile.defaults.name {
+        return Err(format!(
+            "defaults.name: only scenarios have a name (got `{name}`)"
+        ));
+    }
+    if profile.defaults.weight.is_some() {
+        return Err("defaults.weight: only scenarios have a weight".into());
+    }
+    if cpus.is_empty() {
+        return Err("no CPUs selected for the generator".into());
+    }
+    let (stages, warmup) = stages_and_warmup(profile, overrides)?;
+    let connect_timeout = duration_field("connect_timeout", profile.connect_timeout.as_deref())?
+        .unwrap_or(limits::CONNECT_TIMEOUT_DEFAULT);
+    if connect_timeout.is_zero() {
+        return Err("connect_timeout: must be greater than zero".into());
+    }
+    let cache = cache_settings(profile)?;
+    let seed = overrides.seed.or(profile.seed).unwrap_or(0x5eed);
+    let (scenarios, targets) = scenarios(profile, overrides)?;
+    let plan = Plan {
+        scenarios,
+        targets,
+        stages,
+        warmup,
+        connect_timeout,
+        cache_mode: cache.mode,
+        shared_prefix: (cache.mode == CacheMode::SharedPrefix)
+            .then(|| content::shared_prefix(seed, cache.shared_prefix_tokens)),
+        shared_prefix_tokens: cache.shared_prefix_tokens,
+        uuid_in_prompt: cache.uuid_in_prompt,
+        correlation_header: cache.correlation_header,
+        thresholds: thresholds(profile.thresholds.unwrap_or_default())?,
+        max_inflight: max_inflight(profile, overrides)?,
+        keep_alive: !profile.disable_keepalive.unwrap_or(false),
+        insecure: overrides.insecure || profile.insecure_skip_verify.unwrap_or(false),
+        capture_error_body: profile.capture_error_body.unwrap_or(false),
+        cpus,
+        seed,
+        run_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+    };
+    check_request_sizes(&plan, profile.scenarios.is_some())?;
+    Ok(plan)
+}
+
+/// The stages (the command line's or the profile's) and the warm-up,
+/// which must leave something of every stage to measure.
+fn stages_and_warmup(
+    profile: &Profile,
+    overrides: &Overrides,
+) -> Result<(Vec<Stage>, Duration), String> {
+    let stages = match (&overrides.stages, &profile.stages) {
+        (Some(text), _) => stage::parse_stages(text).map_err(|e| format!("--stages: {e}"))?,
+        (None, Some(value)) => stages::stages_value(value)?,
+        (None, None) => return Err("stages: missing (or pass --stages 1:10s,10:30s)".into()),
+    };
+    if stages.is_empty() {
+        return Err("stages: empty".into());
+    }
+    if stages.len() > limits::STAGES_MAX {
+        return Err(format!("stages: more than {}", limits::STAGES_MAX));
+    }
+    let warmup = duration_field(
+        "warmup",
+        overrides.warmup.as_deref().or(profile.warmup.as_deref()),
+    )?
+    .unwrap_or(Duration::ZERO);
+    if let Some(short) = stages.iter().position(|s| s.duration <= warmup) {
+        if !warmup.is_zero() {
+            return Err(format!(
+                "warmup: {} is not shorter than stage {} ({}), which would leave nothing measured",
+                stage::format_duration(warmup),
+                short + 1,
+                stage::format_duration(stages[short].duration)
+            ));
+        }
+    }
+    Ok((stages, warmup))
+}
+
+/// How prompts are made (un)cacheable and correlated.
+struct CacheSettings {
+    mode: CacheMode,
+    uuid_in_prompt: bool,
+    correlation_header: Option<String>,
+    shared_prefix_tokens: u64,
+}
+
+fn cache_settings(profile: &Profile) -> Result<CacheSettings, String> {
+    let mode = match profile.cache_mode.as_deref() {
+        None | Some("bust") => CacheMode::Bust,
+        Some("shared-prefix") | Some("shared_prefix") => CacheMode::SharedPrefix,
+        Some("natural") => CacheMode::Natural,
+        Some(other) => {
+            return Err(format!(
+                "cache_mode: unknown mode `{other}`{} (known: bust, shared-prefix, natural)",
+                hint(other, &["bust", "shared-prefix", "natural"])
+            ))
+        }
+    };
+    let correlation = profile.correlation.clone().unwrap_or_default();
+    let uuid_in_prompt = correlation.uuid_in_prompt.unwrap_or(true);
+    if mode == CacheMode::Bust && !uuid_in_prompt {
+        return Err("correlation.uuid_in_prompt: cache_mode bust works by putting the conversation UUID first in the prompt; use cache_mode natural to send prompts unchanged".into());
+    }
+    let correlation_header = match correlation.header.as_deref() {
+        None => Some("x-request-id".to_string()),
+        Some("") => None,
+        Some(name) => {
+            check_header(name, "").map_err(|e| format!("correlation.header: {e}"))?;
+            Some(name.to_string())
+        }
+    };
+    let shared_prefix_tokens = match (profile.shared_prefix_tokens, mode) {
+        (Some(_), mode) if mode != CacheMode::SharedPrefix => {
+            return Err("shared_prefix_tokens: only used with cache_mode shared-prefix".into())
+        }
+        (Some(n), _) if n == 0 || n > limits::SIZED_TOKENS_MAX => {
+            return Err(format!(
+                "shared_prefix_tokens: must be between 1 and {}",
+                limits::SIZED_TOKENS_MAX
+            ))
+        }
+        (n, _) => n.unwrap_or(1024),
+    };
+    Ok(CacheSettings {
+        mode,
+        uuid_in_prompt,
+        correlation_header,
+        shared_prefix_tokens,
+    })
+}
+
+fn max_inflight(profile: &Profile, overrides: &Overrides) -> Result<u64, String> {
+    match overrides.max_inflight.or(profile.max_inflight) {
+        Some(0) => Err("max_inflight: must be at least 1".into()),
+        Some(n) if n > limits::USERS_MAX => Err(format!(
+            "max_inflight: must be at most {}",
+            limits::USERS_MAX
+        )),
+        Some(n) => Ok(n),
+        None => Ok(limits::MAX_INFLIGHT_DEFAULT),
+    }
+}
+
+/// The blend: each scenario resolved, with the distinct targets they use.
+fn scenarios(
+    profile: &Profile,
+    overrides: &Overrides,
+) -> Result<(Vec<Scenario>, Vec<Target>), String> {
+    let implicit = [config::Scenario::default()];
+    let (raw, base): (&[config::Scenario], &str) = match &profile.scenarios {
+        Some(list) if list.is_empty() => {
+            return Err(
+                "scenarios: empty (leave it out to use the defaults as one scenario)".into(),
+            )
+        }
+        Some(list) => (list, "scenarios"),
+        None => (&implicit, "defaults"),
+    };
+    if raw.len() > limits::SCENARIOS_MAX {
+        return Err(format!(
+            "scenarios: more than {} scenarios",
+            limits::SCENARIOS_MAX
+        ));
+    }
+    let inherited = scenario::Inherited {
+        overrides,
+        timeout: duration_field("timeout", profile.timeout.as_deref())?,
+        think: profile
+            .think_time
+            .as_ref()
+            .map(|v| scenario::think_value("think_time", v))
+            .transpose()?,
+    };
+    let explicit = profile.scenarios.is_some();
+    let mut targets: Vec<Target> = Vec::new();
+    let mut scenarios = Vec::with_capacity(raw.len());
+    for (i, own) in raw.iter().enumerate() {
+        let at = if explicit {
+            format!("{base}[{i}]")
+        } else {
+            base.to_string()
+        };
+        let scenario = scenario::resolve(
+            &at,
+            i,
+            &profile.defaults,
+            own,
+            explicit,
+            &inherited,
+            &mut targets,
+        )?;
+        if scenarios.iter().any(|s: &Scenario| s.name == scenario.name) {
+            return Err(format!("{at}.name: `{}` is used twice", scenario.name));
+        }
+        scenarios.push(scenario);
+    }
+    if scenarios.iter().all(|s| s.weight == 0.0) {
+        return Err(format!(
+            "{base}: every weight is 0, so no traffic would be sent"
+        ));
+    }
+    Ok((scenarios, targets))
+}
+
+/// Refuses a plan whose first request of some scenario could not fit in
+/// `limits::REQUEST_BYTES_MAX` (or whose head is far too large).
+fn check_request_sizes(plan: &Plan, explicit: bool) -> Result<(), String> {
+    for (i, scenario) in plan.scenarios.iter().enumerate() {
+        let at = if explicit {
+            format!("scenarios[{i}]")
+        } else {
+            "defaults".to_string()
+        };
+        let head = plan.request_head_prefix(i).len() + 128;
+        if head > limits::HEAD_BYTES_MAX * 4 {
+            return Err(format!("{at}.headers: request head too large"));
+        }
+        // Generous slack for the JSON around the prompt (escapes can double
+        // it) and the cache-busting prefix.
+        let first_turn = head
+            + scenario.system.as_ref().map_or(0, |s| 2 * s.len())
+            + plan.shared_prefix.as_ref().map_or(0, String::len)
+            + 2 * scenario.content.longest()
+            + 1024;
+        if first_turn > limits::REQUEST_BYTES_MAX {
+            return Err(format!(
+                "{at}.content: the first request would be larger than {} bytes",
+                limits::REQUEST_BYTES_MAX
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ` (did you mean "x"?)` when `word` is close to one of `known`.
+fn hint(word: &str, known: &[&str]) -> String {
+    config::closest(word, known).map_or(String::new(), |k| format!(", did you mean \"{k}\"?"))
+}
+
+fn thresholds(raw: config::Thresholds) -> Result<Thresholds, String> {
+    // As in the seed tool, 0 means "not checked".
+    let check = |name: &str, v: Option<f64>, max: f64| -> Result<Option<f64>, String> {
+        match v {
+            None => Ok(None),
+            Some(x) if !x.is_finite() || x < 0.0 || x > max => {
+                Err(format!("thresholds.{name}: must be between 0 and {max}"))
+            }
+            Some(0.0) => Ok(None),
+            Some(x) => Ok(Some(x)),
+        }
+    };
+    Ok(Thresholds {
+        ttft_p95_ms: check("ttft_p95_ms", raw.ttft_p95_ms, 3.6e6)?,
+        p95_ms: check("p95_ms", raw.p95_ms, 3.6e6)?,
+        p99_ms: check("p99_ms", raw.p99_ms, 3.6e6)?,
+        error_rate: check("error_rate", raw.error_rate, 1.0)?,
+        min_rps: check("min_rps", raw.min_rps, 1e9)?,
+    })
+}
+
+fn duration_field(pointer: &str, text: Option<&str>) -> Result<Option<Duration>, String> {
+    text.map(|t| stage::parse_duration(t).map_err(|e| format!("{pointer}: {e}")))
+        .transpose()
+}
+
+/// Parses `0,2-3` into CPU numbers, checking each is available.
+pub fn parse_cpus(text: &str, allowed: &[usize]) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let lo: usize = lo
+            .parse()
+            .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+        let hi: usize = hi
+            .parse()
+            .map_err(|_| format!("`{part}` is not a CPU number or range"))?;
+        if lo > hi {
+            return Err(format!("`{part}`: range is backwards"));
+        }
+        if hi - lo > 4096 {
+            return Err(format!("`{part}`: range too large"));
+        }
+        for cpu in lo..=hi {
+            if !allowed.contains(&cpu) {
+                return Err(format!(
+                    "CPU {cpu} is not available (available: {})",
+                    format_cpus(allowed)
+                ));
+            }
+            if cpus.contains(&cpu) {
+                return Err(format!("CPU {cpu} listed twice"));
+            }
+            cpus.push(cpu);
+        }
+    }
+    Ok(cpus)
+}
+
+/// Formats CPU numbers compactly (`0-3,6`).
+pub fn format_cpus(cpus: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
