@@ -15,6 +15,10 @@ use crate::rng::Rng;
 /// Bytes per token assumed when sizing text or estimating counts.
 pub const BYTES_PER_TOKEN: u64 = 4;
 
+/// Length of a hyphenated UUID, as conversation UUIDs are written into
+/// prompts, headers and the per-turn log.
+pub const UUID_LEN: usize = 36;
+
 /// Estimated tokens for `bytes` of text (used only when the server sends
 /// no usage, and labelled as an estimate wherever it appears).
 pub fn estimate_tokens(bytes: u64) -> u64 {

@@ -12,11 +12,11 @@
 //! leaves only whole lines, except possibly a partial last line, which
 //! `read_lines` (and any careful reader) skips.
 
-use crate::engine::workload::UUID_LEN;
+use crate::content::UUID_LEN;
 use crate::http::push_decimal;
 use crate::limits;
 use crate::plan::Plan;
-use crate::results::ErrorClass;
+use crate::results::{ErrorClass, FinishedTurn};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +69,66 @@ pub struct Record {
     pub warmup: bool,
     /// Why it failed.
     pub error: Option<ErrorClass>,
+}
+
+/// Where a finished turn belongs: what its record says beside the
+/// turn's own figures.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordKey {
+    /// The conversation's UUID (ASCII).
+    pub conv_uuid: [u8; UUID_LEN],
+    /// Index into `Plan::scenarios`.
+    pub scenario: u16,
+    /// Index into `Plan::stages`.
+    pub stage: u16,
+    /// The shard that sent it.
+    pub shard: u16,
+    /// Open loop: when it was due.
+    pub intended: Option<Instant>,
+    /// When it was sent (or the connect began, for a failed connect).
+    pub start: Instant,
+}
+
+impl Record {
+    /// The record of a finished turn. `scratch` is reused to find the
+    /// median inter-token gap without allocating.
+    pub fn of(key: RecordKey, turn: &FinishedTurn<'_>, scratch: &mut Vec<u32>) -> Record {
+        let us = |d: Duration| d.as_micros() as u64;
+        let gaps = turn.itl_gaps_us;
+        let (itl_p50_us, itl_max_us) = if gaps.is_empty() {
+            (None, None)
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(gaps);
+            let mid = scratch.len() / 2;
+            let (_, median, _) = scratch.select_nth_unstable(mid);
+            let median = u64::from(*median);
+            (Some(median), gaps.iter().max().map(|&g| u64::from(g)))
+        };
+        let (prompt_tokens, completion_tokens, tokens_estimated) = turn.tokens();
+        Record {
+            conv_uuid: key.conv_uuid,
+            scenario: key.scenario,
+            stage: key.stage,
+            shard: key.shard,
+            turn: (turn.turn + 1) as u32,
+            turns: turn.turns as u32,
+            intended: key.intended,
+            start: key.start,
+            latency_us: turn.latency.filter(|_| turn.ok()).map(us),
+            ttft_us: turn.ttft.map(us),
+            ttfb_us: turn.ttfb.map(us),
+            itl_p50_us,
+            itl_max_us,
+            connect_us: turn.connect.map(us),
+            status: turn.status,
+            prompt_tokens,
+            completion_tokens,
+            tokens_estimated,
+            warmup: turn.warmup,
+            error: turn.error,
+        }
+    }
 }
 
 /// The shards' ends of the sink, and the counter of dropped records.

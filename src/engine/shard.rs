@@ -22,14 +22,13 @@ use super::arrivals::{Blend, Schedule};
 use super::exchange::{self, Conn, Failure, Observed, Scratch};
 use super::workload::{self, ScenarioState, UUID_LEN};
 use super::{Command, Report, ShardMessage, Tick, COMMAND_POLL};
-use crate::content;
 use crate::limits;
 use crate::plan::Plan;
 use crate::protocol::{Message, Role};
-use crate::results::{ErrorClass, StageMetrics, Window};
+use crate::results::{ErrorClass, FinishedTurn, StageMetrics, Window};
 use crate::rng::Rng;
 use crate::rt;
-use crate::sink::{Record, SinkSender};
+use crate::sink::{Record, RecordKey, SinkSender};
 use crate::stage::{Load, Stage};
 use futures_lite::FutureExt;
 use std::cell::{Cell, RefCell};
@@ -383,7 +382,7 @@ async fn conversation(
                 t0: now,
             })
         });
-        let connect_failed = matches!(&result, Err(a) if is_connect_class(a.class));
+        let connect_failed = matches!(&result, Err(a) if a.class.is_connect());
         now = match (&result, user.observed.done_at) {
             (Ok(_), Some(done)) => done,
             _ => Instant::now(),
@@ -568,17 +567,6 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
     shard.users.borrow_mut().push(user);
 }
 
-fn is_connect_class(class: ErrorClass) -> bool {
-    matches!(
-        class,
-        ErrorClass::ConnRefused
-            | ErrorClass::ConnTimeout
-            | ErrorClass::ConnOther
-            | ErrorClass::GenPortExhaustion
-            | ErrorClass::GenFdExhaustion
-    )
-}
-
 /// One virtual user's state.
 struct User {
     /// The connection it holds, if any.
@@ -731,72 +719,6 @@ impl Shard {
             sink,
             itl_scratch: RefCell::new(Vec::new()),
         }
-    }
-
-    /// Hands a finished turn to the JSONL writer (never waits).
-    fn log_turn(
-        &self,
-        run: &StageRun,
-        user: &User,
-        at: TurnAt,
-        t0: Instant,
-        class: Option<ErrorClass>,
-    ) {
-        let Some(sink) = &self.sink else {
-            return;
-        };
-        let observed = &user.observed;
-        let reply = &user.scratch.reply;
-        let us = |d: Duration| d.as_micros() as u64;
-        let gaps = &user.scratch.itl_gaps_us;
-        let (itl_p50_us, itl_max_us) = if gaps.is_empty() {
-            (None, None)
-        } else {
-            let mut sorted = self.itl_scratch.borrow_mut();
-            sorted.clear();
-            sorted.extend_from_slice(gaps);
-            let mid = sorted.len() / 2;
-            let (_, median, _) = sorted.select_nth_unstable(mid);
-            let median = u64::from(*median);
-            (Some(median), gaps.iter().max().map(|&g| u64::from(g)))
-        };
-        let ok = class.is_none();
-        let estimated = ok && reply.prompt_tokens.is_none() && reply.completion_tokens.is_none();
-        let (prompt_tokens, completion_tokens) = if estimated {
-            (
-                Some(content::estimate_tokens(user.prompt_bytes)),
-                Some(content::estimate_tokens(reply.content_bytes)),
-            )
-        } else if ok {
-            (reply.prompt_tokens, reply.completion_tokens)
-        } else {
-            (None, None)
-        };
-        sink.send(Record {
-            conv_uuid: user.uuid,
-            scenario: at.scenario as u16,
-            stage: run.index as u16,
-            shard: self.index as u16,
-            turn: (at.turn + 1) as u32,
-            turns: at.turns as u32,
-            intended: at.intended,
-            start: t0,
-            latency_us: observed
-                .done_at
-                .filter(|_| ok)
-                .map(|done| us(done.saturating_duration_since(t0))),
-            ttft_us: observed.ttft.map(us),
-            ttfb_us: observed.ttfb.map(us),
-            itl_p50_us,
-            itl_max_us,
-            connect_us: user.connect_time.map(us),
-            status: observed.status,
-            prompt_tokens,
-            completion_tokens,
-            tokens_estimated: estimated,
-            warmup: at.intended.unwrap_or(t0) < run.measure_from,
-            error: class,
-        });
     }
 
     /// Closes the current second of `run` into a tick.
@@ -965,8 +887,9 @@ impl Shard {
         }
     }
 
-    /// Folds one finished turn into its scenario's metrics; returns whether
-    /// it succeeded (a failed turn ends the conversation).
+    /// Counts one finished turn: in its scenario's metrics, the current
+    /// second and the per-turn log. Returns whether it succeeded (a failed
+    /// turn ends the conversation).
     fn record(
         &self,
         run: &StageRun,
@@ -974,123 +897,55 @@ impl Shard {
         result: Result<Instant, Attempt>,
         at: TurnAt,
     ) -> bool {
-        let TurnAt {
-            scenario,
-            turn,
-            turns,
-            intended,
-        } = at;
-        let mut all = run.metrics.borrow_mut();
-        let m = &mut all[scenario];
-        let t0 = match &result {
-            Ok(t0) => *t0,
-            Err(a) => a.t0,
-        };
-        // Open loop: a request belongs to the window its intended time
-        // falls in, so a late start cannot move it out of a stage's count.
-        let due = intended.unwrap_or(t0);
-        if let Some(connect) = user.connect_time {
-            m.connects += 1;
-            m.connect.record(connect);
-        }
         let observed = &user.observed;
-        let class = match result {
-            Err(a) => Some(a.class),
-            Ok(_) if (200..300).contains(&observed.status) => None,
-            Ok(_) => Some(ErrorClass::for_status(observed.status)),
-        };
-        self.log_turn(run, user, at, t0, class);
-        {
-            let mut window = run.window.borrow_mut();
-            window.requests += 1;
-            if class.is_some() {
-                window.errors += 1;
-            } else {
-                if let Some(done) = observed.done_at {
-                    window.latency.record(done.saturating_duration_since(t0));
-                }
-                if let Some(ttft) = observed.ttft {
-                    window.ttft.record(ttft);
-                }
-            }
-        }
-        if due < run.measure_from {
-            m.warmup_requests += 1;
-            return class.is_none();
-        }
-        m.requests += 1;
-        m.turn_row(turn).requests += 1;
-        if turn == 0 {
-            m.conversations_started += 1;
-        }
-        m.stale_retries += u64::from(user.stale_retry);
-        if observed.status != 0 && !matches!(class, Some(c) if is_connect_class(c)) {
-            m.count_status(observed.status);
-        }
-        if let Some(ttfb) = observed.ttfb {
-            m.ttfb.record(ttfb);
-        }
-        if let Some(class) = class {
-            m.count_error(class);
-            m.conversations_failed += 1;
-            if class == ErrorClass::Http429 {
-                m.retry_after_s_max = m.retry_after_s_max.max(observed.retry_after_s);
-            }
-            return false;
-        }
-        m.ok += 1;
-        if turn + 1 == turns {
-            m.conversations_completed += 1;
-        }
         let reply = &user.scratch.reply;
-        let latency = observed.done_at.map(|done| done - t0);
-        if let Some(latency) = latency {
-            m.latency.record(latency);
+        let (t0, error) = match result {
+            Err(a) => (a.t0, Some(a.class)),
+            Ok(t0) if (200..300).contains(&observed.status) => (t0, None),
+            Ok(t0) => (t0, Some(ErrorClass::for_status(observed.status))),
+        };
+        let turn = FinishedTurn {
+            turn: at.turn,
+            turns: at.turns,
+            // Open loop: a request belongs to the window its intended time
+            // falls in, so a late start cannot move it out of a stage's count.
+            warmup: at.intended.unwrap_or(t0) < run.measure_from,
+            error,
+            status: observed.status,
+            connect: user.connect_time,
+            stale_retry: user.stale_retry,
+            ttfb: observed.ttfb,
+            ttft: observed.ttft,
+            latency: observed
+                .done_at
+                .map(|done| done.saturating_duration_since(t0)),
+            late: at
+                .intended
+                .map(|intended| t0.saturating_duration_since(intended)),
+            retry_after_s: observed.retry_after_s,
+            itl_gaps_us: &user.scratch.itl_gaps_us,
+            itl_gaps_dropped: observed.itl_gaps_dropped,
+            sse_events: observed.sse_events,
+            content_events: observed.content_events,
+            content_bytes: reply.content_bytes,
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            cached_tokens: reply.cached_tokens,
+            prompt_bytes: user.prompt_bytes,
+        };
+        if let Some(sink) = &self.sink {
+            let key = RecordKey {
+                conv_uuid: user.uuid,
+                scenario: at.scenario as u16,
+                stage: run.index as u16,
+                shard: self.index as u16,
+                intended: at.intended,
+                start: t0,
+            };
+            sink.send(Record::of(key, &turn, &mut self.itl_scratch.borrow_mut()));
         }
-        if let Some(ttft) = observed.ttft {
-            m.ttft.record(ttft);
-        }
-        if let Some(intended) = intended {
-            // Late start, from the intended instant to the actual send.
-            let late = t0.saturating_duration_since(intended);
-            if let Some(latency) = latency {
-                m.latency_corrected.record(latency + late);
-            }
-            if let Some(ttft) = observed.ttft {
-                m.ttft_corrected.record(ttft + late);
-            }
-        }
-        let row = m.turn_row(turn);
-        row.ok += 1;
-        row.latency_us += latency.map_or(0, |d| d.as_micros() as u64);
-        if let Some(ttft) = observed.ttft {
-            row.ttft_samples += 1;
-            row.ttft_us += ttft.as_micros() as u64;
-        }
-        if let Some(p) = reply.prompt_tokens {
-            row.prompt_samples += 1;
-            row.prompt_tokens += p;
-        }
-        for &gap in &user.scratch.itl_gaps_us {
-            m.itl.record_us(u64::from(gap));
-        }
-        m.itl_gaps_dropped += observed.itl_gaps_dropped;
-        m.sse_events += observed.sse_events;
-        m.content_events += observed.content_events;
-        m.content_bytes += reply.content_bytes;
-        m.cached_tokens += reply.cached_tokens.unwrap_or(0);
-        match (reply.prompt_tokens, reply.completion_tokens) {
-            (None, None) => {
-                m.usage_missing += 1;
-                m.prompt_tokens_estimated += content::estimate_tokens(user.prompt_bytes);
-                m.completion_tokens_estimated += content::estimate_tokens(reply.content_bytes);
-            }
-            (p, c) => {
-                m.prompt_tokens += p.unwrap_or(0);
-                m.completion_tokens += c.unwrap_or(0);
-            }
-        }
-        true
+        run.window.borrow_mut().record_turn(&turn);
+        run.metrics.borrow_mut()[at.scenario].record_turn(&turn)
     }
 }
 

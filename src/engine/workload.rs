@@ -15,8 +15,7 @@ use crate::plan::{CacheMode, Content, Plan, Scenario};
 use crate::protocol::{Message, Role, TurnRequest};
 use crate::rng::Rng;
 
-/// Length of a hyphenated UUID.
-pub const UUID_LEN: usize = 36;
+pub use crate::content::UUID_LEN;
 
 /// Stands in for the conversation UUID while a template is serialized;
 /// 36 characters that JSON never escapes and no prompt plausibly holds.

@@ -125,6 +125,18 @@ impl ErrorClass {
         ErrorClass::ALL.iter().copied().find(|c| c.name() == name)
     }
 
+    /// Whether it happened while opening the connection.
+    pub fn is_connect(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::ConnRefused
+                | ErrorClass::ConnTimeout
+                | ErrorClass::ConnOther
+                | ErrorClass::GenPortExhaustion
+                | ErrorClass::GenFdExhaustion
+        )
+    }
+
     /// The class for a non-2xx status.
     pub fn for_status(status: u16) -> ErrorClass {
         match status {

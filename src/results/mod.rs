@@ -14,6 +14,7 @@ mod hist;
 mod merge;
 pub mod metrics;
 mod plan_info;
+mod turn;
 
 pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
 pub use hist::Hist;
@@ -22,6 +23,7 @@ pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
 pub use plan_info::{
     mask_secret, mask_url, ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo,
 };
+pub use turn::FinishedTurn;
 
 use crate::stage::Load;
 use serde::{Deserialize, Serialize};
