@@ -1,0 +1,256 @@
+//! The coordinator: the calling thread, not a shard. It starts each stage
+//! on every shard at a common instant, assembles the shards' seconds into
+//! the live series, merges their reports into the stage's summary (the
+//! one place histograms are merged during a run) and hands each finished
+//! stage to the caller before starting the next.
+
+use super::{
+    Command, Progress, Report, ShardMessage, Tick, STAGE_START_LEAD, STOP_POLL, STOP_REQUESTED,
+};
+use crate::plan::Plan;
+use crate::results::{unix_ms, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Drives the stages on the calling thread: start each stage on every
+/// shard, collect one report per shard, merge into `stages`, report progress.
+/// Returns why the run ended early, if it did.
+pub(super) fn coordinate(
+    plan: &Plan,
+    commands: &[mpsc::SyncSender<Command>],
+    reports: &mpsc::Receiver<ShardMessage>,
+    stages: &mut Vec<StageSummary>,
+    on_progress: &mut impl FnMut(Progress<'_>),
+) -> Option<Stop> {
+    if let Some(stop) = wait_until_ready(commands.len(), reports) {
+        return Some(stop);
+    }
+    let mut cpu_before = vec![0.0; commands.len()];
+    for index in 0..plan.stages.len() {
+        if STOP_REQUESTED.load(Ordering::Relaxed) {
+            return Some(Stop::Interrupted);
+        }
+        let start = Instant::now() + STAGE_START_LEAD;
+        let started_unix_ms = unix_ms(SystemTime::now() + STAGE_START_LEAD);
+        for command in commands {
+            if command.send(Command::RunStage { index, start }).is_err() {
+                return Some(failed("a shard exited before the stage started"));
+            }
+        }
+        on_progress(Progress::StageStarted(index));
+        let mut collector = Collector::new(plan, index, commands.len(), started_unix_ms);
+        while collector.received < commands.len() {
+            match reports.recv_timeout(STOP_POLL) {
+                Ok(ShardMessage::Tick(tick)) => {
+                    if let Some(point) = collector.tick(tick) {
+                        on_progress(Progress::Second {
+                            stage: index,
+                            point: &point,
+                        });
+                        collector.series.push(point);
+                    }
+                }
+                Ok(ShardMessage::Report(report)) => {
+                    collector.report(&report, &mut cpu_before);
+                }
+                Ok(ShardMessage::Ready) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if STOP_REQUESTED.load(Ordering::Relaxed) && !collector.stopped_early {
+                        collector.stopped_early = true;
+                        for command in commands {
+                            let _ = command.try_send(Command::Stop);
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(failed(
+                        "a shard died during the stage; later stages were not run",
+                    ));
+                }
+            }
+        }
+        let stopped_early = collector.stopped_early;
+        stages.push(collector.finish(start.elapsed()));
+        if let Some(stage) = stages.last() {
+            on_progress(Progress::StageFinished(stage));
+        }
+        if stopped_early {
+            return Some(Stop::Interrupted);
+        }
+    }
+    None
+}
+
+fn failed(reason: &str) -> Stop {
+    Stop::Failed {
+        reason: reason.to_string(),
+    }
+}
+
+/// The first stage starts when every shard is ready: building a heavy
+/// profile's prompts takes a while (measured: 100-230 ms per shard for
+/// 12,500-token sized prompts in a debug build), and a stage clock
+/// started before that would count the setup as part of the stage.
+fn wait_until_ready(shards: usize, reports: &mpsc::Receiver<ShardMessage>) -> Option<Stop> {
+    let mut ready = 0;
+    while ready < shards {
+        match reports.recv_timeout(STOP_POLL) {
+            Ok(ShardMessage::Ready) => ready += 1,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if STOP_REQUESTED.load(Ordering::Relaxed) {
+                    return Some(Stop::Interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Some(failed("a shard exited before the first stage"));
+            }
+        }
+    }
+    None
+}
+
+/// One stage's messages as they come in, merged into its summary.
+struct Collector<'a> {
+    plan: &'a Plan,
+    index: usize,
+    shards: usize,
+    started_unix_ms: u64,
+    scenarios: Vec<StageMetrics>,
+    connections_open: u64,
+    inflight_peak: u64,
+    shard_cpu_s: Vec<f64>,
+    stopped_early: bool,
+    received: usize,
+    /// Seconds being assembled: (window, in flight, shards heard from).
+    pending: std::collections::BTreeMap<u32, (Window, u64, usize)>,
+    series: Vec<SeriesPoint>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(plan: &'a Plan, index: usize, shards: usize, started_unix_ms: u64) -> Self {
+        Collector {
+            plan,
+            index,
+            shards,
+            started_unix_ms,
+            scenarios: plan.scenarios.iter().map(|_| StageMetrics::new()).collect(),
+            connections_open: 0,
+            inflight_peak: 0,
+            shard_cpu_s: vec![0.0; shards],
+            stopped_early: false,
+            received: 0,
+            pending: std::collections::BTreeMap::new(),
+            series: Vec::new(),
+        }
+    }
+
+    fn point(&self, second: u32, window: Window, in_flight: u64) -> SeriesPoint {
+        SeriesPoint {
+            second,
+            unix_s: (self.started_unix_ms + u64::from(second) * 1000) / 1000,
+            warmup: f64::from(second) <= self.plan.warmup.as_secs_f64(),
+            in_flight,
+            window,
+        }
+    }
+
+    /// Adds a shard's second; returns the point once every shard sent it.
+    fn tick(&mut self, tick: Tick) -> Option<SeriesPoint> {
+        if tick.stage != self.index {
+            return None;
+        }
+        let entry = self.pending.entry(tick.second).or_default();
+        entry.0.merge(&tick.window);
+        entry.1 += tick.in_flight;
+        entry.2 += 1;
+        if entry.2 < self.shards {
+            return None;
+        }
+        let (window, in_flight, _) = self.pending.remove(&tick.second)?;
+        Some(self.point(tick.second, window, in_flight))
+    }
+
+    fn report(&mut self, report: &Report, cpu_before: &mut [f64]) {
+        assert_eq!(
+            report.stage, self.index,
+            "shard {} reported the wrong stage",
+            report.shard
+        );
+        assert!(
+            report.shard < self.shards,
+            "shard index {} out of range",
+            report.shard
+        );
+        self.shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
+        cpu_before[report.shard] = report.cpu_s;
+        assert_eq!(
+            report.scenarios.len(),
+            self.scenarios.len(),
+            "shard {} reported the wrong number of scenarios",
+            report.shard
+        );
+        for (merged, theirs) in self.scenarios.iter_mut().zip(&report.scenarios) {
+            merged.merge(theirs);
+        }
+        self.connections_open += report.connections_open;
+        self.inflight_peak += report.inflight_peak;
+        self.received += 1;
+    }
+
+    fn finish(mut self, elapsed: Duration) -> StageSummary {
+        // Seconds not every shard reported (the last, partial one, or a
+        // tick dropped on a full channel) go in as they are.
+        for (second, (window, in_flight, _)) in std::mem::take(&mut self.pending) {
+            let point = self.point(second, window, in_flight);
+            self.series.push(point);
+        }
+        self.series.sort_by_key(|p| p.second);
+        let stage = self.plan.stages[self.index];
+        let mut total = StageMetrics::new();
+        for scenario in &self.scenarios {
+            total.merge(scenario);
+        }
+        total.connections_open = self.connections_open;
+        total.inflight_peak = self.inflight_peak;
+        let measured = if self.stopped_early {
+            elapsed.min(stage.duration).saturating_sub(self.plan.warmup)
+        } else {
+            stage.duration.saturating_sub(self.plan.warmup)
+        };
+        let wall = elapsed.as_secs_f64();
+        let busy = |cpu: &f64| {
+            if wall > 0.0 {
+                (cpu / wall).min(1.0) * 100.0
+            } else {
+                0.0
+            }
+        };
+        let mut summary = StageSummary {
+            index: self.index,
+            label: stage.label(),
+            load: stage.load,
+            duration_s: stage.duration.as_secs_f64(),
+            started_unix_ms: self.started_unix_ms,
+            measured_s: measured.as_secs_f64(),
+            elapsed_s: wall,
+            stopped_early: self.stopped_early,
+            shard_busy_pct: self.shard_cpu_s.iter().map(busy).collect(),
+            shard_cpu_s: self.shard_cpu_s,
+            connections_open: vec![self.connections_open],
+            open_loop: None,
+            total: Stats::new("all", total),
+            scenarios: self
+                .plan
+                .scenarios
+                .iter()
+                .zip(self.scenarios)
+                .map(|(s, m)| Stats::new(s.name.clone(), m))
+                .collect(),
+            series: self.series,
+        };
+        summary.derive();
+        summary
+    }
+}

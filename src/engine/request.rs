@@ -1,0 +1,130 @@
+//! Sending one prepared request: a pooled connection or a new one
+//! (through the shard's connect slots), the exchange under the timeout
+//! watchdog, and one retry when a reused idle connection turns out to
+//! have been closed by the server.
+
+use super::conversation::{Source, User};
+use super::exchange::{self, Conn, Failure, Observed};
+use super::inflight::InflightGuard;
+use super::shard::Shard;
+use crate::results::ErrorClass;
+use crate::rt;
+use std::io;
+use std::time::Instant;
+
+/// A failed request: its class and when it started.
+pub(super) struct Attempt {
+    pub(super) class: ErrorClass,
+    pub(super) t0: Instant,
+}
+
+impl Shard {
+    /// Opens a connection, waiting for a connect slot first.
+    pub(super) async fn connect(&self, target: usize) -> Result<Conn, ErrorClass> {
+        let _permit = self
+            .connect_slots
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ErrorClass::ConnOther)?;
+        let addr = self.plan.targets[target].addr;
+        let stream = rt::TcpStream::connect(addr, self.plan.connect_timeout)
+            .await
+            .map_err(|e| connect_class(&e))?;
+        Ok(Conn::new(stream))
+    }
+
+    /// Sends the user's prepared request, connecting or reconnecting as
+    /// needed; retries once when a reused idle connection turns out stale.
+    pub(super) async fn request(
+        &self,
+        user: &mut User,
+        scenario: usize,
+        source: Source,
+        now: Instant,
+    ) -> Result<Instant, Attempt> {
+        let sc = &self.plan.scenarios[scenario];
+        user.connect_time = None;
+        user.stale_retry = false;
+        // A failed connect never reaches `exchange`, which resets this; a
+        // stale value would be recorded as this attempt's TTFB and status.
+        user.observed = Observed::default();
+        // `now` is fresh unless a connect or a retry intervenes.
+        let mut fresh = Some(now);
+        loop {
+            if user.conn.is_none() {
+                let pooled = self.idle[sc.target].borrow_mut().pop();
+                user.conn = match pooled {
+                    Some(conn) => Some(conn),
+                    None => {
+                        let started = Instant::now();
+                        let conn = self
+                            .connect(sc.target)
+                            .await
+                            .map_err(|class| Attempt { class, t0: started })?;
+                        let connected = Instant::now();
+                        user.connect_time = Some(connected - started);
+                        fresh = Some(connected);
+                        self.open_connections.set(self.open_connections.get() + 1);
+                        Some(conn)
+                    }
+                };
+            }
+            let User {
+                conn,
+                scratch,
+                observed,
+                request: own,
+                ..
+            } = &mut *user;
+            let Some(conn) = conn.as_mut() else {
+                unreachable!("a connection was just ensured");
+            };
+            let bytes: &[u8] = match source {
+                Source::Template(i) => &self.scenarios[scenario].templates[i].bytes,
+                Source::Own => own,
+            };
+            let t0 = fresh.take().unwrap_or_else(Instant::now);
+            let guard = InflightGuard::new(self, t0 + sc.timeout, conn.stream.raw_fd());
+            let result = exchange::exchange(conn, sc.protocol, bytes, scratch, t0, observed).await;
+            let timed_out = guard.finish();
+            let keep = matches!(result, Ok(())) && user.observed.keep_alive && !timed_out;
+            if !keep {
+                self.close(&mut user.conn);
+            }
+            return match result {
+                _ if timed_out => Err(Attempt {
+                    class: ErrorClass::Timeout,
+                    t0,
+                }),
+                Ok(()) => Ok(t0),
+                Err(Failure::Stale) if !user.stale_retry => {
+                    user.stale_retry = true;
+                    continue;
+                }
+                Err(Failure::Stale) => Err(Attempt {
+                    class: ErrorClass::Eof,
+                    t0,
+                }),
+                Err(Failure::Class(class)) => Err(Attempt { class, t0 }),
+            };
+        }
+    }
+
+    pub(super) fn close(&self, conn: &mut Option<Conn>) {
+        if conn.take().is_some() {
+            self.open_connections
+                .set(self.open_connections.get().saturating_sub(1));
+        }
+    }
+}
+
+fn connect_class(error: &io::Error) -> ErrorClass {
+    match error.raw_os_error() {
+        Some(libc::ECONNREFUSED) => ErrorClass::ConnRefused,
+        Some(libc::EADDRNOTAVAIL) => ErrorClass::GenPortExhaustion,
+        Some(libc::EMFILE) | Some(libc::ENFILE) => ErrorClass::GenFdExhaustion,
+        Some(libc::ETIMEDOUT) => ErrorClass::ConnTimeout,
+        _ if error.kind() == io::ErrorKind::TimedOut => ErrorClass::ConnTimeout,
+        _ => ErrorClass::ConnOther,
+    }
+}
