@@ -56,11 +56,7 @@ pub(super) async fn conversation(
                 // answer; a late timer shows as scheduler lag.
                 intended = Some(now + think);
             }
-            if !think.is_zero() {
-                let left = run.end.get().saturating_duration_since(Instant::now());
-                rt::sleep(think.min(left)).await;
-                now = Instant::now();
-            }
+            now = think_until(run, think, now).await;
             if now >= run.end.get() {
                 run.metrics.borrow_mut()[scenario].conversations_cut += 1;
                 break;
@@ -79,16 +75,7 @@ pub(super) async fn conversation(
                 connect_failed: false,
             };
         };
-        let result = AssertUnwindSafe(shard.request(user, scenario, source, now))
-            .catch_unwind()
-            .await;
-        let result = result.unwrap_or_else(|_| {
-            shard.close(&mut user.conn);
-            Err(Attempt {
-                class: ErrorClass::Panic,
-                t0: now,
-            })
-        });
+        let result = send_guarded(shard, user, scenario, source, now).await;
         let connect_failed = matches!(&result, Err(a) if a.class.is_connect());
         now = match (&result, user.observed.done_at) {
             (Ok(_), Some(done)) => done,
@@ -118,6 +105,37 @@ pub(super) async fn conversation(
         now,
         connect_failed: false,
     }
+}
+
+/// Sleeps `think` (never past the stage's end); returns the time after.
+async fn think_until(run: &StageRun, think: Duration, now: Instant) -> Instant {
+    if think.is_zero() {
+        return now;
+    }
+    let left = run.end.get().saturating_duration_since(Instant::now());
+    rt::sleep(think.min(left)).await;
+    Instant::now()
+}
+
+/// Sends a prepared turn; a panic in the request code is counted as the
+/// `panic` error class (its connection dropped), never a lost shard.
+async fn send_guarded(
+    shard: &Shard,
+    user: &mut User,
+    scenario: usize,
+    source: Source,
+    now: Instant,
+) -> Result<Instant, Attempt> {
+    let result = AssertUnwindSafe(shard.request(user, scenario, source, now))
+        .catch_unwind()
+        .await;
+    result.unwrap_or_else(|_| {
+        shard.close(&mut user.conn);
+        Err(Attempt {
+            class: ErrorClass::Panic,
+            t0: now,
+        })
+    })
 }
 
 /// One virtual user's state.

@@ -156,26 +156,75 @@ pub async fn exchange(
     // The answer cannot have arrived yet: wait for the socket's event
     // instead of paying for a `recv` that would find nothing.
     conn.stream.readable().await;
+    let (head, filled, now) = read_head(conn, t0, observed).await?;
+    conn.reused = true;
+    observed.status = head.status;
+    observed.keep_alive = head.keep_alive;
+    observed.retry_after_s = head.retry_after_s;
+    let success = (200..300).contains(&head.status);
+    observed.streamed = success && head.event_stream;
+    // The common case for a JSON reply: the whole body arrived with the
+    // head, so it is decoded where it lies instead of being copied.
+    if success && !observed.streamed {
+        if let response::Framing::Length(length) = head.framing {
+            let end = head.head_bytes as u64 + length;
+            if end <= filled as u64 {
+                let end = end as usize;
+                observed.keep_alive &= end == filled;
+                observed.done_at = Some(now);
+                protocol
+                    .parse_body(&conn.buf[head.head_bytes..end], &mut scratch.reply)
+                    .map_err(protocol_class)?;
+                return check_content(&scratch.reply);
+            }
+        }
+    }
+    let body = Body {
+        protocol,
+        t0,
+        success,
+    };
+    let now = body
+        .read(conn, &head, filled, now, scratch, observed)
+        .await?;
+    observed.done_at = Some(now);
+    if !success {
+        return Ok(());
+    }
+    if observed.streamed {
+        if !scratch.reply.saw_end || scratch.sse.has_partial() {
+            return Err(ErrorClass::TruncatedStream.into());
+        }
+    } else {
+        protocol
+            .parse_body(&scratch.body, &mut scratch.reply)
+            .map_err(protocol_class)?;
+    }
+    check_content(&scratch.reply)
+}
 
-    // Head.
+/// Reads until a final (non-1xx) response head is buffered; returns it,
+/// the bytes buffered and when the last of them arrived. A reused
+/// connection that fails before any byte came back is `Stale`.
+async fn read_head(
+    conn: &mut Conn,
+    t0: Instant,
+    observed: &mut Observed,
+) -> Result<(response::Head, usize, Instant), Failure> {
+    let reused = conn.reused;
     let mut filled = 0;
     let mut interim = 0;
-    let (head, mut now) = 'head: loop {
+    loop {
         let n = match conn.stream.read(&mut conn.buf[filled..]).await {
             Ok(n) => n,
             Err(e) => {
                 let class = io_class(&e);
-                return Err(
-                    if reused
-                        && filled == 0
-                        && observed.ttfb.is_none()
-                        && class == ErrorClass::ConnReset
-                    {
-                        Failure::Stale
-                    } else {
-                        class.into()
-                    },
-                );
+                let stale = reused && filled == 0 && observed.ttfb.is_none();
+                return Err(if stale && class == ErrorClass::ConnReset {
+                    Failure::Stale
+                } else {
+                    class.into()
+                });
             }
         };
         let now = Instant::now();
@@ -203,101 +252,95 @@ pub async fn exchange(
                     conn.buf.copy_within(head.head_bytes..filled, 0);
                     filled -= head.head_bytes;
                 }
-                HeadParse::Complete(head) => break 'head (head, now),
+                HeadParse::Complete(head) => return Ok((head, filled, now)),
             }
         }
-    };
-    conn.reused = true;
-    observed.status = head.status;
-    observed.keep_alive = head.keep_alive;
-    observed.retry_after_s = head.retry_after_s;
-    let success = (200..300).contains(&head.status);
-    let sse_mode = success && head.event_stream;
-    observed.streamed = sse_mode;
+    }
+}
 
-    // Body. The common case for a JSON reply: the whole body arrived with
-    // the head, so it is decoded where it lies instead of being copied.
-    if success && !sse_mode {
-        if let response::Framing::Length(length) = head.framing {
-            let end = head.head_bytes as u64 + length;
-            if end <= filled as u64 {
-                let end = end as usize;
-                observed.keep_alive &= end == filled;
-                observed.done_at = Some(now);
-                protocol
-                    .parse_body(&conn.buf[head.head_bytes..end], &mut scratch.reply)
-                    .map_err(protocol_class)?;
-                return check_content(&scratch.reply);
-            }
-        }
-    }
-    let mut decoder = BodyDecoder::new(head.framing);
-    let mut state = StreamState::default();
-    let mut pos = head.head_bytes;
-    loop {
-        while pos < filled && !decoder.is_done() {
-            let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
-            pos += step.consumed;
-            if step.data.is_empty() || !success {
-                continue;
-            }
-            if sse_mode {
-                consume_events(protocol, scratch, &mut state, observed, step.data, t0, now)?;
-            } else {
-                if scratch.body.len() + step.data.len() > limits::BODY_BYTES_MAX {
-                    return Err(ErrorClass::BodyTooLarge.into());
+/// How one response's body is read.
+struct Body<'a> {
+    protocol: &'a dyn Protocol,
+    t0: Instant,
+    /// A 2xx status: the body is decoded (others are read and dropped).
+    success: bool,
+}
+
+impl Body<'_> {
+    /// Streams the body through its framing into the SSE parser or the
+    /// body buffer; returns when its last byte arrived.
+    async fn read(
+        &self,
+        conn: &mut Conn,
+        head: &response::Head,
+        mut filled: usize,
+        mut now: Instant,
+        scratch: &mut Scratch,
+        observed: &mut Observed,
+    ) -> Result<Instant, Failure> {
+        let mut decoder = BodyDecoder::new(head.framing);
+        let mut state = StreamState::default();
+        let mut pos = head.head_bytes;
+        // A stream cut off mid-body ended before its end marker: that is
+        // a truncated stream, whatever the socket said.
+        let cut = observed.streamed.then_some(ErrorClass::TruncatedStream);
+        loop {
+            while pos < filled && !decoder.is_done() {
+                let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
+                pos += step.consumed;
+                if !step.data.is_empty() && self.success {
+                    self.take(scratch, &mut state, observed, step.data, now)?;
                 }
-                scratch.body.extend_from_slice(step.data);
             }
-        }
-        if decoder.is_done() {
-            if pos < filled {
-                // We never pipeline, so bytes after the response mean the
-                // framing was wrong; do not trust this connection again.
+            if decoder.is_done() {
+                if pos < filled {
+                    // We never pipeline, so bytes after the response mean
+                    // the framing was wrong; do not trust this connection
+                    // again.
+                    observed.keep_alive = false;
+                }
+                return Ok(now);
+            }
+            pos = 0;
+            let n = conn
+                .stream
+                .read(&mut conn.buf[..])
+                .await
+                .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
+            now = Instant::now();
+            if n == 0 {
+                decoder
+                    .finish_at_eof()
+                    .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
                 observed.keep_alive = false;
+                return Ok(now);
             }
-            break;
+            filled = n;
+            // Long streams must not hold the shard: other users'
+            // timestamps depend on it getting back to the reactor.
+            rt::yield_if_needed().await;
         }
-        pos = 0;
-        // A stream cut off mid-body ended before its end marker: that is a
-        // truncated stream, whatever the socket said.
-        let cut = if sse_mode {
-            Some(ErrorClass::TruncatedStream)
-        } else {
-            None
-        };
-        let n = conn
-            .stream
-            .read(&mut conn.buf[..])
-            .await
-            .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
-        now = Instant::now();
-        if n == 0 {
-            decoder
-                .finish_at_eof()
-                .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
-            observed.keep_alive = false;
-            break;
+    }
+
+    /// Body bytes of a 2xx response: events for a stream, the body buffer
+    /// (bounded) otherwise.
+    fn take(
+        &self,
+        scratch: &mut Scratch,
+        state: &mut StreamState,
+        observed: &mut Observed,
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), Failure> {
+        if observed.streamed {
+            return consume_events(self.protocol, scratch, state, observed, data, self.t0, now);
         }
-        filled = n;
-        // Long streams must not hold the shard: other users' timestamps
-        // depend on it getting back to the reactor.
-        rt::yield_if_needed().await;
-    }
-    observed.done_at = Some(now);
-    if !success {
-        return Ok(());
-    }
-    if sse_mode {
-        if !scratch.reply.saw_end || scratch.sse.has_partial() {
-            return Err(ErrorClass::TruncatedStream.into());
+        if scratch.body.len() + data.len() > limits::BODY_BYTES_MAX {
+            return Err(ErrorClass::BodyTooLarge.into());
         }
-    } else {
-        protocol
-            .parse_body(&scratch.body, &mut scratch.reply)
-            .map_err(protocol_class)?;
+        scratch.body.extend_from_slice(data);
+        Ok(())
     }
-    check_content(&scratch.reply)
 }
 
 /// A 2xx response must carry generated content.

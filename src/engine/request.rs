@@ -35,6 +35,9 @@ impl Shard {
 
     /// Sends the user's prepared request, connecting or reconnecting as
     /// needed; retries once when a reused idle connection turns out stale.
+    ///
+    /// Over 70 lines on purpose: pool, connect, send and the one stale
+    /// retry are one loop, and its borrows of `user` do not split well.
     pub(super) async fn request(
         &self,
         user: &mut User,

@@ -137,25 +137,27 @@ pub fn parse_head(input: &[u8]) -> Result<HeadParse, HttpError> {
             head.retry_after_s = parse_decimal(value).and_then(|s| u32::try_from(s).ok());
         }
     }
-    head.framing = if (100..200).contains(&status) || status == 204 || status == 304 {
-        Framing::Empty
-    } else if transfer_encoding {
-        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length. A
-        // non-chunked coding can only be delimited by close.
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else if let Some(n) = content_length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
-    };
+    head.framing = framing(status, transfer_encoding.then_some(chunked), content_length);
     if head.framing == Framing::UntilClose {
         head.keep_alive = false;
     }
     Ok(HeadParse::Complete(head))
+}
+
+/// How a body with this status and these headers ends: `chunked` is
+/// `Some(last coding is chunked)` when Transfer-Encoding was sent.
+fn framing(status: u16, chunked: Option<bool>, content_length: Option<u64>) -> Framing {
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::Empty;
+    }
+    match (chunked, content_length) {
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length. A
+        // non-chunked coding can only be delimited by close.
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    }
 }
 
 fn trim(mut bytes: &[u8]) -> &[u8] {

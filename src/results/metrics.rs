@@ -545,6 +545,8 @@ struct MetricsWire {
 /// The key of a status slot in `status_codes`: the code, or `other`.
 const STATUS_OTHER: &str = "other";
 
+// The two conversions below are field lists, one line per field, and
+// longer than 70 lines for that reason only.
 impl From<StageMetrics> for MetricsWire {
     fn from(m: StageMetrics) -> MetricsWire {
         let errors = m

@@ -137,7 +137,8 @@ pub struct PlanInfo {
 }
 
 impl PlanInfo {
-    /// Describes `plan`.
+    /// Describes `plan`. A field list, one line per field (hence its
+    /// length).
     pub fn of(plan: &Plan) -> PlanInfo {
         let total: f64 = plan.scenarios.iter().map(|s| s.weight).sum();
         let scenarios = plan

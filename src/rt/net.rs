@@ -22,6 +22,10 @@ pub struct TcpStream {
 impl TcpStream {
     /// Connects with a timeout and sets TCP_NODELAY. The address must be
     /// resolved already: nothing here may block the executor on DNS.
+    ///
+    /// Over 70 lines on purpose: the non-blocking connect is one state
+    /// machine (start, wait for writability or the deadline, read the
+    /// result), each error path named where it happens.
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         let deadline = std::time::Instant::now() + timeout;
         let fd = stream_socket(addr)?;
