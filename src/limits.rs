@@ -259,6 +259,73 @@ pub const MOCK_OUTPUT_TOKENS_MAX: u32 = 1_000_000;
 /// never turned into 1 s SYN retransmits by the mock itself.
 pub const MOCK_LISTEN_BACKLOG: i32 = 4096;
 
+/// How often parked executors are nudged.
+pub const KICK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How many kicks reuse one listing of the executor threads.
+pub const KICKS_PER_SCAN: u32 = 10;
+
+/// Most ready sockets one driver turn hands out. The tasks woken in a
+/// turn all run before the driver's next turn, which is when the next
+/// due timer (the open-loop pacer's) can fire; a burst of a few hundred
+/// answers, each parsed and recorded by its task, would hold the pacer
+/// back for milliseconds. Events beyond this stay on epoll's ready list
+/// for the next turn.
+pub const REACTOR_EVENTS_PER_TURN: usize = 64;
+
+/// The longest the driver blocks without a timer due. Nothing should
+/// need it; it bounds the cost of a wake-up this design failed to
+/// foresee.
+pub const REACTOR_IDLE_MAX: Duration = Duration::from_millis(10);
+
+/// Queue passes `after_socket_poll` waits at most for the driver's poll.
+pub const AFTER_SOCKET_POLL_PASSES_MAX: u32 = 4;
+
+/// Deepest JSON nesting the skimmer accepts; deeper documents are `Bad`.
+/// It bounds the skimmer's recursion: 64 frames of a few dozen bytes of
+/// stack each, while real replies nest four or five deep.
+pub const JSON_DEPTH_MAX: u32 = 64;
+
+/// How long a user waits after a failed connect before trying again, so a
+/// refused target does not turn into a busy loop of errors.
+pub const CONNECT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Most interim (1xx) responses skipped before the real one.
+pub const INTERIM_RESPONSES_MAX: usize = 8;
+
+/// Most templates prepared per scenario (a larger prompt pool is
+/// serialized per request instead of holding every variant in memory).
+pub const TEMPLATES_MAX: usize = 1024;
+
+/// How often a pacer checks whether its stage's conversations are done.
+pub const OPEN_DRAIN_POLL: Duration = Duration::from_millis(1);
+
+/// How often the coordinator checks for a stop request while waiting.
+pub const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// How often an idle shard looks for its next command, and a running shard
+/// for a stop command.
+pub const COMMAND_POLL: Duration = Duration::from_millis(10);
+
+/// How far ahead of its command a stage's start instant is set, so every
+/// shard has seen the command (within `COMMAND_POLL`) and waits for the
+/// start instead of beginning behind it. A start stamped when the command
+/// was sent left an open-loop shard up to 10 ms of arrivals behind before
+/// its first one, with an empty connection pool: 500 connects at once at
+/// 50,000/s.
+pub const STAGE_START_LEAD: Duration = Duration::from_millis(25);
+
+/// Longest event name kept; longer names are an error.
+pub const EVENT_NAME_BYTES_MAX: usize = 128;
+
+/// Largest Content-Length accepted (1 PiB): far above any real body, and far
+/// below `u64::MAX`, so arithmetic on it cannot overflow.
+pub const CONTENT_LENGTH_MAX: u64 = 1 << 50;
+
+/// How long the JSONL writer sleeps when every queue is empty: at most
+/// 5 ms of records wait, far inside a queue of `SINK_QUEUE_PER_SHARD`.
+pub const SINK_POLL: Duration = Duration::from_millis(5);
+
 const _: () = assert!(HEAD_BYTES_MAX <= READ_BUFFER_BYTES);
 const _: () = assert!(SSE_EVENT_BYTES_MAX <= BODY_BYTES_MAX);
 const _: () = assert!(HISTOGRAM_SIGFIG <= 5);
@@ -270,3 +337,9 @@ const _: () = assert!(TIMEOUT_TICK.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_mill
 // flight.
 const _: () = assert!(PACER_CONNECTS_PER_PASS >= 1);
 const _: () = assert!(PACER_CONNECTS_PER_PASS as u64 <= CONNECTS_IN_FLIGHT_PER_SHARD_MAX);
+// Every shard must see a stage command before the stage's start instant.
+const _: () = assert!(STAGE_START_LEAD.as_millis() > COMMAND_POLL.as_millis());
+// The writer must wake more often than it flushes.
+const _: () = assert!(SINK_POLL.as_millis() < SINK_FLUSH_INTERVAL.as_millis());
+const _: () = assert!(EVENT_NAME_BYTES_MAX <= SSE_EVENT_BYTES_MAX);
+const _: () = assert!(CONTENT_LENGTH_MAX < u64::MAX / 2);

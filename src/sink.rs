@@ -439,13 +439,10 @@ fn write_loop(
             return Ok(written);
         }
         if idle {
-            std::thread::sleep(SINK_POLL);
+            std::thread::sleep(limits::SINK_POLL);
         }
     }
 }
-
-/// How long the writer sleeps when every queue is empty.
-const SINK_POLL: Duration = Duration::from_millis(5);
 
 /// Reads a JSONL file the way a careful reader should: every whole line
 /// parsed, a partial last line (from a crash) skipped and reported.

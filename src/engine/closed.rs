@@ -2,9 +2,10 @@
 //! by weight, dealt to the shards in turn, each running conversations of
 //! its scenario back to back until the stage ends.
 
-use super::conversation::{conversation, User, CONNECT_RETRY_BACKOFF};
+use super::conversation::{conversation, User};
 use super::lifecycle::StageRun;
 use super::shard::Shard;
+use crate::limits;
 use crate::plan::Plan;
 use crate::rng::Rng;
 use crate::rt;
@@ -82,7 +83,7 @@ pub(super) async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: u
         now = outcome.now;
         if outcome.connect_failed {
             let left = run.end.get().saturating_duration_since(Instant::now());
-            rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+            rt::sleep(limits::CONNECT_RETRY_BACKOFF.min(left)).await;
             now = Instant::now();
         }
     }

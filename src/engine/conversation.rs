@@ -18,10 +18,6 @@ use futures_lite::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-/// How long a user waits after a failed connect before trying again, so a
-/// refused target does not turn into a busy loop of errors.
-pub(super) const CONNECT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
-
 /// How a conversation ended, for the loop that runs the next one.
 pub(super) struct Outcome {
     /// The instant to continue from (the last response's completion when
@@ -68,7 +64,7 @@ pub(super) async fn conversation(
             // past the limit; back off rather than spin on it.
             if turn == 0 {
                 let left = run.end.get().saturating_duration_since(Instant::now());
-                rt::sleep(CONNECT_RETRY_BACKOFF.min(left)).await;
+                rt::sleep(limits::CONNECT_RETRY_BACKOFF.min(left)).await;
             }
             return Outcome {
                 now: Instant::now(),

@@ -4,9 +4,8 @@
 //! one place histograms are merged during a run) and hands each finished
 //! stage to the caller before starting the next.
 
-use super::{
-    Command, Progress, Report, ShardMessage, Tick, STAGE_START_LEAD, STOP_POLL, STOP_REQUESTED,
-};
+use super::{Command, Progress, Report, ShardMessage, Tick, STOP_REQUESTED};
+use crate::limits;
 use crate::plan::Plan;
 use crate::results::{unix_ms, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window};
 use std::sync::atomic::Ordering;
@@ -31,8 +30,8 @@ pub(super) fn coordinate(
         if STOP_REQUESTED.load(Ordering::Relaxed) {
             return Some(Stop::Interrupted);
         }
-        let start = Instant::now() + STAGE_START_LEAD;
-        let started_unix_ms = unix_ms(SystemTime::now() + STAGE_START_LEAD);
+        let start = Instant::now() + limits::STAGE_START_LEAD;
+        let started_unix_ms = unix_ms(SystemTime::now() + limits::STAGE_START_LEAD);
         for command in commands {
             if command.send(Command::RunStage { index, start }).is_err() {
                 return Some(failed("a shard exited before the stage started"));
@@ -41,7 +40,7 @@ pub(super) fn coordinate(
         on_progress(Progress::StageStarted(index));
         let mut collector = Collector::new(plan, index, commands.len(), started_unix_ms);
         while collector.received < commands.len() {
-            match reports.recv_timeout(STOP_POLL) {
+            match reports.recv_timeout(limits::STOP_POLL) {
                 Ok(ShardMessage::Tick(tick)) => {
                     if let Some(point) = collector.tick(tick) {
                         on_progress(Progress::Second {
@@ -95,7 +94,7 @@ fn failed(reason: &str) -> Stop {
 fn wait_until_ready(shards: usize, reports: &mpsc::Receiver<ShardMessage>) -> Option<Stop> {
     let mut ready = 0;
     while ready < shards {
-        match reports.recv_timeout(STOP_POLL) {
+        match reports.recv_timeout(limits::STOP_POLL) {
             Ok(ShardMessage::Ready) => ready += 1,
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -122,9 +122,6 @@ fn protocol_class(error: ProtocolError) -> ErrorClass {
     }
 }
 
-/// Most interim (1xx) responses skipped before the real one.
-const INTERIM_RESPONSES_MAX: usize = 8;
-
 /// Sends `request` on `conn` and reads the whole response.
 ///
 /// `t0` is when the request started (the caller's clock, so open-loop
@@ -246,7 +243,7 @@ async fn read_head(
                     if (100..200).contains(&head.status) && head.status != 101 =>
                 {
                     interim += 1;
-                    if interim > INTERIM_RESPONSES_MAX {
+                    if interim > limits::INTERIM_RESPONSES_MAX {
                         return Err(ErrorClass::BadResponse.into());
                     }
                     conn.buf.copy_within(head.head_bytes..filled, 0);

@@ -8,7 +8,8 @@ use super::closed::{closed_user, share_of, user_seed, users_of_shard};
 use super::inflight::watchdog;
 use super::pacer::pacer;
 use super::shard::Shard;
-use super::{Command, Report, ShardMessage, COMMAND_POLL};
+use super::{Command, Report, ShardMessage};
+use crate::limits;
 use crate::plan::Plan;
 use crate::results::{StageMetrics, Window};
 use crate::rt;
@@ -29,7 +30,7 @@ pub struct ShardContext {
     pub count: usize,
     /// The run.
     pub plan: Arc<Plan>,
-    /// Commands from the coordinator (polled, see `COMMAND_POLL`).
+    /// Commands from the coordinator (polled, see `limits::COMMAND_POLL`).
     pub commands: mpsc::Receiver<Command>,
     /// Ticks and stage reports to the coordinator.
     pub reports: mpsc::SyncSender<ShardMessage>,
@@ -42,7 +43,7 @@ async fn next_command(commands: &mpsc::Receiver<Command>) -> Option<Command> {
     loop {
         match commands.try_recv() {
             Ok(command) => return Some(command),
-            Err(mpsc::TryRecvError::Empty) => rt::sleep(COMMAND_POLL).await,
+            Err(mpsc::TryRecvError::Empty) => rt::sleep(limits::COMMAND_POLL).await,
             Err(mpsc::TryRecvError::Disconnected) => return None,
         }
     }
@@ -65,7 +66,7 @@ pub async fn run(ctx: ShardContext) {
             }
             continue;
         };
-        // The start is a little ahead of the command (STAGE_START_LEAD), so
+        // The start is a little ahead of the command (limits::STAGE_START_LEAD), so
         // every shard begins on time rather than behind.
         rt::sleep_until(start).await;
         let stage = shard.plan.stages[index];
@@ -109,7 +110,7 @@ pub async fn run(ctx: ShardContext) {
                 Ok(()) => break,
                 Err(mpsc::TrySendError::Full(back)) => {
                     pending = back;
-                    rt::sleep(COMMAND_POLL).await;
+                    rt::sleep(limits::COMMAND_POLL).await;
                 }
                 Err(mpsc::TrySendError::Disconnected(_)) => return,
             }

@@ -36,7 +36,7 @@ use crate::results::{SeriesPoint, StageMetrics, StageSummary, Stop, Window};
 use crate::rt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 pub use crate::results::RunResult;
 
@@ -108,21 +108,6 @@ static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 pub fn request_stop() {
     STOP_REQUESTED.store(true, Ordering::Relaxed);
 }
-
-/// How often the coordinator checks for a stop request while waiting.
-const STOP_POLL: Duration = Duration::from_millis(50);
-
-/// How often an idle shard looks for its next command, and a running shard
-/// for a stop command.
-pub(crate) const COMMAND_POLL: Duration = Duration::from_millis(10);
-
-/// How far ahead of its command a stage's start instant is set, so every
-/// shard has seen the command (within `COMMAND_POLL`) and waits for the
-/// start instead of beginning behind it. A start stamped when the command
-/// was sent left an open-loop shard up to 10 ms of arrivals behind before
-/// its first one, with an empty connection pool: 500 connects at once at
-/// 50,000/s.
-const STAGE_START_LEAD: Duration = Duration::from_millis(25);
 
 /// What the engine tells its caller as a run progresses.
 #[derive(Debug)]

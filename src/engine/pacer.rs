@@ -10,7 +10,7 @@ use super::shard::Shard;
 use crate::limits;
 use crate::rt;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The open-loop pacer of one shard for one stage: starts a conversation at
 /// every arrival time of its schedule, whatever the responses do.
@@ -98,7 +98,7 @@ pub(super) async fn pacer(
     }
     // The stage's arrivals are all started; let them finish.
     while shard.open_inflight.get() > 0 {
-        rt::sleep(OPEN_DRAIN_POLL).await;
+        rt::sleep(limits::OPEN_DRAIN_POLL).await;
     }
 }
 
@@ -143,9 +143,6 @@ impl PacerPass {
         true
     }
 }
-
-/// How often a pacer checks whether its stage's conversations are done.
-const OPEN_DRAIN_POLL: Duration = Duration::from_millis(1);
 
 /// One open-loop arrival: a conversation on a pooled user, then the user
 /// and its connection go back to the shard's pools.

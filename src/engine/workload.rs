@@ -21,10 +21,6 @@ pub use crate::content::UUID_LEN;
 /// 36 characters that JSON never escapes and no prompt plausibly holds.
 const SLOT: &[u8; UUID_LEN] = b"~~loadtest-conversation-uuid-slot~~~";
 
-/// Most templates prepared per scenario (a larger prompt pool is
-/// serialized per request instead of holding every variant in memory).
-const TEMPLATES_MAX: usize = 1024;
-
 /// A prepared single-turn request.
 #[derive(Debug)]
 pub struct Template {
@@ -76,7 +72,7 @@ impl ScenarioState {
             Content::Scripted(list) => vec![list[0].as_str()],
             Content::Sized(_) => self.sized.iter().map(String::as_str).collect(),
         };
-        if choices.len() > TEMPLATES_MAX {
+        if choices.len() > limits::TEMPLATES_MAX {
             return Vec::new();
         }
         let expected =

@@ -68,10 +68,6 @@ pub enum HeadParse {
     Incomplete,
 }
 
-/// Largest Content-Length accepted (1 PiB): far above any real body, and far
-/// below `u64::MAX`, so arithmetic on it cannot overflow.
-const CONTENT_LENGTH_MAX: u64 = 1 << 50;
-
 /// Parses a response head at the start of `input`.
 pub fn parse_head(input: &[u8]) -> Result<HeadParse, HttpError> {
     // Left uninitialised: httparse writes the ones it fills, and filling
@@ -114,7 +110,7 @@ pub fn parse_head(input: &[u8]) -> Result<HeadParse, HttpError> {
         let value = trim(header.value);
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_decimal(value).ok_or(HttpError::BadContentLength)?;
-            if n > CONTENT_LENGTH_MAX || content_length.is_some_and(|c| c != n) {
+            if n > limits::CONTENT_LENGTH_MAX || content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::BadContentLength);
             }
             content_length = Some(n);

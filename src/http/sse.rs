@@ -29,9 +29,6 @@ pub enum SseError {
     EventTooLarge,
 }
 
-/// Longest event name kept; longer names are an error.
-const EVENT_NAME_BYTES_MAX: usize = 128;
-
 /// Where the current event's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Data {
@@ -165,7 +162,7 @@ impl SseParser {
         match field {
             b"data" => self.push_data(input, at.map(|a| a + value_offset), value)?,
             b"event" => {
-                if value.len() > EVENT_NAME_BYTES_MAX {
+                if value.len() > limits::EVENT_NAME_BYTES_MAX {
                     return Err(SseError::EventTooLarge.into());
                 }
                 self.name.clear();

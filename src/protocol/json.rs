@@ -13,12 +13,10 @@
 //! by decision: it does not validate UTF-8 (generated text is only counted
 //! and echoed back) and accepts raw control characters inside strings.
 
+use crate::limits;
 use std::borrow::Cow;
 
-/// Deepest nesting accepted; deeper documents are `Bad` (bounds recursion).
-const DEPTH_MAX: u32 = 64;
-
-/// Malformed JSON (or nested deeper than `DEPTH_MAX`).
+/// Malformed JSON (or nested deeper than `limits::JSON_DEPTH_MAX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bad;
 
@@ -401,7 +399,7 @@ impl<'a> Scanner<'a> {
             return Err(Bad);
         }
         self.depth += 1;
-        if self.depth > DEPTH_MAX {
+        if self.depth > limits::JSON_DEPTH_MAX {
             return Err(Bad);
         }
         self.pos += 1;

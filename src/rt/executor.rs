@@ -118,7 +118,7 @@ pub async fn after_socket_poll() {
     // (it skips one poll right after a turn that blocked), and it turns
     // once per pass of the queue; the bound only guards against a driver
     // that has stopped.
-    for _ in 0..AFTER_SOCKET_POLL_PASSES_MAX {
+    for _ in 0..limits::AFTER_SOCKET_POLL_PASSES_MAX {
         reactor::yield_now().await;
         if r.socket_polls() != seen {
             break;
@@ -126,9 +126,6 @@ pub async fn after_socket_poll() {
     }
     reactor::yield_now().await;
 }
-
-/// Queue passes `after_socket_poll` waits at most for the driver's poll.
-const AFTER_SOCKET_POLL_PASSES_MAX: u32 = 4;
 
 /// Whether the running task has held the executor past its preemption
 /// timer (`limits::PREEMPT_TIMER`), so `yield_if_needed` would yield.

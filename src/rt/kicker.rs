@@ -10,7 +10,7 @@
 //! occasionally lost, and we do not patch the runtime.
 //!
 //! So one plain thread per process sends every executor thread a no-op
-//! real-time signal every `KICK_INTERVAL`. The handler is installed without
+//! real-time signal every `limits::KICK_INTERVAL`. The handler is installed without
 //! `SA_RESTART`, so a parked `io_uring_enter` returns `EINTR`, which glommio
 //! treats as a spurious wake-up: it re-checks its timers and goes back to
 //! sleep. A lost wake-up therefore costs at most 20 ms instead of hanging
@@ -21,11 +21,8 @@
 //! the reactor starts and after it stops; the kicker stays as a backstop,
 //! and its signal costs the driver's `epoll_pwait2` one empty turn.
 
+use crate::limits;
 use std::sync::OnceLock;
-use std::time::Duration;
-
-/// How often parked executors are nudged.
-pub const KICK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Every executor thread's name starts with this (glommio's blocking
 /// pool threads inherit it; a no-op signal to them is harmless).
@@ -54,17 +51,14 @@ pub fn start() {
     });
 }
 
-/// How many kicks reuse one listing of the executor threads.
-pub const KICKS_PER_SCAN: u32 = 10;
-
-/// Every `KICK_INTERVAL`, signals each thread of this process whose
+/// Every `limits::KICK_INTERVAL`, signals each thread of this process whose
 /// name has `THREAD_PREFIX`, found by listing `/proc/self/task`.
 ///
 /// Threads are found by listing the task directory rather than by a
 /// registry: a first version kept a registry of thread ids, and in a
 /// loaded test run one shard was missing from it (never kicked, parked
 /// for good) for a reason not found; the task list cannot be wrong. The
-/// listing is redone every `KICKS_PER_SCAN` kicks (200 ms), and at once
+/// listing is redone every `limits::KICKS_PER_SCAN` kicks (200 ms), and at once
 /// after a signal finds a thread gone.
 ///
 /// This thread runs under `SCHED_IDLE`. It usually shares a CPU with a
@@ -89,10 +83,10 @@ fn kick_forever(signal: libc::c_int) {
     let mut targets: Vec<libc::pid_t> = Vec::new();
     let mut kicks_left = 0u32;
     loop {
-        std::thread::sleep(KICK_INTERVAL);
+        std::thread::sleep(limits::KICK_INTERVAL);
         if kicks_left == 0 {
             targets = executor_threads();
-            kicks_left = KICKS_PER_SCAN;
+            kicks_left = limits::KICKS_PER_SCAN;
         }
         kicks_left -= 1;
         for &tid in &targets {

@@ -33,6 +33,7 @@
 //! EAGAIN and stored its waker cannot miss an edge; the edge is reported
 //! to the driver after that, and the driver wakes the task.
 
+use crate::limits;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -249,19 +250,6 @@ thread_local! {
     static POLLS: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Most ready sockets one driver turn hands out. The tasks woken in a
-/// turn all run before the driver's next turn, which is when the next
-/// due timer (the open-loop pacer's) can fire; a burst of a few hundred
-/// answers, each parsed and recorded by its task, would hold the pacer
-/// back for milliseconds. Events beyond this stay on epoll's ready list
-/// for the next turn.
-const EVENTS_PER_TURN: usize = 64;
-
-/// The longest the driver blocks without a timer due. Nothing should
-/// need it; it bounds the cost of a wake-up this design failed to
-/// foresee.
-const IDLE_MAX: Duration = Duration::from_millis(10);
-
 /// The executor thread's timer slack. Linux lets a sleeping thread's
 /// timer fire up to 50 µs late by default, to batch wake-ups; a pacer
 /// waiting for its next arrival would carry that as scheduler lag.
@@ -467,8 +455,8 @@ impl Reactor {
 /// at 20,000 arrivals/s this saves about one `epoll_pwait2` per
 /// wake-up.
 async fn drive(r: Rc<Reactor>) {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_TURN];
-    let mut ready: Vec<Waker> = Vec::with_capacity(2 * EVENTS_PER_TURN);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; limits::REACTOR_EVENTS_PER_TURN];
+    let mut ready: Vec<Waker> = Vec::with_capacity(2 * limits::REACTOR_EVENTS_PER_TURN);
     let mut sleepers: Vec<Waker> = Vec::new();
     // Start as if another task had just run: the first turn only looks.
     let mut seen = polls().wrapping_sub(1);
@@ -486,8 +474,10 @@ async fn drive(r: Rc<Reactor>) {
                 // queued: wait for a socket or the next timer (a wait
                 // that finds events ready returns at once).
                 match r.timers.borrow_mut().next() {
-                    Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_MAX),
-                    None => IDLE_MAX,
+                    Some(due) => due
+                        .saturating_duration_since(Instant::now())
+                        .min(limits::REACTOR_IDLE_MAX),
+                    None => limits::REACTOR_IDLE_MAX,
                 }
             };
             // A full batch may have left sockets ready: poll again
