@@ -1,6 +1,7 @@
 //! `loadtest`: a scenario-driven load generator for LLM gateways (any
 //! OpenAI- or Anthropic-compatible endpoint), built as a thread-per-core
-//! io_uring engine.
+//! engine: glommio executors whose sockets and timers run on an epoll
+//! reactor of our own (io_uring carries only glommio's preemption timer).
 //!
 //! # The model and its costs
 //! One glommio executor per selected CPU, pinned, each a *shard* that owns
@@ -12,27 +13,32 @@
 //! histograms once per stage. Needs Linux ≥ 5.8 (io_uring); as non-root, a
 //! memlock limit of at least 512 KiB (each executor registers 3 × 64 KiB).
 //!
-//! # Layout (dependencies point down)
-//! - `cli`: flags and the `run` / `validate` / `compare` / `merge` / `mock`
-//!   commands; the only place that prints and writes report files.
-//! - `config` → `plan`: profile JSON as written, then a validated `Plan`
-//!   (scenarios, stages, resolved targets, CPUs). The engine only sees a
-//!   `Plan`. `content` generates sized prompt text.
-//! - `engine`: coordinator and shards; closed-loop users and the open-loop
-//!   pacer (`engine::arrivals`) as the sources of work; request bytes per
-//!   turn (`engine::workload`); one request at a time per connection
-//!   (`engine::exchange`).
-//! - `http`, `sse`: the hand-rolled HTTP/1.1 response parser and the SSE
-//!   parser; push parsers over byte slices, bounded, panic-free.
-//! - `protocol`: wire-format adapters (OpenAI Chat Completions, Anthropic
-//!   Messages), registered in one list.
-//! - `metrics`: shard-local counters and HDR histograms, merged exactly.
+//! # Layout (each module uses only those listed below it)
+//! - `cli`: flags as data and the commands (`run`, `validate`, `compare`,
+//!   `merge`, `mock`); planning in one place for `validate` and `run`; the
+//!   only place that prints and picks the exit code.
+//! - `compare`: a baseline summary against a new one.
+//! - `report`: the console lines and every output file, rendered from a
+//!   `RunSummary` and its `Verdict`; no measuring, no judging.
+//! - `engine`: the coordinator and the shards (lifecycle, closed-loop
+//!   users, the open-loop pacer, conversations, requests and the timeout
+//!   watchdog; `workload` builds each turn's bytes, `exchange` runs one
+//!   request on one connection).
+//! - `verdict`: thresholds, the knee, generator validity and the exit
+//!   code, judged once from the typed results.
 //! - `sink`: the per-turn JSONL writer thread.
-//! - `report`: the console table, the text, CSV and Prometheus reports and
-//!   `summary-<ts>.json`; `combine`: merging and comparing summaries.
-//! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream, on the
-//!   same runtime.
-//! - `rt`: the runtime seam, the only module that names glommio.
+//! - `results`: the typed results model: shard-local `StageMetrics` and
+//!   HDR histograms, stage and run summaries that are written and read
+//!   back as `summary-<id>.json`, exact merging of hosts.
+//! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream.
+//! - `plan`: a profile plus overrides, validated and resolved into the
+//!   `Plan` the engine runs; `config` is the profile as written.
+//! - `protocol`: wire-format adapters (OpenAI Chat Completions, Anthropic
+//!   Messages) and the JSON skimmer.
+//! - `http`: request serialization, the response and SSE push parsers.
+//! - `rt`: the runtime seam (executors, the epoll reactor, sockets), the
+//!   only module that names glommio; `host`: process and kernel facts.
+//! - `content`, `stage`, `rng`: prompt text, stage strings, the seeded RNG.
 //! - `limits`: every bound, with its cost.
 
 #![warn(missing_docs)]
