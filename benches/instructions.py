@@ -73,8 +73,7 @@ def counted(binary, stages, tmp, cache_sim):
     def misses(level):
         hit = re.search(level + r" +misses: +([\d,]+)", run.stderr)
         return int(hit.group(1).replace(",", "")) if hit else 0
-    with open(glob.glob(os.path.join(out, "summary-*.json"))[0]) as f:
-        stage = json.load(f)["stages"][0]
+    stage = loopback.first_stage(glob.glob(os.path.join(out, "summary-*.json"))[0])
     if stage["errors"]:
         raise RuntimeError(f"{stages}: the run saw errors: {stage['errors']}")
     requests = stage["requests"] + stage["warmup_requests"]

@@ -122,12 +122,27 @@ def run_bare(url, conns, seconds):
     return dict(rps=j["rps"], requests=j["requests"], p50=j["p50_ms"], p99=j["p99_ms"], cpu=cpu)
 
 
+def first_stage(summary_path):
+    """The first stage of a summary as flat figures, from schema 2 (the
+    typed model: figures under `total.metrics`, rates under `total.rates`)
+    or schema 1 (an older build, for `--against`)."""
+    summary = json.load(open(summary_path))
+    stage = summary["stages"][0]
+    if summary.get("schema", 1) == 1:
+        return stage
+    m = dict(stage["total"]["metrics"])
+    m["rps"] = stage["total"]["rates"]["rps"]
+    m["open_loop"] = stage.get("open_loop")
+    m["connects"] = m.get("connects", 0)
+    return m
+
+
 def run_loadtest(url, conns, seconds, outdir, profile=PROFILE):
     out, cpu = timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
                       "run", "--config", profile, "--target", url, "--cpus", GEN_CPU,
                       "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir])
     path = out.split("summary: ")[1].split()[0]
-    stage = json.load(open(path))["stages"][0]
+    stage = first_stage(path)
     errors = stage["errors"]
     if errors:
         raise RuntimeError(f"loadtest saw errors: {errors}")

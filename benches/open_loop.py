@@ -66,7 +66,7 @@ def run_loadtest(url, rate, seconds, warmup, outdir, binary=None):
     # Exit 3 (the generator was the bottleneck) still writes the summary.
     out, cpu = loopback.timed(RT + loopback.open_loop_cmd(url, rate, seconds, warmup, outdir, binary), ok=(0, 3))
     path = out.split("summary: ")[1].split()[0]
-    stage = json.load(open(path))["stages"][0]
+    stage = loopback.first_stage(path)
     if stage["errors"]:
         # A build that falls over (an A/B against an older one) is a result,
         # not a reason to stop the rounds; it cannot meet the bar.

@@ -1,4 +1,4 @@
-//! `results-<ts>.jsonl`: one line per finished turn, written by one writer
+//! `results-<id>.jsonl`: one line per finished turn, written by one writer
 //! thread so no shard ever waits on a disk.
 //!
 //! Each shard owns the sending end of its own bounded queue

@@ -34,7 +34,7 @@ pub struct ShardContext {
     pub commands: mpsc::Receiver<Command>,
     /// Ticks and stage reports to the coordinator.
     pub reports: mpsc::SyncSender<ShardMessage>,
-    /// Where finished turns go for `results-<ts>.jsonl`, if anywhere.
+    /// Where finished turns go for `results-<id>.jsonl`, if anywhere.
     pub sink: Option<SinkSender>,
 }
 
