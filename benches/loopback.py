@@ -137,8 +137,8 @@ def first_stage(summary_path):
     return m
 
 
-def run_loadtest(url, conns, seconds, outdir, profile=PROFILE):
-    out, cpu = timed(["taskset", "-c", GEN_CPU, os.path.join(ROOT, "target", "release", "loadtest"),
+def run_loadtest(url, conns, seconds, outdir, profile=PROFILE, binary=None):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, binary or os.path.join(ROOT, "target", "release", "loadtest"),
                       "run", "--config", profile, "--target", url, "--cpus", GEN_CPU,
                       "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir])
     path = out.split("summary: ")[1].split()[0]
@@ -230,6 +230,8 @@ def main():
     ap.add_argument("--markdown")
     ap.add_argument("--tools", default="wrk,oha,bare-glommio,loadtest,loadtest-bust", help="subset, comma-separated")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
+    ap.add_argument("--against", metavar="BINARY",
+                    help="a second loadtest build, run in the same rounds as `loadtest-against`")
     args = ap.parse_args()
     if not args.no_build:
         build()
@@ -264,7 +266,12 @@ def main():
         bust_path = os.path.join(tmp, "bust.json")
         json.dump(bust, open(bust_path, "w"))
         tools.append(("loadtest-bust", lambda u, c: run_loadtest(u, c, args.seconds, tmp, bust_path)))
-        tools = [t for t in tools if t[0] in args.tools.split(",")]
+        wanted = args.tools.split(",")
+        if args.against:
+            tools.append(("loadtest-against", lambda u, c: run_loadtest(u, c, args.seconds, tmp,
+                                                                        binary=args.against)))
+            wanted.append("loadtest-against")
+        tools = [t for t in tools if t[0] in wanted]
         upstreams = [u for u in upstreams if u[0] in args.upstreams.split(",")]
         results = {}
         for round_ in range(args.rounds):

@@ -100,13 +100,12 @@ pub fn parse_stage(text: &str) -> Result<Stage, String> {
         let duration = parse_duration(duration.trim())?;
         return open_stage(rate, poisson, duration);
     }
-    let (users, duration) = text
-        .split_once(':')
-        .ok_or("expected USERS:DURATION, e.g. 100:60s")?;
-    let users: u64 = users
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{users}` is not a whole number of users"))?;
+    let (users, duration) = text.split_once(':').ok_or(
+        "expected USERS:DURATION (closed loop, e.g. 100:60s), @RATE:DURATION (open loop, e.g. @20000:60s) or @~RATE:DURATION (Poisson arrivals)",
+    )?;
+    let users: u64 = users.trim().parse().map_err(|_| {
+        format!("`{users}` is not a whole number of users (open-loop stages are @RATE:DURATION or @~RATE:DURATION)")
+    })?;
     let duration = parse_duration(duration.trim())?;
     closed_stage(users, duration)
 }
@@ -271,6 +270,13 @@ mod tests {
         assert!(err.contains("whole number"), "{err}");
         let err = parse_stages("10").unwrap_err();
         assert!(err.contains("USERS:DURATION"), "{err}");
+        // Every form is named, the open-loop ones too.
+        assert!(
+            err.contains("@RATE:DURATION") && err.contains("@~RATE:DURATION"),
+            "{err}"
+        );
+        let err = parse_stages("fast:10s").unwrap_err();
+        assert!(err.contains("@RATE:DURATION"), "{err}");
         let err = parse_stages("10:0s").unwrap_err();
         assert!(err.contains("greater than zero"), "{err}");
         let err = parse_stages("@0:10s").unwrap_err();

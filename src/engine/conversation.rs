@@ -31,7 +31,8 @@ pub(super) struct Outcome {
 /// with think time between them, each reply fed into the next turn's
 /// history, until the last turn, a failed turn or the end of the stage.
 /// `intended` is the open-loop arrival time of its first turn; closed-loop
-/// conversations pass `None`.
+/// conversations pass `None`. Over 70 lines because the send is awaited
+/// here, not in a helper (see the comment there).
 pub(super) async fn conversation(
     shard: &Shard,
     run: &StageRun,
@@ -71,7 +72,12 @@ pub(super) async fn conversation(
                 connect_failed: false,
             };
         };
-        let result = send_guarded(shard, user, scenario, source, now).await;
+        // Awaited here rather than in a helper `async fn`: a helper's own
+        // copy of its arguments made every open-loop arrival's task larger.
+        let sent = AssertUnwindSafe(shard.request(user, scenario, source, now))
+            .catch_unwind()
+            .await;
+        let result = panic_is_an_error(sent, shard, user, now);
         let connect_failed = matches!(&result, Err(a) if a.class.is_connect());
         now = match (&result, user.observed.done_at) {
             (Ok(_), Some(done)) => done,
@@ -113,19 +119,15 @@ async fn think_until(run: &StageRun, think: Duration, now: Instant) -> Instant {
     Instant::now()
 }
 
-/// Sends a prepared turn; a panic in the request code is counted as the
-/// `panic` error class (its connection dropped), never a lost shard.
-async fn send_guarded(
+/// A panic in the request code is counted as the `panic` error class (its
+/// connection dropped), never a lost shard.
+fn panic_is_an_error(
+    sent: std::thread::Result<Result<Instant, Attempt>>,
     shard: &Shard,
     user: &mut User,
-    scenario: usize,
-    source: Source,
     now: Instant,
 ) -> Result<Instant, Attempt> {
-    let result = AssertUnwindSafe(shard.request(user, scenario, source, now))
-        .catch_unwind()
-        .await;
-    result.unwrap_or_else(|_| {
+    sent.unwrap_or_else(|_| {
         shard.close(&mut user.conn);
         Err(Attempt {
             class: ErrorClass::Panic,

@@ -128,6 +128,12 @@ fn protocol_class(error: ProtocolError) -> ErrorClass {
 /// callers can pass the intended instant). On success `observed` and
 /// `scratch.reply` describe the response; a non-2xx status is a success of
 /// the exchange (the caller classifies it).
+///
+/// One `async fn` on purpose, with the synchronous steps in helpers: every
+/// nested `async fn` keeps its own copy of its arguments in the task, and
+/// splitting the head and body reads into their own grew each open-loop
+/// arrival's task from 840 to 1,008 bytes, past the 1,032 bytes (with the
+/// task header) that glibc's per-thread cache serves.
 pub async fn exchange(
     conn: &mut Conn,
     protocol: &dyn Protocol,
@@ -153,38 +159,167 @@ pub async fn exchange(
     // The answer cannot have arrived yet: wait for the socket's event
     // instead of paying for a `recv` that would find nothing.
     conn.stream.readable().await;
-    let (head, filled, now) = read_head(conn, t0, observed).await?;
+    let mut filled = 0;
+    let mut interim = 0;
+    let (head, mut now) = loop {
+        let n = match conn.stream.read(&mut conn.buf[filled..]).await {
+            Ok(0) => return Err(read_failure(None, reused, filled, observed)),
+            Ok(n) => n,
+            Err(e) => return Err(read_failure(Some(&e), reused, filled, observed)),
+        };
+        let now = Instant::now();
+        observed.ttfb.get_or_insert(now - t0);
+        filled += n;
+        if let Some(head) = final_head(&mut conn.buf, &mut filled, &mut interim)? {
+            break (head, now);
+        }
+    };
     conn.reused = true;
+    let success = begin_body(observed, &head);
+    if let Some(done) = body_in_place(conn, protocol, &head, filled, now, scratch, observed) {
+        return done;
+    }
+    let mut decoder = BodyDecoder::new(head.framing);
+    let mut state = StreamState::default();
+    let mut pos = head.head_bytes;
+    // A stream cut off mid-body ended before its end marker: that is a
+    // truncated stream, whatever the socket said.
+    let cut = observed.streamed.then_some(ErrorClass::TruncatedStream);
+    loop {
+        while pos < filled && !decoder.is_done() {
+            let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
+            pos += step.consumed;
+            if !step.data.is_empty() && success {
+                take(protocol, scratch, &mut state, observed, step.data, t0, now)?;
+            }
+        }
+        if decoder.is_done() {
+            // We never pipeline, so bytes after the response mean the
+            // framing was wrong; do not trust this connection again.
+            observed.keep_alive &= pos == filled;
+            break;
+        }
+        pos = 0;
+        let n = conn
+            .stream
+            .read(&mut conn.buf[..])
+            .await
+            .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
+        now = Instant::now();
+        if n == 0 {
+            decoder
+                .finish_at_eof()
+                .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
+            observed.keep_alive = false;
+            break;
+        }
+        filled = n;
+        // Long streams must not hold the shard: other users' timestamps
+        // depend on it getting back to the reactor.
+        rt::yield_if_needed().await;
+    }
+    observed.done_at = Some(now);
+    finish(protocol, scratch, observed, success)
+}
+
+/// The failure of a read before the response head (`None`: the peer closed
+/// the connection): `Stale` when a reused connection was reset or closed
+/// before any byte came back (the server closed it while idle), the
+/// class otherwise.
+fn read_failure(
+    error: Option<&io::Error>,
+    reused: bool,
+    filled: usize,
+    observed: &Observed,
+) -> Failure {
+    let nothing_back = reused && filled == 0 && observed.ttfb.is_none();
+    let class = error.map_or(ErrorClass::Eof, io_class);
+    let stale = match error {
+        None => nothing_back,
+        Some(_) => nothing_back && class == ErrorClass::ConnReset,
+    };
+    if stale {
+        Failure::Stale
+    } else {
+        class.into()
+    }
+}
+
+/// Parses what is buffered: a final head when one is complete. Interim
+/// (1xx) heads are dropped from the buffer and the rest parsed again.
+fn final_head(
+    buf: &mut [u8],
+    filled: &mut usize,
+    interim: &mut usize,
+) -> Result<Option<response::Head>, Failure> {
+    loop {
+        match response::parse_head(&buf[..*filled]).map_err(http_class)? {
+            HeadParse::Incomplete => return Ok(None),
+            HeadParse::Complete(head)
+                if (100..200).contains(&head.status) && head.status != 101 =>
+            {
+                *interim += 1;
+                if *interim > limits::INTERIM_RESPONSES_MAX {
+                    return Err(ErrorClass::BadResponse.into());
+                }
+                buf.copy_within(head.head_bytes..*filled, 0);
+                *filled -= head.head_bytes;
+            }
+            HeadParse::Complete(head) => return Ok(Some(head)),
+        }
+    }
+}
+
+/// Notes what the head says; returns whether the status is a success.
+fn begin_body(observed: &mut Observed, head: &response::Head) -> bool {
     observed.status = head.status;
     observed.keep_alive = head.keep_alive;
     observed.retry_after_s = head.retry_after_s;
     let success = (200..300).contains(&head.status);
     observed.streamed = success && head.event_stream;
-    // The common case for a JSON reply: the whole body arrived with the
-    // head, so it is decoded where it lies instead of being copied.
-    if success && !observed.streamed {
-        if let response::Framing::Length(length) = head.framing {
-            let end = head.head_bytes as u64 + length;
-            if end <= filled as u64 {
-                let end = end as usize;
-                observed.keep_alive &= end == filled;
-                observed.done_at = Some(now);
-                protocol
-                    .parse_body(&conn.buf[head.head_bytes..end], &mut scratch.reply)
-                    .map_err(protocol_class)?;
-                return check_content(&scratch.reply);
-            }
-        }
+    success
+}
+
+/// The common case for a JSON reply: the whole body arrived with the head,
+/// so it is decoded where it lies instead of being copied. `None` when it
+/// did not (or the reply is not such a body).
+fn body_in_place(
+    conn: &Conn,
+    protocol: &dyn Protocol,
+    head: &response::Head,
+    filled: usize,
+    now: Instant,
+    scratch: &mut Scratch,
+    observed: &mut Observed,
+) -> Option<Result<(), Failure>> {
+    if observed.streamed || !(200..300).contains(&head.status) {
+        return None;
     }
-    let body = Body {
-        protocol,
-        t0,
-        success,
+    let response::Framing::Length(length) = head.framing else {
+        return None;
     };
-    let now = body
-        .read(conn, &head, filled, now, scratch, observed)
-        .await?;
+    let end = head.head_bytes as u64 + length;
+    if end > filled as u64 {
+        return None;
+    }
+    let end = end as usize;
+    observed.keep_alive &= end == filled;
     observed.done_at = Some(now);
+    let parsed = protocol.parse_body(&conn.buf[head.head_bytes..end], &mut scratch.reply);
+    Some(match parsed {
+        Ok(()) => check_content(&scratch.reply),
+        Err(e) => Err(protocol_class(e).into()),
+    })
+}
+
+/// What a complete body meant: nothing more for a non-2xx, the end marker
+/// for a stream, the adapter's decoding of a buffered body.
+fn finish(
+    protocol: &dyn Protocol,
+    scratch: &mut Scratch,
+    observed: &Observed,
+    success: bool,
+) -> Result<(), Failure> {
     if !success {
         return Ok(());
     }
@@ -200,144 +335,25 @@ pub async fn exchange(
     check_content(&scratch.reply)
 }
 
-/// Reads until a final (non-1xx) response head is buffered; returns it,
-/// the bytes buffered and when the last of them arrived. A reused
-/// connection that fails before any byte came back is `Stale`.
-async fn read_head(
-    conn: &mut Conn,
-    t0: Instant,
+/// Body bytes of a 2xx response: events for a stream, the body buffer
+/// (bounded) otherwise.
+fn take(
+    protocol: &dyn Protocol,
+    scratch: &mut Scratch,
+    state: &mut StreamState,
     observed: &mut Observed,
-) -> Result<(response::Head, usize, Instant), Failure> {
-    let reused = conn.reused;
-    let mut filled = 0;
-    let mut interim = 0;
-    loop {
-        let n = match conn.stream.read(&mut conn.buf[filled..]).await {
-            Ok(n) => n,
-            Err(e) => {
-                let class = io_class(&e);
-                let stale = reused && filled == 0 && observed.ttfb.is_none();
-                return Err(if stale && class == ErrorClass::ConnReset {
-                    Failure::Stale
-                } else {
-                    class.into()
-                });
-            }
-        };
-        let now = Instant::now();
-        if n == 0 {
-            return Err(if reused && filled == 0 && observed.ttfb.is_none() {
-                Failure::Stale
-            } else {
-                ErrorClass::Eof.into()
-            });
-        }
-        observed.ttfb.get_or_insert(now - t0);
-        filled += n;
-        // Parse what is buffered; interim (1xx) heads are dropped and the
-        // rest parsed again before reading more.
-        loop {
-            match response::parse_head(&conn.buf[..filled]).map_err(http_class)? {
-                HeadParse::Incomplete => break,
-                HeadParse::Complete(head)
-                    if (100..200).contains(&head.status) && head.status != 101 =>
-                {
-                    interim += 1;
-                    if interim > limits::INTERIM_RESPONSES_MAX {
-                        return Err(ErrorClass::BadResponse.into());
-                    }
-                    conn.buf.copy_within(head.head_bytes..filled, 0);
-                    filled -= head.head_bytes;
-                }
-                HeadParse::Complete(head) => return Ok((head, filled, now)),
-            }
-        }
-    }
-}
-
-/// How one response's body is read.
-struct Body<'a> {
-    protocol: &'a dyn Protocol,
+    data: &[u8],
     t0: Instant,
-    /// A 2xx status: the body is decoded (others are read and dropped).
-    success: bool,
-}
-
-impl Body<'_> {
-    /// Streams the body through its framing into the SSE parser or the
-    /// body buffer; returns when its last byte arrived.
-    async fn read(
-        &self,
-        conn: &mut Conn,
-        head: &response::Head,
-        mut filled: usize,
-        mut now: Instant,
-        scratch: &mut Scratch,
-        observed: &mut Observed,
-    ) -> Result<Instant, Failure> {
-        let mut decoder = BodyDecoder::new(head.framing);
-        let mut state = StreamState::default();
-        let mut pos = head.head_bytes;
-        // A stream cut off mid-body ended before its end marker: that is
-        // a truncated stream, whatever the socket said.
-        let cut = observed.streamed.then_some(ErrorClass::TruncatedStream);
-        loop {
-            while pos < filled && !decoder.is_done() {
-                let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
-                pos += step.consumed;
-                if !step.data.is_empty() && self.success {
-                    self.take(scratch, &mut state, observed, step.data, now)?;
-                }
-            }
-            if decoder.is_done() {
-                if pos < filled {
-                    // We never pipeline, so bytes after the response mean
-                    // the framing was wrong; do not trust this connection
-                    // again.
-                    observed.keep_alive = false;
-                }
-                return Ok(now);
-            }
-            pos = 0;
-            let n = conn
-                .stream
-                .read(&mut conn.buf[..])
-                .await
-                .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
-            now = Instant::now();
-            if n == 0 {
-                decoder
-                    .finish_at_eof()
-                    .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
-                observed.keep_alive = false;
-                return Ok(now);
-            }
-            filled = n;
-            // Long streams must not hold the shard: other users'
-            // timestamps depend on it getting back to the reactor.
-            rt::yield_if_needed().await;
-        }
+    now: Instant,
+) -> Result<(), Failure> {
+    if observed.streamed {
+        return consume_events(protocol, scratch, state, observed, data, t0, now);
     }
-
-    /// Body bytes of a 2xx response: events for a stream, the body buffer
-    /// (bounded) otherwise.
-    fn take(
-        &self,
-        scratch: &mut Scratch,
-        state: &mut StreamState,
-        observed: &mut Observed,
-        data: &[u8],
-        now: Instant,
-    ) -> Result<(), Failure> {
-        if observed.streamed {
-            return consume_events(self.protocol, scratch, state, observed, data, self.t0, now);
-        }
-        if scratch.body.len() + data.len() > limits::BODY_BYTES_MAX {
-            return Err(ErrorClass::BodyTooLarge.into());
-        }
-        scratch.body.extend_from_slice(data);
-        Ok(())
+    if scratch.body.len() + data.len() > limits::BODY_BYTES_MAX {
+        return Err(ErrorClass::BodyTooLarge.into());
     }
+    scratch.body.extend_from_slice(data);
+    Ok(())
 }
 
 /// A 2xx response must carry generated content.
