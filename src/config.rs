@@ -90,6 +90,10 @@ pub struct Scenario {
     pub think_time: Option<Value>,
     /// What the user says.
     pub content: Option<Content>,
+    /// Where a multi-turn conversation's history lives (OpenAI Responses
+    /// only): `resend` (default: every turn sends it) or
+    /// `previous_response_id` (the server keeps it).
+    pub history: Option<String>,
 }
 
 /// What the user says in each turn.
@@ -161,6 +165,9 @@ pub fn parse(text: &str) -> Result<Profile, String> {
             .unwrap_or(&message)
             .to_string();
         let message = explain_unknown_field(&message).unwrap_or(message);
+        // A key or value from the profile may hold control characters; the
+        // error stays one line.
+        let (path, message) = (one_line(&path), one_line(&message));
         if path.is_empty() || path == "." || path == "?" || path.ends_with(".?") {
             format!("line {line} column {column}: {message}")
         } else {
@@ -175,6 +182,23 @@ pub fn parse(text: &str) -> Result<Profile, String> {
         )
     })?;
     Ok(profile)
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), so an error
+/// quoting profile text is one line.
+fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into
@@ -242,6 +266,13 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_quoting_control_characters_stay_on_one_line() {
+        let err = parse("{\"defaults\": {\"max_tok\\ns\": 1}}").unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("max_tok\\ns"), "{err}");
+    }
 
     #[test]
     fn parses_the_seed_shape() {
