@@ -142,6 +142,8 @@ def main():
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
     ap.add_argument("--rt", action="store_true", help="real-time priority (chrt -f 10) for mock and generators")
     ap.add_argument("--against", metavar="BINARY", help="a second loadtest build, run in the same rounds")
+    ap.add_argument("--tools", help="a comma-separated subset of: loadtest, loadtest B, host floor, epoll ref, "
+                                    "oha -q, wrk2 -R (default: all that are available)")
     args = ap.parse_args()
     if args.rt:
         RT.extend(["chrt", "-f", "10"])
@@ -178,6 +180,9 @@ def main():
                 tools.append(("oha -q", lambda r: run_oha(url, r, args.seconds, args.warmup, body_path)))
             if shutil.which("wrk2"):
                 tools.append(("wrk2 -R", lambda r: run_wrk2(url, r, args.seconds, args.warmup, lua)))
+            if args.tools:
+                wanted = [t.strip() for t in args.tools.split(",")]
+                tools = [t for t in tools if t[0] in wanted]
             return tools
 
         results = {}

@@ -281,6 +281,12 @@ pub const REACTOR_IDLE_MAX: Duration = Duration::from_millis(10);
 /// Queue passes `after_socket_poll` waits at most for the driver's poll.
 pub const AFTER_SOCKET_POLL_PASSES_MAX: u32 = 4;
 
+/// Responses ids one mock shard remembers for `previous_response_id`.
+/// Cost: ~40 bytes each (a queue slot and a set entry), 4 MB per shard at
+/// this bound; a conversation older than the last 100,000 responses of its
+/// shard gets a 404, as an expired id does from the real API.
+pub const MOCK_RESPONSE_IDS_MAX: usize = 100_000;
+
 /// Deepest JSON nesting the skimmer accepts; deeper documents are `Bad`.
 /// It bounds the skimmer's recursion: 64 frames of a few dozen bytes of
 /// stack each, while real replies nest four or five deep.

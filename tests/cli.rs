@@ -449,13 +449,13 @@ fn every_turn_is_a_jsonl_line() {
         assert_eq!(line["intended_start_us"].is_u64(), open, "{line}");
         assert!(line["start_us"].as_u64().unwrap() > 1_700_000_000_000_000);
     }
-    assert_eq!(scenarios.len(), 2, "both ingress formats logged");
+    assert_eq!(scenarios.len(), 3, "every ingress format logged");
     // The text and CSV reports are written next to it, with the same stamp.
     let text = std::fs::read_to_string(out.join(format!("report-{ts}.txt"))).unwrap();
     assert!(text.contains("== generator health") && text.contains("openai-ingress"));
     let csv = std::fs::read_to_string(out.join(format!("report-{ts}.csv"))).unwrap();
-    // Two stages × (two scenarios + all), plus the header.
-    assert_eq!(csv.lines().count(), 1 + 2 * 3, "{csv}");
+    // Two stages × (three scenarios + all), plus the header.
+    assert_eq!(csv.lines().count(), 1 + 2 * 4, "{csv}");
     // Read back: each stage's `all` row has the summary's figures.
     let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();

@@ -32,8 +32,11 @@ pub fn request_bytes(config: &str, target: &str) -> Vec<u8> {
         &plan,
         scenario,
         &plan.request_head_prefix(0),
-        &uuid,
-        &messages,
+        workload::Turn {
+            uuid: &uuid,
+            messages: &messages,
+            previous_response_id: None,
+        },
         &mut body,
         &mut request,
     );

@@ -25,8 +25,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge summaries from several generator hosts into one, exactly.
     Merge(MergeArgs),
-    /// Serve the built-in mock upstream (OpenAI Chat Completions and
-    /// Anthropic Messages).
+    /// Serve the built-in mock upstream (OpenAI Chat Completions, OpenAI
+    /// Responses and Anthropic Messages).
     Mock(MockArgs),
 }
 

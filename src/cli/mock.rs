@@ -33,7 +33,7 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     crate::host::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
     say!(
-        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, POST /v1/messages, GET /health",
+        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, GET /health",
         server.addr(),
         plan::format_cpus(&cpus)
     );

@@ -45,6 +45,7 @@ pub(super) async fn conversation(
     let turns = user.rng.range_inclusive(sc.turns.0, sc.turns.1);
     user.uuid = workload::new_uuid(&mut user.ids);
     user.history.clear();
+    user.response_id.clear();
     for turn in 0..turns {
         if turn > 0 {
             let think = user.think_time(sc.think_time);
@@ -96,11 +97,7 @@ pub(super) async fn conversation(
             };
         }
         if turn + 1 < turns {
-            let reply = String::from_utf8_lossy(&user.scratch.reply.content).into_owned();
-            user.history.push(Message {
-                role: Role::Assistant,
-                content: reply,
-            });
+            feed_back(user, sc.server_history);
         }
     }
     Outcome {
@@ -117,6 +114,24 @@ async fn think_until(run: &StageRun, think: Duration, now: Instant) -> Instant {
     let left = run.end.get().saturating_duration_since(Instant::now());
     rt::sleep(think.min(left)).await;
     Instant::now()
+}
+
+/// Prepares the next turn after a successful one: the reply joins the
+/// history, or, when the server keeps the history, only its id is kept.
+fn feed_back(user: &mut User, server_history: bool) {
+    let reply = &user.scratch.reply;
+    if server_history {
+        user.history.clear();
+        user.response_id.clear();
+        user.response_id
+            .push_str(&String::from_utf8_lossy(&reply.response_id));
+        return;
+    }
+    let content = String::from_utf8_lossy(&reply.content).into_owned();
+    user.history.push(Message {
+        role: Role::Assistant,
+        content,
+    });
 }
 
 /// A panic in the request code is counted as the `panic` error class (its
@@ -146,8 +161,11 @@ pub(super) struct User {
     pub(super) request: Vec<u8>,
     /// Body scratch while serializing.
     pub(super) body: Vec<u8>,
-    /// The conversation so far (multi-turn only).
+    /// The conversation so far (multi-turn only; with the server keeping
+    /// the history, only the new message).
     pub(super) history: Vec<Message>,
+    /// The previous response's id (stateful Responses conversations).
+    pub(super) response_id: String,
     /// The current conversation's UUID.
     pub(super) uuid: [u8; UUID_LEN],
     /// Bytes of prompt text in the current request (for estimates).
@@ -175,6 +193,7 @@ impl User {
             request: Vec::new(),
             body: Vec::new(),
             history: Vec::new(),
+            response_id: String::new(),
             uuid: [b'0'; UUID_LEN],
             prompt_bytes: 0,
             rng: Rng::new(seed),
@@ -242,12 +261,20 @@ impl Shard {
             content,
         });
         user.prompt_bytes = workload::prompt_bytes(sc, &user.history);
+        // Stateful (the server keeps the history): `history` holds only the
+        // new message, and the previous response's id goes with it.
+        let previous = (sc.server_history && turn > 0 && !user.response_id.is_empty())
+            .then_some(user.response_id.as_str());
+        let turn = workload::Turn {
+            uuid: &user.uuid,
+            messages: &user.history,
+            previous_response_id: previous,
+        };
         workload::build_request(
             &self.plan,
             sc,
             &state.head_prefix,
-            &user.uuid,
-            &user.history,
+            turn,
             &mut user.body,
             &mut user.request,
         );

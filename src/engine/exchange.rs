@@ -77,6 +77,10 @@ pub struct Observed {
     pub sse_events: u64,
     /// SSE events that carried content.
     pub content_events: u64,
+    /// SSE events that carried reasoning (counted apart from content).
+    pub reasoning_events: u64,
+    /// Time to the first reasoning event, when there was one.
+    pub ttfr: Option<Duration>,
     /// Gaps not kept because `itl_gaps_us` was full.
     pub itl_gaps_dropped: u64,
     /// The response was an event stream.
@@ -388,7 +392,12 @@ fn consume_events(
     } = scratch;
     sse.feed::<ProtocolError>(data, |event| {
         observed.sse_events += 1;
-        if protocol.parse_event(event, reply)? == EventKind::Content {
+        let kind = protocol.parse_event(event, reply)?;
+        if kind == EventKind::Reasoning {
+            observed.reasoning_events += 1;
+            observed.ttfr.get_or_insert(now - t0);
+        }
+        if kind == EventKind::Content {
             observed.content_events += 1;
             match state.last_content {
                 None => observed.ttft = Some(now - t0),

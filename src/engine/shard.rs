@@ -159,6 +159,7 @@ impl Shard {
             stale_retry: user.stale_retry,
             ttfb: observed.ttfb,
             ttft: observed.ttft,
+            ttfr: observed.ttfr,
             latency: observed
                 .done_at
                 .map(|done| done.saturating_duration_since(t0)),
@@ -170,10 +171,13 @@ impl Shard {
             itl_gaps_dropped: observed.itl_gaps_dropped,
             sse_events: observed.sse_events,
             content_events: observed.content_events,
+            reasoning_events: observed.reasoning_events,
+            sequence_gaps: reply.sequence_gaps,
             content_bytes: reply.content_bytes,
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
             cached_tokens: reply.cached_tokens,
+            reasoning_tokens: reply.reasoning_tokens,
             prompt_bytes: user.prompt_bytes,
         };
         if let Some(sink) = &self.sink {

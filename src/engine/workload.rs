@@ -90,8 +90,11 @@ impl ScenarioState {
                 plan,
                 scenario,
                 &self.head_prefix,
-                SLOT,
-                &messages,
+                Turn {
+                    uuid: SLOT,
+                    messages: &messages,
+                    previous_response_id: None,
+                },
                 &mut body,
                 &mut bytes,
             );
@@ -164,23 +167,37 @@ pub fn prompt_bytes(scenario: &Scenario, messages: &[Message]) -> u64 {
     (system + messages.iter().map(|m| m.content.len()).sum::<usize>()) as u64
 }
 
+/// What one turn sends: the conversation's messages, and in the stateful
+/// Responses mode the previous response's id.
+#[derive(Debug, Clone, Copy)]
+pub struct Turn<'a> {
+    /// The conversation's UUID.
+    pub uuid: &'a [u8; UUID_LEN],
+    /// The messages to send (the whole history, or only the new message
+    /// when the server keeps the history).
+    pub messages: &'a [Message],
+    /// The previous response's id, in the stateful mode.
+    pub previous_response_id: Option<&'a str>,
+}
+
 /// Serializes a whole request into `out`: head, correlation header,
 /// Content-Length, body (built in `body` first to learn its length).
 pub fn build_request(
     plan: &Plan,
     scenario: &Scenario,
     head_prefix: &[u8],
-    uuid: &[u8; UUID_LEN],
-    messages: &[Message],
+    turn: Turn<'_>,
     body: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) {
+    let uuid = turn.uuid;
     let turn = TurnRequest {
         model: &scenario.model,
         system: scenario.system.as_deref(),
-        messages,
+        messages: turn.messages,
         max_tokens: scenario.max_tokens,
         stream: scenario.stream,
+        previous_response_id: turn.previous_response_id,
     };
     body.clear();
     scenario.protocol.write_body(&turn, body);
@@ -261,8 +278,11 @@ mod tests {
                     &p,
                     scenario,
                     &state.head_prefix,
-                    &uuid,
-                    &messages,
+                    Turn {
+                        uuid: &uuid,
+                        messages: &messages,
+                        previous_response_id: None,
+                    },
                     &mut body,
                     &mut fresh,
                 );

@@ -1,8 +1,9 @@
-//! The built-in mock upstream: an OpenAI Chat Completions and Anthropic
-//! Messages server on the same engine (pinned glommio shards, SO_REUSEPORT
-//! listeners). `POST /v1/chat/completions` answers in OpenAI's format,
-//! `POST /v1/messages` in Anthropic's (with its full stream event
-//! sequence); both honour the same knobs.
+//! The built-in mock upstream: an OpenAI Chat Completions, OpenAI
+//! Responses and Anthropic Messages server on the same engine (pinned
+//! glommio shards, SO_REUSEPORT listeners). `POST /v1/chat/completions`
+//! answers in OpenAI's format, `POST /v1/responses` with the Responses
+//! API's typed events, `POST /v1/messages` in Anthropic's (each with its
+//! full stream event sequence); all honour the same knobs.
 //!
 //! It exists so a load test runs out of the box, so the tests have a real
 //! server to talk to, and so the generator can be benchmarked against an
@@ -27,13 +28,14 @@
 //!
 //! Files: `server` (accepting, one connection's requests, routing),
 //! `request` (the request head and the chat body), `generate` (what a
-//! reply says and when), `openai` and `anthropic` (each API's reply),
-//! `wire` (HTTP framing, SSE chunks, errors).
+//! reply says and when), `openai`, `anthropic` and `responses` (each
+//! API's reply), `wire` (HTTP framing, SSE chunks, errors).
 
 mod anthropic;
 mod generate;
 mod openai;
 mod request;
+mod responses;
 mod server;
 mod wire;
 
@@ -185,7 +187,7 @@ pub fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
         let config = config.clone();
         let stop = stop.clone();
         let handle = rt::start_executor(&format!("mock-{index}"), Some(cpu), move || {
-            server::serve(fd, config, stop, started)
+            server::serve(fd, index, config, stop, started)
         })?;
         handles.push(handle);
     }

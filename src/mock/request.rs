@@ -39,6 +39,7 @@ pub(super) struct RequestHead {
 pub(super) enum Route {
     Chat,
     Messages,
+    Responses,
     Health,
     NotFound,
 }
@@ -56,6 +57,7 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
     let route = match path {
         "/v1/chat/completions" | "/chat/completions" => Route::Chat,
         "/v1/messages" | "/messages" => Route::Messages,
+        "/v1/responses" | "/responses" => Route::Responses,
         "/health" | "/healthz" => Route::Health,
         _ => Route::NotFound,
     };
@@ -116,6 +118,8 @@ pub(super) struct ChatRequest<'a> {
     pub(super) max_completion_tokens: Option<u64>,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
+    /// Responses: the `previous_response_id`, raw.
+    pub(super) previous_response_id: Option<&'a [u8]>,
 }
 
 /// Reads a chat request with the JSON skimmer; nothing is allocated.
@@ -127,13 +131,19 @@ pub(super) fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, json::Bad> {
         max_completion_tokens: None,
         stream: false,
         include_usage: false,
+        previous_response_id: None,
     };
     let mut s = Scanner::new(body);
     s.object(|s, key| {
         match key.raw {
             b"model" => request.model = s.string_or_null()?.map(|m| m.raw),
-            b"messages" | b"system" => request.prompt_chars += content_chars(s)?,
-            b"max_tokens" => request.max_tokens = s.u64_or_null()?,
+            b"messages" | b"system" | b"input" | b"instructions" => {
+                request.prompt_chars += content_chars(s)?
+            }
+            b"max_tokens" | b"max_output_tokens" => request.max_tokens = s.u64_or_null()?,
+            b"previous_response_id" => {
+                request.previous_response_id = s.string_or_null()?.map(|id| id.raw)
+            }
             b"max_completion_tokens" => request.max_completion_tokens = s.u64_or_null()?,
             b"stream" if s.peek()? == Kind::Bool => request.stream = s.bool()?,
             b"stream_options" if s.peek()? == Kind::Object => s.object(|s, key| {
@@ -213,6 +223,24 @@ mod tests {
         .unwrap();
         assert_eq!(r.prompt_chars, 12);
         assert_eq!(r.max_tokens, Some(7));
+    }
+
+    #[test]
+    fn responses_requests() {
+        let head = parse_request_head(b"POST /v1/responses HTTP/1.1\r\nContent-Length: 2\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.route, Route::Responses);
+        let r = parse_chat(
+            br#"{"model":"m","instructions":"abcd","input":[{"type":"message","role":"user","content":"efgh"},{"role":"user","content":[{"type":"input_text","text":"ij"}]}],"max_output_tokens":9,"stream":true,"previous_response_id":"resp_mock_0_3"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.prompt_chars, 10);
+        assert_eq!(r.max_tokens, Some(9));
+        assert!(r.stream);
+        assert_eq!(r.previous_response_id, Some(&b"resp_mock_0_3"[..]));
+        let r = parse_chat(br#"{"input":"plain text"}"#).unwrap();
+        assert_eq!(r.prompt_chars, 10);
     }
 
     #[test]

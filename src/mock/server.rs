@@ -4,7 +4,7 @@
 use super::generate::TextCache;
 use super::request::{parse_chat, parse_request_head, RequestHead, Route};
 use super::wire::{write_error, write_simple, Flavor};
-use super::{anthropic, openai, MockConfig, MockStats};
+use super::{anthropic, openai, responses, MockConfig, MockStats};
 use crate::limits;
 use crate::rt;
 use std::cell::{Cell, RefCell};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub(super) async fn serve(
     fd: OwnedFd,
+    shard: usize,
     config: MockConfig,
     stop: Arc<AtomicBool>,
     started: Instant,
@@ -24,6 +25,8 @@ pub(super) async fn serve(
     let listener = rt::TcpListener::from_owned(fd);
     let shared = Rc::new(Shared {
         started,
+        shard,
+        response_ids: RefCell::new(ResponseIds::default()),
         config,
         text: RefCell::new(TextCache::default()),
         open_connections: Cell::new(0),
@@ -57,6 +60,10 @@ pub(super) async fn serve(
 pub(super) struct Shared {
     /// When the server started (for `MockConfig::stall`).
     pub(super) started: Instant,
+    /// This shard's number (it is part of the Responses ids it makes).
+    pub(super) shard: usize,
+    /// The Responses ids this shard made recently.
+    pub(super) response_ids: RefCell<ResponseIds>,
     pub(super) config: MockConfig,
     pub(super) text: RefCell<TextCache>,
     /// Connections being served now (bounded by
@@ -145,21 +152,21 @@ async fn respond(
             write_error(stream, out, 404, "no such route").await?;
             Ok(true)
         }
-        (Route::Chat | Route::Messages, false) => {
+        (Route::Chat | Route::Messages | Route::Responses, false) => {
             write_error(stream, out, 405, "use POST").await?;
             Ok(true)
         }
-        (Route::Chat | Route::Messages, true) => {
+        (Route::Chat | Route::Messages | Route::Responses, true) => {
             if let Some((at, length)) = shared.config.stall {
                 let since = shared.started.elapsed();
                 if since >= at && since < at + length {
                     rt::sleep(at + length - since).await;
                 }
             }
-            let flavor = if head.route == Route::Messages {
-                Flavor::Anthropic
-            } else {
-                Flavor::OpenAi
+            let flavor = match head.route {
+                Route::Messages => Flavor::Anthropic,
+                Route::Responses => Flavor::Responses,
+                _ => Flavor::OpenAi,
             };
             if let Some(status) = head.knobs.status.filter(|&s| s != 200) {
                 let body = flavor.error_body(status, "forced by x-mock-status");
@@ -178,8 +185,39 @@ async fn respond(
                     anthropic::messages(stream, bufs, shared, &head.knobs, &request, keep_alive)
                         .await
                 }
+                Flavor::Responses => {
+                    responses::respond(stream, bufs, shared, &head.knobs, &request, keep_alive)
+                        .await
+                }
             }
         }
+    }
+}
+
+/// The most recent Responses ids a shard made (bounded by
+/// `limits::MOCK_RESPONSE_IDS_MAX`), so a `previous_response_id` it never
+/// made, or forgot, is answered 404 as the real API does.
+#[derive(Default)]
+pub(super) struct ResponseIds {
+    order: std::collections::VecDeque<u64>,
+    known: std::collections::HashSet<u64>,
+}
+
+impl ResponseIds {
+    /// Remembers id `n`, forgetting the oldest past the bound.
+    pub(super) fn remember(&mut self, n: u64) {
+        if self.order.len() >= limits::MOCK_RESPONSE_IDS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.known.remove(&old);
+            }
+        }
+        self.order.push_back(n);
+        self.known.insert(n);
+    }
+
+    /// Whether id `n` is remembered.
+    pub(super) fn knows(&self, n: u64) -> bool {
+        self.known.contains(&n)
     }
 }
 

@@ -12,13 +12,14 @@ use std::io;
 pub(super) enum Flavor {
     OpenAi,
     Anthropic,
+    Responses,
 }
 
 impl Flavor {
     /// An error body in this API's shape.
     pub(super) fn error_body(self, status: u16, message: &str) -> String {
         match self {
-            Flavor::OpenAi => {
+            Flavor::OpenAi | Flavor::Responses => {
                 serde_json::json!({"error": {"message": message, "type": "mock_error", "code": status}})
                     .to_string()
             }

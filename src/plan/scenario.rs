@@ -83,6 +83,10 @@ pub struct Scenario {
     pub think_time: (Duration, Duration),
     /// What the user says.
     pub content: Content,
+    /// The server keeps the conversation's history: each turn sends only
+    /// its new message and the previous response's id (OpenAI Responses,
+    /// `history: previous_response_id`).
+    pub server_history: bool,
 }
 
 impl Scenario {
@@ -187,6 +191,7 @@ pub(super) fn resolve(
         })?,
         None => protocol.default_auth(),
     };
+    let server_history = history_of(&layers, protocol)?;
     Ok(Scenario {
         name,
         weight,
@@ -211,7 +216,26 @@ pub(super) fn resolve(
             (Some(c), pointer) => content_value(&pointer, c)?,
             (None, _) => Content::Pool(DEFAULT_PROMPTS.iter().map(|s| s.to_string()).collect()),
         },
+        server_history,
     })
+}
+
+/// `history`: `resend` (default) or `previous_response_id`, which only the
+/// OpenAI Responses protocol has.
+fn history_of(layers: &Layers<'_>, protocol: &dyn Protocol) -> Result<bool, String> {
+    let (history, pointer) = layers.pick("history", |s| &s.history);
+    match history.map(String::as_str) {
+        None | Some("resend") => Ok(false),
+        Some("previous_response_id") if protocol.name() == "openai-responses" => Ok(true),
+        Some("previous_response_id") => Err(format!(
+            "{pointer}: previous_response_id keeps the history on the server, which only the openai-responses protocol does (this scenario speaks {})",
+            protocol.name()
+        )),
+        Some(other) => Err(format!(
+            "{pointer}: unknown history mode `{other}`{} (known: resend, previous_response_id)",
+            hint(other, &["resend", "previous_response_id"])
+        )),
+    }
 }
 
 fn name_of(layers: &Layers<'_>, index: usize, explicit: bool) -> Result<String, String> {

@@ -284,6 +284,7 @@ mod tests {
             messages: &messages,
             max_tokens: 99,
             stream: true,
+            previous_response_id: None,
         };
         let mut out = Vec::new();
         AnthropicMessages.write_body(&request, &mut out);

@@ -7,11 +7,14 @@
 //! and the engine owns every timestamp, so TTFT and ITL mean the same thing
 //! for every protocol.
 //!
-//! Adding a protocol is one new module and one line in `REGISTRY`.
+//! Adding a protocol is one new module and one line in `REGISTRY`: OpenAI
+//! Chat Completions (`openai`), Anthropic Messages (`anthropic`) and OpenAI
+//! Responses (`responses`) are there today.
 
 pub mod anthropic;
 pub mod json;
 pub mod openai;
+pub mod responses;
 
 use crate::http::sse;
 use std::fmt;
@@ -47,6 +50,9 @@ pub struct TurnRequest<'a> {
     pub max_tokens: u32,
     /// Ask for an SSE stream.
     pub stream: bool,
+    /// Stateful mode (OpenAI Responses): the previous response's id, sent
+    /// with only the new user message; the server keeps the history.
+    pub previous_response_id: Option<&'a str>,
 }
 
 /// What an adapter found in a response. Reused across requests by one
@@ -71,6 +77,15 @@ pub struct Reply {
     pub finished: bool,
     /// The stream's end marker arrived (`[DONE]` for OpenAI).
     pub saw_end: bool,
+    /// Reasoning tokens reported by the server (OpenAI Responses).
+    pub reasoning_tokens: Option<u64>,
+    /// The response's id, kept when `keep_content` is set (the stateful
+    /// Responses mode sends it back).
+    pub response_id: Vec<u8>,
+    /// The last `sequence_number` seen in the stream.
+    pub last_sequence: Option<u64>,
+    /// Events missing from the `sequence_number`s seen.
+    pub sequence_gaps: u64,
 }
 
 impl Reply {
@@ -83,6 +98,10 @@ impl Reply {
         self.cached_tokens = None;
         self.finished = false;
         self.saw_end = false;
+        self.reasoning_tokens = None;
+        self.response_id.clear();
+        self.last_sequence = None;
+        self.sequence_gaps = 0;
     }
 
     /// Counts a JSON string of generated text as decoded; decodes it (one
@@ -115,6 +134,9 @@ impl Reply {
 pub enum EventKind {
     /// It carried generated content (counts for TTFT and ITL).
     Content,
+    /// It carried reasoning (counted apart; the first one's time is the
+    /// time to first reasoning).
+    Reasoning,
     /// Metadata, usage, keep-alive or role-only deltas.
     Other,
     /// The stream's end marker; nothing more is expected.
@@ -198,13 +220,18 @@ pub trait Protocol: Sync + fmt::Debug {
 }
 
 /// Every protocol, by profile name.
-pub static REGISTRY: &[&dyn Protocol] = &[&openai::OpenAiChat, &anthropic::AnthropicMessages];
+pub static REGISTRY: &[&dyn Protocol] = &[
+    &openai::OpenAiChat,
+    &anthropic::AnthropicMessages,
+    &responses::OpenAiResponses,
+];
 
 /// Looks a protocol up by name (also accepts common aliases).
 pub fn by_name(name: &str) -> Option<&'static dyn Protocol> {
     let name = match name {
         "openai" | "openai_chat" | "chat" | "openai-chat-completions" => "openai-chat",
         "anthropic-messages" | "anthropic_messages" | "messages" | "claude" => "anthropic",
+        "responses" | "openai_responses" | "openai-response" => "openai-responses",
         other => other,
     };
     REGISTRY.iter().copied().find(|p| p.name() == name)

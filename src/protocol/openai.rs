@@ -263,6 +263,7 @@ mod tests {
             messages: &messages,
             max_tokens: 64,
             stream: true,
+            previous_response_id: None,
         };
         let mut out = Vec::new();
         OpenAiChat.write_body(&request, &mut out);

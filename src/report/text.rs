@@ -119,6 +119,16 @@ fn aggregate_section(out: &mut String, all: &StageMetrics) {
         all.prompt_tokens_estimated,
         all.completion_tokens_estimated
     );
+    if all.reasoning_tokens > 0 || all.reasoning_events > 0 || all.sequence_gaps > 0 {
+        let _ = writeln!(
+            out,
+            "reasoning tokens {} (of the completion tokens), reasoning events {}, time to first reasoning p50 {} ms; stream sequence gaps {}",
+            all.reasoning_tokens,
+            all.reasoning_events,
+            pct(&all.ttfr, 50.0),
+            all.sequence_gaps
+        );
+    }
 }
 
 fn health_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {

@@ -248,6 +248,8 @@ pub struct StageMetrics {
     pub latency: Hist,
     /// Time to the first content-bearing SSE event (streamed only).
     pub ttft: Hist,
+    /// Time to the first reasoning event (streamed, reasoning models).
+    pub ttfr: Hist,
     /// Time to the first response byte.
     pub ttfb: Hist,
     /// Gaps between consecutive content-bearing events.
@@ -299,6 +301,13 @@ pub struct StageMetrics {
     pub sse_events: u64,
     /// SSE events that carried content.
     pub content_events: u64,
+    /// SSE events that carried reasoning.
+    pub reasoning_events: u64,
+    /// Reasoning tokens reported by the server (part of the completion
+    /// tokens).
+    pub reasoning_tokens: u64,
+    /// Events missing from streams' sequence numbers.
+    pub sequence_gaps: u64,
     /// Generated content bytes.
     pub content_bytes: u64,
     /// Inter-token gaps not recorded because a response exceeded
@@ -326,6 +335,7 @@ impl StageMetrics {
             retry_after_s_max: None,
             latency: Hist::new(),
             ttft: Hist::new(),
+            ttfr: Hist::new(),
             ttfb: Hist::new(),
             itl: Hist::new(),
             connect: Hist::new(),
@@ -349,6 +359,9 @@ impl StageMetrics {
             turns: [TurnRow::default(); limits::TURN_ROWS],
             sse_events: 0,
             content_events: 0,
+            reasoning_events: 0,
+            reasoning_tokens: 0,
+            sequence_gaps: 0,
             content_bytes: 0,
             itl_gaps_dropped: 0,
             connects: 0,
@@ -440,6 +453,7 @@ impl StageMetrics {
         self.retry_after_s_max = self.retry_after_s_max.max(other.retry_after_s_max);
         self.latency.merge(&other.latency);
         self.ttft.merge(&other.ttft);
+        self.ttfr.merge(&other.ttfr);
         self.ttfb.merge(&other.ttfb);
         self.itl.merge(&other.itl);
         self.connect.merge(&other.connect);
@@ -465,6 +479,9 @@ impl StageMetrics {
         }
         self.sse_events += other.sse_events;
         self.content_events += other.content_events;
+        self.reasoning_events += other.reasoning_events;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.sequence_gaps += other.sequence_gaps;
         self.content_bytes += other.content_bytes;
         self.itl_gaps_dropped += other.itl_gaps_dropped;
         self.connects += other.connects;
@@ -516,6 +533,7 @@ struct MetricsWire {
     retry_after_s_max: Option<u32>,
     latency_ms: Hist,
     ttft_ms: Hist,
+    ttfr_ms: Hist,
     ttfb_ms: Hist,
     itl_ms: Hist,
     connect_ms: Hist,
@@ -535,6 +553,9 @@ struct MetricsWire {
     turns: Vec<TurnWire>,
     sse_events: u64,
     content_events: u64,
+    reasoning_events: u64,
+    reasoning_tokens: u64,
+    sequence_gaps: u64,
     content_bytes: u64,
     itl_gaps_dropped: u64,
     connects: u64,
@@ -593,6 +614,7 @@ impl From<StageMetrics> for MetricsWire {
             retry_after_s_max: m.retry_after_s_max,
             latency_ms: m.latency,
             ttft_ms: m.ttft,
+            ttfr_ms: m.ttfr,
             ttfb_ms: m.ttfb,
             itl_ms: m.itl,
             connect_ms: m.connect,
@@ -618,6 +640,9 @@ impl From<StageMetrics> for MetricsWire {
             turns,
             sse_events: m.sse_events,
             content_events: m.content_events,
+            reasoning_events: m.reasoning_events,
+            reasoning_tokens: m.reasoning_tokens,
+            sequence_gaps: m.sequence_gaps,
             content_bytes: m.content_bytes,
             itl_gaps_dropped: m.itl_gaps_dropped,
             connects: m.connects,
@@ -672,6 +697,7 @@ impl TryFrom<MetricsWire> for StageMetrics {
         m.retry_after_s_max = w.retry_after_s_max;
         m.latency = w.latency_ms;
         m.ttft = w.ttft_ms;
+        m.ttfr = w.ttfr_ms;
         m.ttfb = w.ttfb_ms;
         m.itl = w.itl_ms;
         m.connect = w.connect_ms;
@@ -694,6 +720,9 @@ impl TryFrom<MetricsWire> for StageMetrics {
         m.context_limit = w.conversations.context_limit;
         m.sse_events = w.sse_events;
         m.content_events = w.content_events;
+        m.reasoning_events = w.reasoning_events;
+        m.reasoning_tokens = w.reasoning_tokens;
+        m.sequence_gaps = w.sequence_gaps;
         m.content_bytes = w.content_bytes;
         m.itl_gaps_dropped = w.itl_gaps_dropped;
         m.connects = w.connects;

@@ -87,6 +87,9 @@ pub struct ScenarioInfo {
     pub think_time_s: Range<f64>,
     /// Where prompts come from.
     pub content: ContentInfo,
+    /// Where a conversation's history lives: `resend` (every turn sends
+    /// it) or `previous_response_id` (the server keeps it).
+    pub history: String,
 }
 
 /// How prompts are correlated with the gateway's own rows.
@@ -182,6 +185,12 @@ impl PlanInfo {
                             approx_input_tokens: *tokens,
                         },
                     },
+                    history: if s.server_history {
+                        "previous_response_id"
+                    } else {
+                        "resend"
+                    }
+                    .to_string(),
                 }
             })
             .collect();

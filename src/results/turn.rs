@@ -31,6 +31,8 @@ pub struct FinishedTurn<'a> {
     pub ttfb: Option<Duration>,
     /// Time to the first content-bearing event (streamed only).
     pub ttft: Option<Duration>,
+    /// Time to the first reasoning event (streamed, when there was one).
+    pub ttfr: Option<Duration>,
     /// Request written to response complete.
     pub latency: Option<Duration>,
     /// Open loop: how late it was sent (actual − intended).
@@ -45,6 +47,10 @@ pub struct FinishedTurn<'a> {
     pub sse_events: u64,
     /// Of those, carrying content.
     pub content_events: u64,
+    /// Of those, carrying reasoning.
+    pub reasoning_events: u64,
+    /// Events missing from the stream's sequence numbers.
+    pub sequence_gaps: u64,
     /// Generated content bytes.
     pub content_bytes: u64,
     /// Prompt tokens, from the server's usage.
@@ -53,6 +59,8 @@ pub struct FinishedTurn<'a> {
     pub completion_tokens: Option<u64>,
     /// Prompt tokens the server served from its cache.
     pub cached_tokens: Option<u64>,
+    /// Reasoning tokens, from the server's usage.
+    pub reasoning_tokens: Option<u64>,
     /// Bytes of prompt text sent (for estimates when usage is missing).
     pub prompt_bytes: u64,
 }
@@ -148,6 +156,9 @@ impl StageMetrics {
         if let Some(ttft) = t.ttft {
             self.ttft.record(ttft);
         }
+        if let Some(ttfr) = t.ttfr {
+            self.ttfr.record(ttfr);
+        }
         if let Some(late) = t.late {
             if let Some(latency) = t.latency {
                 self.latency_corrected.record(latency + late);
@@ -173,8 +184,11 @@ impl StageMetrics {
         self.itl_gaps_dropped += t.itl_gaps_dropped;
         self.sse_events += t.sse_events;
         self.content_events += t.content_events;
+        self.reasoning_events += t.reasoning_events;
+        self.sequence_gaps += t.sequence_gaps;
         self.content_bytes += t.content_bytes;
         self.cached_tokens += t.cached_tokens.unwrap_or(0);
+        self.reasoning_tokens += t.reasoning_tokens.unwrap_or(0);
         match (t.prompt_tokens, t.completion_tokens) {
             (None, None) => {
                 self.usage_missing += 1;
@@ -221,6 +235,10 @@ mod tests {
             prompt_tokens: Some(100),
             completion_tokens: Some(3),
             cached_tokens: Some(64),
+            ttfr: us(300),
+            reasoning_events: 2,
+            reasoning_tokens: Some(40),
+            sequence_gaps: 1,
             ..FinishedTurn::default()
         };
         let mut m = StageMetrics::new();
@@ -233,6 +251,11 @@ mod tests {
         assert_eq!(m.latency_corrected.percentile_ms(50.0), Some(2.0));
         assert_eq!(m.ttft_corrected.percentile_ms(50.0), Some(0.6));
         assert_eq!(m.itl.count(), 3);
+        assert_eq!(m.ttfr.percentile_ms(50.0), Some(0.3));
+        assert_eq!(
+            (m.reasoning_events, m.reasoning_tokens, m.sequence_gaps),
+            (2, 40, 1)
+        );
         assert_eq!(
             (m.prompt_tokens, m.completion_tokens, m.cached_tokens),
             (100, 3, 64)
