@@ -345,7 +345,8 @@ fn every_second_is_reported_and_kept_as_a_time_series() {
     let total: u64 = series.iter().map(|p| p.window.requests).sum();
     let m = &stage.total.metrics;
     assert_eq!(total, m.requests + m.warmup_requests);
-    assert!(series[1].window.latency.count() > 0 && series[1].window.ttft.count() > 0);
+    let window = &series[1].window;
+    assert!(window.latency.unpack().count() > 0 && window.ttft.unpack().count() > 0);
     // Seconds carry the wall clock they ended on.
     assert_eq!(series[1].unix_s, (stage.started_unix_ms + 2_000) / 1000);
     let summary = summary(&plan, result, "t");

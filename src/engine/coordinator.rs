@@ -7,7 +7,9 @@
 use super::{Command, Progress, Report, ShardMessage, Tick, STOP_REQUESTED};
 use crate::limits;
 use crate::plan::Plan;
-use crate::results::{unix_ms, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window};
+use crate::results::{
+    unix_ms, SecondWindow, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window,
+};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -151,7 +153,7 @@ impl<'a> Collector<'a> {
             unix_s: (self.started_unix_ms + u64::from(second) * 1000) / 1000,
             warmup: f64::from(second) <= self.plan.warmup.as_secs_f64(),
             in_flight,
-            window,
+            window: SecondWindow::pack(&window),
         }
     }
 

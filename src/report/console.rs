@@ -191,15 +191,16 @@ pub fn progress_line(
     point: &SeriesPoint,
 ) -> String {
     let w = &point.window;
+    let (latency, ttft) = (w.latency.unpack(), w.ttft.unpack());
     format!(
         "stage {}/{count} {label} {}/{duration_s}s{}: {} req/s, p50 {} p99 {} ms, ttft p50 {} ms, errors {}, in flight {}",
         index + 1,
         point.second,
         if point.warmup { " (warm-up)" } else { "" },
         w.requests,
-        pct(&w.latency, 50.0),
-        pct(&w.latency, 99.0),
-        pct(&w.ttft, 50.0),
+        pct(&latency, 50.0),
+        pct(&latency, 99.0),
+        pct(&ttft, 50.0),
         w.errors,
         point.in_flight
     )
@@ -208,16 +209,17 @@ pub fn progress_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::Window;
+    use crate::results::{SecondWindow, Window};
 
     #[test]
     fn progress_line_says_where_the_run_is() {
-        let mut window = Window {
+        let mut live = Window {
             requests: 990,
             errors: 3,
             ..Window::default()
         };
-        window.latency.record_us(1_500);
+        live.latency.record_us(1_500);
+        let window = SecondWindow::pack(&live);
         let point = SeriesPoint {
             second: 12,
             unix_s: 0,

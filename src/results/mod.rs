@@ -17,7 +17,7 @@ mod plan_info;
 mod turn;
 
 pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
-pub use hist::Hist;
+pub use hist::{Hist, PackedHist};
 pub use merge::merge;
 pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
 pub use plan_info::{
@@ -104,6 +104,42 @@ pub struct OpenLoop {
     pub achieved_pct: f64,
 }
 
+/// What finished in one second of a stage, kept for the series: counts,
+/// and the latency and TTFT histograms packed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SecondWindow {
+    /// Requests that finished.
+    pub requests: u64,
+    /// Of those, failures.
+    pub errors: u64,
+    /// Latency of the successful ones.
+    #[serde(rename = "latency_ms")]
+    pub latency: PackedHist,
+    /// TTFT of the successful streamed ones.
+    #[serde(rename = "ttft_ms")]
+    pub ttft: PackedHist,
+}
+
+impl SecondWindow {
+    /// Packs a merged second.
+    pub fn pack(window: &Window) -> SecondWindow {
+        SecondWindow {
+            requests: window.requests,
+            errors: window.errors,
+            latency: PackedHist::pack(&window.latency),
+            ttft: PackedHist::pack(&window.ttft),
+        }
+    }
+
+    /// Adds another host's same second.
+    pub fn merge(&mut self, other: &SecondWindow) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latency.merge(&other.latency);
+        self.ttft.merge(&other.ttft);
+    }
+}
+
 /// One second of a stage over all shards (and hosts, once merged).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesPoint {
@@ -118,7 +154,7 @@ pub struct SeriesPoint {
     pub in_flight: u64,
     /// What finished in it.
     #[serde(flatten)]
-    pub window: Window,
+    pub window: SecondWindow,
 }
 
 /// One finished stage, merged over all shards (and hosts).
