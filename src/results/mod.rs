@@ -13,6 +13,7 @@ mod clock;
 mod hist;
 mod merge;
 pub mod metrics;
+mod metrics_wire;
 mod plan_info;
 mod turn;
 
