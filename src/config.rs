@@ -152,6 +152,12 @@ impl Thresholds {
 /// Parses profile text. The error names the JSON path, the line and
 /// column, and for an unknown key the closest known one.
 pub fn parse(text: &str) -> Result<Profile, String> {
+    // serde would call an array "a sequence" and count its elements
+    // against the struct's fields; say what is wrong instead.
+    match text.trim_start().chars().next() {
+        Some('{') | None => {}
+        Some(_) => return Err("the profile must be a JSON object ({ ... })".into()),
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let profile: Profile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -266,6 +272,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_that_is_not_an_object_says_so() {
+        for text in ["[1, 2]", "  \"x\"", "3", "null"] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err, "the profile must be a JSON object ({ ... })", "{text}");
+        }
+        assert!(parse("").is_err());
+    }
 
     #[test]
     fn errors_quoting_control_characters_stay_on_one_line() {

@@ -18,14 +18,18 @@ pub struct Target {
     pub path: String,
 }
 
-/// Checks a header name (an RFC 9110 token) and value (no CR, LF or NUL).
+/// Checks a header name (an RFC 9110 token) and value (RFC 9110 field
+/// content: no control characters but tab).
 pub fn check_header(name: &str, value: &str) -> Result<(), String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Err("header name must be a token (letters, digits, -)".into());
     }
-    if value.contains(['\r', '\n', '\0']) {
-        return Err("header value must not contain CR, LF or NUL".into());
+    if let Some(c) = value.chars().find(|&c| c.is_control() && c != '\t') {
+        return Err(format!(
+            "header value must not contain control characters (found {})",
+            c.escape_default()
+        ));
     }
     for reserved in ["host", "content-length", "transfer-encoding", "connection"] {
         if name.eq_ignore_ascii_case(reserved) {

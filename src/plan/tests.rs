@@ -53,6 +53,14 @@ fn headers() {
     assert!(check_header("Authorization", "Bearer x").is_ok());
     assert!(check_header("Bad Name", "x").is_err());
     assert!(check_header("X-A", "a\r\nInjected: 1").is_err());
+    // RFC 9110: tab is the only control character a value may hold.
+    assert!(check_header("X-A", "a\tb").is_ok());
+    let err = check_header("X-A", "a\u{1b}[31m").unwrap_err();
+    assert!(
+        err.contains("control characters") && err.contains("\\u{1b}"),
+        "{err}"
+    );
+    assert!(check_header("X-A", "a\u{7f}").is_err());
     assert!(check_header("content-length", "1").is_err());
 }
 
