@@ -99,6 +99,9 @@ pub struct Verdict {
     pub pass: bool,
     /// Open loop: the knee.
     pub knee: Option<Knee>,
+    /// Stages in which no request succeeded, readable; each fails the run
+    /// unless `thresholds.error_rate` accepts every request failing.
+    pub no_success: Vec<String>,
     /// Generator validity.
     pub generator: Validity,
     /// How the process ends.
@@ -109,21 +112,48 @@ pub struct Verdict {
 pub fn judge(run: &RunSummary) -> Verdict {
     let thresholds = thresholds(run);
     let pass = thresholds.iter().all(|c| c.pass);
+    let no_success = no_success(run);
     let generator = validity(run);
     let exit = match &run.stop {
         Some(Stop::Interrupted) => Exit::Interrupted,
         Some(Stop::Failed { .. }) => Exit::Invalid,
         None if !generator.valid => Exit::Invalid,
-        None if !pass => Exit::Failed,
+        None if !pass || !no_success.is_empty() => Exit::Failed,
         None => Exit::Pass,
     };
     Verdict {
         thresholds,
         pass,
         knee: knee(run),
+        no_success,
         generator,
         exit,
     }
+}
+
+/// Stages in which no request succeeded: a run that measured nothing but
+/// errors (every request a 404, say) has not passed, thresholds or not,
+/// unless `thresholds.error_rate` is 1 (every request may fail).
+pub fn no_success(run: &RunSummary) -> Vec<String> {
+    if run
+        .plan
+        .thresholds
+        .error_rate
+        .is_some_and(|limit| limit >= 1.0)
+    {
+        return Vec::new();
+    }
+    run.stages
+        .iter()
+        .filter(|s| s.total.metrics.ok == 0)
+        .map(|s| match s.total.metrics.requests {
+            0 => format!(
+                "no request succeeded in stage {}: none finished in its measured window",
+                s.label
+            ),
+            n => format!("no request succeeded in stage {}: all {n} failed", s.label),
+        })
+        .collect()
 }
 
 /// What thresholds are checked against.
@@ -572,6 +602,25 @@ mod tests {
         assert_eq!(validity(&run).cautions.len(), 1);
         run.hosts[0].local_port_range = None;
         assert!(validity(&run).cautions.is_empty());
+    }
+
+    #[test]
+    fn a_stage_with_no_success_fails_the_run() {
+        let (mut run, _) = crate::report::fixture::fixed();
+        run.plan.thresholds = Thresholds::default();
+        assert_eq!(judge(&run).exit, Exit::Pass);
+        let m = &mut run.stages[1].total.metrics;
+        m.errors[ErrorClass::Http4xx as usize] += m.ok;
+        m.ok = 0;
+        let verdict = judge(&run);
+        assert_eq!(verdict.exit, Exit::Failed);
+        assert_eq!(
+            verdict.no_success,
+            ["no request succeeded in stage @100:10s: all 206 failed"]
+        );
+        // A profile that accepts every request failing says otherwise.
+        run.plan.thresholds.error_rate = Some(1.0);
+        assert_eq!(judge(&run).exit, Exit::Pass);
     }
 
     #[test]

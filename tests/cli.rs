@@ -307,6 +307,44 @@ fn seed_style_command_line_runs_and_thresholds_set_the_exit_code() {
 }
 
 #[test]
+fn a_run_in_which_nothing_succeeded_fails() {
+    let dir = temp_dir("nothing");
+    let p = write(
+        &dir,
+        "plain.json",
+        r#"{"defaults":{"target":"http://localhost:1"},"stages":"1:300ms"}"#,
+    );
+    let output = bin()
+        .args(["run", "--config"])
+        .arg(&p)
+        .args([
+            "--mock",
+            "--header",
+            "x-mock-status: 503",
+            "--quiet",
+            "--out",
+        ])
+        .arg(dir.join("runs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.contains("FAIL: no request succeeded in stage 1:300ms: all "),
+        "{stdout}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&files_with_prefix(&dir.join("runs"), "summary-")[0]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["verdict"]["exit"], "failed");
+    assert_eq!(
+        summary["verdict"]["no_success"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[test]
 fn validate_prints_the_resolved_profile() {
     let realistic = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/realistic.json");
     let output = bin()

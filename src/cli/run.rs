@@ -226,6 +226,9 @@ pub fn print_verdict(verdict: &Verdict) {
             verdict.thresholds.len()
         );
     }
+    for failure in &verdict.no_success {
+        say!("FAIL: {failure}");
+    }
     if let Some(knee) = &verdict.knee {
         say!("{}", knee_line(knee));
     }

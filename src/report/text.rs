@@ -177,6 +177,9 @@ fn health_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
 
 fn thresholds_section(out: &mut String, verdict: &Verdict) {
     let _ = writeln!(out, "\n== thresholds");
+    for failure in &verdict.no_success {
+        let _ = writeln!(out, "FAIL: {failure}");
+    }
     if verdict.thresholds.is_empty() {
         let _ = writeln!(out, "none set");
         return;
