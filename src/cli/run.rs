@@ -74,10 +74,11 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     };
     let summary = RunSummary::new(info, result, host);
     let verdict = verdict::judge(&summary);
-    files
-        .write_reports(&summary, &verdict)
-        .map_err(|e| usage(format!("--out: {e}")))?;
+    // Every file that can be written is, and the results are printed,
+    // before a file that could not be written ends the run in error.
+    let written = files.write_reports(&summary, &verdict);
     finish(&args, &summary, &verdict, &files);
+    written.map_err(|e| usage(format!("--out: not written: {e}")))?;
     Ok(verdict.exit)
 }
 

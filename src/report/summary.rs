@@ -51,26 +51,48 @@ impl OutputFiles {
         }
     }
 
-    /// Writes the summary and every report; the error names the file.
+    /// Writes the summary and every report, each on its own: a file that
+    /// cannot be written is named in the error, and the others are kept.
     pub fn write_reports(&self, run: &RunSummary, verdict: &Verdict) -> Result<(), String> {
-        write(&self.summary, &summary_json(run, verdict))?;
-        write(&self.text, &super::text::text_report(run, verdict))?;
-        write(&self.csv, &super::csv::csv(run))?;
-        write(&self.prometheus, &super::prometheus::prometheus(run))
+        let outputs: [(&Path, String); 4] = [
+            (&self.summary, summary_json(run, verdict)),
+            (&self.text, super::text::text_report(run, verdict)),
+            (&self.csv, super::csv::csv(run)),
+            (&self.prometheus, super::prometheus::prometheus(run)),
+        ];
+        let failed: Vec<String> = outputs
+            .iter()
+            .filter_map(|(path, text)| write(path, text).err())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
     }
 }
 
-/// Writes `text` to `path`, never over an existing file (a name taken
-/// means another run chose the same id).
+/// Writes `text` to `path` whole or not at all: into a temporary file
+/// beside it, synced, then linked into place, which fails rather than
+/// replace an existing file (a name taken means another run chose the same
+/// id). On any failure no partial file is left, and the error names `path`.
 pub fn write(path: &Path, text: &str) -> Result<(), String> {
     use std::io::Write as _;
-    let mut file = std::fs::OpenOptions::new()
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    result.map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -111,6 +133,34 @@ mod tests {
             }
         }
         check_keys(&serde_json::from_str(&text).unwrap(), "");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_written_leaves_nothing_and_the_others_stand() {
+        let (run, verdict) = super::super::fixture::fixed();
+        let dir = std::env::temp_dir().join(format!("loadtest-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = OutputFiles::new(&dir, "r1");
+        // Something already holds the CSV's name.
+        std::fs::create_dir(&files.csv).unwrap();
+        let err = files.write_reports(&run, &verdict).unwrap_err();
+        assert!(err.contains("report-r1.csv"), "{err}");
+        assert!(!err.contains("summary-r1.json"), "{err}");
+        assert_eq!(RunSummary::read(&files.summary).unwrap(), run);
+        assert!(std::fs::read_to_string(&files.text)
+            .unwrap()
+            .contains("== thresholds"));
+        assert!(files.prometheus.exists());
+        // No temporary file is left behind, and nothing is overwritten.
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        assert!(write(&files.summary, "x").is_err());
+        assert_eq!(RunSummary::read(&files.summary).unwrap(), run);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
