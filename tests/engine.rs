@@ -366,6 +366,63 @@ fn raw_gateway(response: &'static [u8], connections: usize) -> std::net::SocketA
     addr
 }
 
+/// A gateway that answers the first request on each connection (keep-alive)
+/// and closes on the second without answering: every reused connection is
+/// stale. Serves at most `connections` connections.
+fn answers_once_per_connection(connections: usize) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(connections) {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let mut seen = Vec::new();
+            // The first request: head and body (the generator sends both
+            // in one write; wait for the body's last byte).
+            while !seen.ends_with(b"}") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = br#"{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+            // The second request is read and left unanswered.
+            let _ = stream.read(&mut buf);
+        }
+    });
+    addr
+}
+
+#[test]
+fn stale_connections_are_retried_and_counted_or_not_retried() {
+    let profile = r#"{"stages":"1:300ms","defaults":{"stream":false}}"#;
+    let addr = answers_once_per_connection(100_000);
+    let result = run(&plan_to(profile, addr, cpus().0));
+    let m = &result.stages[0].total.metrics;
+    // Each request after the first met a closed connection and was sent
+    // again: all succeeded, and the retries are counted.
+    assert!(m.ok > 2, "{m:?}");
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    assert!(
+        m.stale_retries + 1 >= m.ok,
+        "{} retries for {} ok",
+        m.stale_retries,
+        m.ok
+    );
+    // With retries off, the same requests fail as closed connections.
+    let mut plan = plan_to(profile, answers_once_per_connection(100_000), cpus().0);
+    plan.retry_stale = false;
+    let result = run(&plan);
+    let m = &result.stages[0].total.metrics;
+    assert_eq!(m.stale_retries, 0);
+    assert!(m.error_count(ErrorClass::Eof) > 0, "{:?}", m.error_counts());
+    assert_eq!(m.requests, m.ok + m.errors_total());
+}
+
 #[test]
 fn interim_responses_are_skipped() {
     let addr = raw_gateway(

@@ -69,6 +69,12 @@ pub struct OverrideArgs {
     /// file-descriptor limit.
     #[arg(long)]
     pub max_inflight: Option<u64>,
+    /// Do not retry a request whose reused keep-alive connection turns out
+    /// closed before any answer (by default it is retried once on a fresh
+    /// connection and counted as `retried`; the server may then have
+    /// received the POST twice).
+    #[arg(long)]
+    pub no_retry: bool,
 }
 
 /// Where the generator runs (`run` and `validate`, so both resolve the

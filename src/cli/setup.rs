@@ -85,6 +85,7 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
         headers: parse_headers(&args.headers)?,
         insecure: args.insecure,
         max_inflight: args.max_inflight,
+        no_retry: args.no_retry,
     })
 }
 

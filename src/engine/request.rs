@@ -100,7 +100,7 @@ impl Shard {
                     t0,
                 }),
                 Ok(()) => Ok(t0),
-                Err(Failure::Stale) if !user.stale_retry => {
+                Err(Failure::Stale) if !user.stale_retry && self.plan.retry_stale => {
                     user.stale_retry = true;
                     continue;
                 }

@@ -84,6 +84,10 @@ pub struct Plan {
     pub insecure: bool,
     /// Keep the start of error bodies for the per-turn log.
     pub capture_error_body: bool,
+    /// Retry a request once, on a fresh connection, when a reused idle
+    /// connection turns out closed before any answer (`--no-retry` turns
+    /// it off: the server may then have received that POST twice).
+    pub retry_stale: bool,
     /// One shard per CPU, pinned.
     pub cpus: Vec<usize>,
     /// Seed for blends and content.
@@ -114,6 +118,8 @@ pub struct Overrides {
     pub insecure: bool,
     /// `--max-inflight`.
     pub max_inflight: Option<u64>,
+    /// `--no-retry`.
+    pub no_retry: bool,
 }
 
 impl Plan {
@@ -220,6 +226,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         keep_alive: !profile.disable_keepalive.unwrap_or(false),
         insecure: overrides.insecure || profile.insecure_skip_verify.unwrap_or(false),
         capture_error_body: profile.capture_error_body.unwrap_or(false),
+        retry_stale: !overrides.no_retry,
         cpus,
         seed,
         run_nonce: uuid::Uuid::new_v4().as_u64_pair().0,

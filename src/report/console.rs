@@ -111,7 +111,13 @@ impl Columns {
 
     fn row(&self, stage: &StageSummary, stats: &Stats) -> String {
         let m = &stats.metrics;
-        let errors = errors_text(m, " ");
+        let mut errors = errors_text(m, " ");
+        if errors.is_empty() {
+            errors.push_str("none");
+        }
+        if m.stale_retries > 0 {
+            errors.push_str(&format!(" (retried {})", m.stale_retries));
+        }
         let mut label = stage.label.clone();
         if stage.stopped_early {
             label.push('*');
@@ -130,7 +136,7 @@ impl Columns {
             pct(&m.ttft, 95.0),
             pct(&m.itl, 50.0),
             stats.rates.output_tokens_per_s,
-            if errors.is_empty() { "none" } else { &errors },
+            errors,
             sw = self.stage,
             nw = self.scenario,
         )

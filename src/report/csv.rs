@@ -38,6 +38,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "completion_tokens",
     "status_codes",
     "errors",
+    "stale_retries",
 ];
 
 /// The whole CSV file.
@@ -93,6 +94,7 @@ pub fn csv(run: &RunSummary) -> String {
                 m.completion_tokens.to_string(),
                 status_text(m, ";"),
                 errors_text(m, ";"),
+                m.stale_retries.to_string(),
             ];
             let line: Vec<String> = fields.iter().map(|f| field(f)).collect();
             out.push_str(&line.join(","));

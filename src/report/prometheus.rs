@@ -29,10 +29,11 @@ const TOKENS: usize = 7;
 const TARGET: usize = 8;
 const ACHIEVED: usize = 9;
 const DROPPED: usize = 10;
+const RETRIED: usize = 11;
 /// The first summary family; `SUMMARIES` says which histogram each is.
-const FIRST_SUMMARY: usize = 11;
+const FIRST_SUMMARY: usize = 12;
 
-const FAMILIES: [Family; 17] = [
+const FAMILIES: [Family; 18] = [
     family(
         "loadtest_requests_total",
         "counter",
@@ -87,6 +88,11 @@ const FAMILIES: [Family; 17] = [
         "loadtest_dropped_arrivals_total",
         "counter",
         "Open loop: arrivals not sent because max_inflight was reached.",
+    ),
+    family(
+        "loadtest_stale_retries_total",
+        "counter",
+        "Requests sent again on a fresh connection because a reused one was found closed (the server may have received them twice).",
     ),
     family(
         "loadtest_latency_seconds",
@@ -174,6 +180,7 @@ impl Exposition {
         if stage.is_open() {
             self.put(DROPPED, &labels, "", m.dropped_arrivals);
         }
+        self.put(RETRIED, &labels, "", m.stale_retries);
         for (i, pick) in SUMMARIES.iter().enumerate() {
             self.summary(FIRST_SUMMARY + i, &labels, pick(m));
         }

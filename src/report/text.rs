@@ -90,13 +90,21 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
     for stats in &rows {
         let statuses = status_text(&stats.metrics, " ");
         let errors = errors_text(&stats.metrics, " ");
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  {}: status {}; errors {}",
             stats.name,
             if statuses.is_empty() { "-" } else { &statuses },
             if errors.is_empty() { "none" } else { &errors }
         );
+        let retried = stats.metrics.stale_retries;
+        if retried > 0 {
+            let _ = write!(
+                out,
+                "; retried {retried} (sent again on a fresh connection: the server may have received them twice)"
+            );
+        }
+        let _ = writeln!(out);
     }
     if let Some(line) = open_loop_line(stage, max_inflight) {
         let _ = writeln!(out, "{line}");
@@ -294,5 +302,29 @@ mod tests {
         assert!(text.contains("overall: FAIL"));
         // Timeouts and 503s are the target's errors, not the generator's.
         assert!(text.contains("verdict: valid"));
+        assert!(!text.contains("retried"));
+    }
+
+    #[test]
+    fn retries_are_shown_where_errors_are() {
+        let (mut run, verdict) = super::super::fixture::fixed();
+        run.stages[0].total.metrics.stale_retries = 3;
+        let text = text_report(&run, &verdict);
+        assert!(
+            text.contains(
+                "  all: status 200=200 503=4; errors timeout=2 http_5xx=4; retried 3 (sent again"
+            ),
+            "{text}"
+        );
+        let columns = super::super::console::Columns::of(&run.plan);
+        let rows = columns.rows(&run.stages[0], 1).join("\n");
+        assert!(rows.contains("http_5xx=4 (retried 3)"), "{rows}");
+        assert!(super::super::csv::csv(&run)
+            .lines()
+            .nth(3)
+            .unwrap()
+            .ends_with(",3"));
+        let prom = super::super::prometheus::prometheus(&run);
+        assert!(prom.contains("loadtest_stale_retries_total{stage=\"4:10s\",stage_index=\"0\",scenario=\"all\"} 3"), "{prom}");
     }
 }

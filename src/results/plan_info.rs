@@ -129,6 +129,8 @@ pub struct PlanInfo {
     pub insecure: bool,
     /// Error bodies are kept for the per-turn log.
     pub capture_error_body: bool,
+    /// A request on a reused connection found closed is retried once.
+    pub retry_stale: bool,
     /// Seed for blends and content.
     pub seed: u64,
     /// Generator shards (summed over hosts when merged).
@@ -216,6 +218,7 @@ impl PlanInfo {
             keep_alive: plan.keep_alive,
             insecure: plan.insecure,
             capture_error_body: plan.capture_error_body,
+            retry_stale: plan.retry_stale,
             seed: plan.seed,
             shards: plan.cpus.len(),
             cpus: plan.cpus.clone(),
