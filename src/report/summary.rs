@@ -90,9 +90,21 @@ pub fn write(path: &Path, text: &str) -> Result<(), String> {
             file.write_all(text.as_bytes())?;
             file.sync_all()
         })
-        .and_then(|()| std::fs::hard_link(&temporary, path));
+        .and_then(|()| publish(&temporary, path));
     let _ = std::fs::remove_file(&temporary);
     result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Puts the finished temporary file in place: a hard link, which fails
+/// when the name is taken; where the filesystem has no hard links (some
+/// network and FAT mounts), a rename once the name is seen to be free.
+fn publish(temporary: &Path, path: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(temporary, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            std::fs::rename(temporary, path)
+        }
+        result => result,
+    }
 }
 
 #[cfg(test)]
