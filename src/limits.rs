@@ -147,6 +147,12 @@ pub const FDS_BESIDES_CONNECTIONS: u64 = 256;
 /// saturated, so the numbers describe the generator, not the target.
 pub const SCHED_LAG_INVALID: Duration = Duration::from_millis(50);
 
+/// Open loop: missed arrivals (due, never sent before the stage ended)
+/// above this share of a stage's arrivals make the run invalid. A few at
+/// the very end are routine: an arrival due in the stage's last
+/// `PACER_TICK`, or behind a late timer, finds the stage over.
+pub const MISSED_ARRIVALS_INVALID: f64 = 0.001;
+
 /// Open loop: a scheduler lag p99 above this (and up to `SCHED_LAG_INVALID`)
 /// leaves the run valid but earns a caution in the report, the summary and
 /// on stdout: more than one arrival in a hundred went out over a

@@ -6,7 +6,7 @@
 
 use crate::limits;
 use crate::plan::Thresholds;
-use crate::results::{RunSummary, StageSummary, Stats, Stop};
+use crate::results::{RunSummary, StageMetrics, StageSummary, Stats, Stop};
 use serde::Serialize;
 
 /// How the process ends. The code is decided here, never from a message.
@@ -250,21 +250,37 @@ fn check(stage: &StageSummary, stats: &Stats, t: &Thresholds, total: bool) -> Th
 }
 
 /// Why an open-loop stage did not deliver its load, if it did not:
-/// dropped arrivals, or an achieved rate below 99 % of the target.
+/// dropped or missed arrivals, or an achieved rate below 99 % of the
+/// target.
 pub fn open_loop_flag(stage: &StageSummary) -> Option<String> {
     let open = stage.open_loop?;
+    let m = &stage.total.metrics;
+    let missed = missed_share(m).map_or(0, |_| m.missed_arrivals);
     load_flag(
         open.target_rate,
         open.achieved_rate,
-        stage.total.metrics.dropped_arrivals,
+        m.dropped_arrivals,
+        missed,
     )
 }
 
-fn load_flag(target: f64, achieved: f64, dropped: u64) -> Option<String> {
+/// Missed arrivals past `limits::MISSED_ARRIVALS_INVALID` of the stage's,
+/// as a share; `None` below it (a few at the end are routine).
+fn missed_share(m: &StageMetrics) -> Option<f64> {
+    let share = m.missed_arrivals as f64 / m.arrivals.max(1) as f64;
+    (share > limits::MISSED_ARRIVALS_INVALID).then_some(share)
+}
+
+fn load_flag(target: f64, achieved: f64, dropped: u64, missed: u64) -> Option<String> {
     let mut reasons = Vec::new();
     if dropped > 0 {
         reasons.push(format!(
             "{dropped} arrivals dropped at max_inflight (the target could not be offered)"
+        ));
+    }
+    if missed > 0 {
+        reasons.push(format!(
+            "{missed} arrivals missed (due before the stage ended, never sent: the generator fell behind)"
         ));
     }
     if achieved < 0.99 * target {
@@ -294,6 +310,9 @@ pub fn knee(run: &RunSummary) -> Option<Knee> {
         let error_rate = stage.total.rates.error_rate;
         if error_rate > max_error {
             reasons.push(format!("error rate {error_rate:.4} > {max_error}"));
+        }
+        if let Some(lag) = lag_invalid(stage) {
+            reasons.push(lag);
         }
         let p99 = stage.total.metrics.latency_corrected.percentile_ms(99.0);
         if let (Some(limit), Some(p99)) = (t.p99_ms, p99) {
@@ -348,15 +367,16 @@ pub fn validity(run: &RunSummary) -> Validity {
             "{dropped} per-turn records dropped because the JSONL writer fell behind"
         ));
     }
-    let limit_ms = limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
     for stage in &run.stages {
-        if let Some(p99) = stage.total.metrics.sched_lag.percentile_ms(99.0) {
-            if p99 > limit_ms {
-                invalid.push(format!(
-                    "stage {}: scheduler lag p99 {p99:.1} ms > {limit_ms:.0} ms (the generator could not keep pace)",
-                    stage.label
-                ));
-            }
+        if let Some(lag) = lag_invalid(stage) {
+            invalid.push(format!("stage {}: {lag}", stage.label));
+        }
+        let m = &stage.total.metrics;
+        if missed_share(m).is_some() {
+            invalid.push(format!(
+                "stage {}: {} of {} arrivals missed (the generator could not send them before the stage ended)",
+                stage.label, m.missed_arrivals, m.arrivals
+            ));
         }
     }
     if let Some(Stop::Failed { reason }) = &run.stop {
@@ -372,6 +392,17 @@ pub fn validity(run: &RunSummary) -> Validity {
         invalid_reasons: invalid,
         cautions,
     }
+}
+
+/// The scheduler lag that makes an open-loop stage invalid, as a reason.
+fn lag_invalid(stage: &StageSummary) -> Option<String> {
+    let limit_ms = limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
+    let p99 = stage.total.metrics.sched_lag.percentile_ms(99.0)?;
+    (p99 > limit_ms).then(|| {
+        format!(
+            "scheduler lag p99 {p99:.1} ms > {limit_ms:.0} ms (the generator could not keep pace)"
+        )
+    })
 }
 
 /// What leaves a valid run's numbers usable with care:
@@ -466,6 +497,7 @@ mod tests {
     ) -> StageSummary {
         let mut m = StageMetrics::new();
         m.conversations_started = started;
+        m.arrivals_sent = started;
         m.requests = started;
         m.arrivals = started + dropped;
         m.dropped_arrivals = dropped;
@@ -531,6 +563,44 @@ mod tests {
             .contains("error rate"));
         // Closed-loop runs have no knee.
         assert!(super::knee(&run_of(vec![fixed.stages[0].clone()])).is_none());
+    }
+
+    #[test]
+    fn the_knee_never_names_a_stage_that_lagged_or_missed_arrivals() {
+        let (fixed, _) = crate::report::fixture::fixed();
+        let base = &fixed.stages[1];
+        // 2k/s reached its rate by count but its arrivals went out 2 s
+        // late: the generator, not the target, set the pace.
+        let mut lagging = open_stage(base, 2000.0, 20_000, 0, 0);
+        for _ in 0..20_000 {
+            lagging.total.metrics.sched_lag.record_us(2_000_000);
+        }
+        let sweep = run_of(vec![open_stage(base, 1000.0, 10_000, 0, 0), lagging]);
+        let knee = knee(&sweep).unwrap();
+        assert_eq!(knee.highest_ok.unwrap().stage, "@1000:10s");
+        let broken = knee.first_broken.unwrap();
+        assert_eq!(broken.stage, "@2000:10s");
+        assert!(
+            broken.reason.contains("scheduler lag p99"),
+            "{}",
+            broken.reason
+        );
+        // Arrivals never sent before the end break a stage and the run...
+        let mut missing = open_stage(base, 1000.0, 10_000, 0, 0);
+        missing.total.metrics.arrivals += 500;
+        missing.total.metrics.missed_arrivals = 500;
+        let run = run_of(vec![missing.clone()]);
+        let reason = super::knee(&run).unwrap().first_broken.unwrap().reason;
+        assert!(reason.contains("500 arrivals missed"), "{reason}");
+        let verdict = judge(&run);
+        assert_eq!(verdict.exit, Exit::Invalid);
+        assert!(verdict.generator.invalid_reasons[0].contains("500 of 10500 arrivals missed"));
+        // ...but one at the very end (within 0.1 %) is routine.
+        missing.total.metrics.arrivals = 10_001;
+        missing.total.metrics.missed_arrivals = 1;
+        let run = run_of(vec![missing]);
+        assert!(super::knee(&run).unwrap().first_broken.is_none());
+        assert!(judge(&run).generator.valid);
     }
 
     #[test]

@@ -347,6 +347,59 @@ fn a_catch_up_after_a_generator_stall_keeps_reading_answers() {
     assert_eq!(m.requests, 1800);
 }
 
+/// An adapter that blocks the shard's thread for 1.5 s on the 200th
+/// response of a 1 s stage: when the shard gets its CPU back, the stage
+/// is over.
+static STALL_PAST_END: common::Hooked = common::Hooked {
+    before_write: || {},
+    before_body: stall_past_end,
+};
+
+static PAST_END: AtomicU64 = AtomicU64::new(0);
+
+fn stall_past_end() {
+    common::block_on_nth_call(&PAST_END, 200, Duration::from_millis(1500));
+}
+
+#[test]
+fn arrivals_due_before_the_end_but_not_sent_by_then_are_missed_not_sent_late() {
+    let mock = start_mock(|_| {});
+    let mut plan = plan(
+        r#"{"stages":"@1000:1s","warmup":"0s","defaults":{"stream":false}}"#,
+        &mock,
+    );
+    plan.scenarios[0].protocol = &STALL_PAST_END;
+    let result = run(&plan);
+    let served = mock.stop().expect("the mock shut down cleanly");
+    let m = &result.stages[0].total.metrics;
+    assert!(PAST_END.load(Ordering::Relaxed) >= 200);
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    // Every arrival due is accounted for once: sent, dropped or missed.
+    assert_eq!(m.arrivals, 1000);
+    assert_eq!(
+        m.requests + m.dropped_arrivals + m.missed_arrivals,
+        m.arrivals
+    );
+    assert_eq!(m.arrivals_sent, m.requests);
+    // About 800 were due during the stall; none went out after the end.
+    assert!(m.missed_arrivals >= 600, "missed {}", m.missed_arrivals);
+    assert_eq!(served.chat_responses, m.requests);
+    // The achieved rate counts what was sent, and the verdict says so.
+    let summary = RunSummary::new(PlanInfo::of(&plan), result, Host::default());
+    let open = summary.stages[0].open_loop.unwrap();
+    assert!(open.achieved_pct < 40.0, "{}", open.achieved_pct);
+    let v = verdict::judge(&summary);
+    assert!(!v.generator.valid);
+    assert!(
+        v.generator
+            .invalid_reasons
+            .iter()
+            .any(|r| r.contains("arrivals missed")),
+        "{:?}",
+        v.generator.invalid_reasons
+    );
+}
+
 /// An adapter whose first request body takes 400 ms to write: one shard's
 /// start-up (which writes its single-turn requests once) is slow.
 static SLOW_START: common::Hooked = common::Hooked {

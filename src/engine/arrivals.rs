@@ -53,6 +53,29 @@ impl Schedule {
         Duration::from_secs_f64(self.next)
     }
 
+    /// Consumes every arrival due before `end` and returns how many there
+    /// were: the ones a stage never got to send. Arithmetic rather than one
+    /// step per arrival, so a pacer far behind at 10 million arrivals a
+    /// second does not spend seconds counting. Constant spacing counts
+    /// exactly; a Poisson process counts its next arrival plus the expected
+    /// number in the rest of the interval (arrivals that were never drawn
+    /// have no exact count), and restarts at `end` (it is memoryless).
+    pub fn skip_until(&mut self, end: Duration) -> u64 {
+        let end = end.as_secs_f64();
+        if self.next >= end {
+            return 0;
+        }
+        let span = end - self.next;
+        if self.poisson {
+            self.next = end + self.exponential();
+            1 + (span / self.gap).round() as u64
+        } else {
+            let n = (span / self.gap).ceil().max(1.0);
+            self.next += n * self.gap;
+            n as u64
+        }
+    }
+
     /// Consumes the next arrival.
     pub fn advance(&mut self) {
         self.next += if self.poisson {
@@ -94,6 +117,27 @@ impl Blend {
         }
         self.current[best] -= self.total;
         best
+    }
+
+    /// Splits `n` arrivals over the scenarios: the next `n` picks exactly
+    /// when there are few, otherwise in proportion to the weights (the
+    /// rounding remainder to the heaviest), without a step per arrival.
+    pub fn split(&mut self, n: u64) -> Vec<u64> {
+        let mut counts = vec![0u64; self.weights.len()];
+        if n <= 4096 {
+            for _ in 0..n {
+                counts[self.pick()] += 1;
+            }
+            return counts;
+        }
+        for (count, w) in counts.iter_mut().zip(&self.weights) {
+            *count = (n as f64 * w / self.total).floor() as u64;
+        }
+        let heaviest = (0..self.weights.len())
+            .max_by(|&a, &b| self.weights[a].total_cmp(&self.weights[b]))
+            .unwrap_or(0);
+        counts[heaviest] += n - counts.iter().sum::<u64>();
+        counts
     }
 }
 
@@ -137,6 +181,34 @@ mod tests {
         let cv = var.sqrt() / mean;
         assert!((0.95..1.05).contains(&cv), "{cv}");
         assert!(gaps.iter().all(|&g| g >= 0.0));
+    }
+
+    #[test]
+    fn skipping_counts_the_arrivals_left_without_stepping() {
+        // 1,000/s from 0: arrivals at 0, 1, 2, ... ms; 250 before 250 ms.
+        let mut s = Schedule::new(1000.0, false, 0, 1, 1);
+        assert_eq!(s.skip_until(Duration::from_millis(250)), 250);
+        assert!((s.peek().as_secs_f64() - 0.250).abs() < 1e-9);
+        assert_eq!(s.skip_until(Duration::from_millis(250)), 0);
+        // Shard 1 of 2 at 1,000/s: 1, 3, 5, ... ms; 5 before 10 ms.
+        let mut s = Schedule::new(1000.0, false, 1, 2, 1);
+        assert_eq!(s.skip_until(Duration::from_millis(10)), 5);
+        // 10 million a second for an hour is counted at once.
+        let mut s = Schedule::new(10_000_000.0, false, 0, 1, 1);
+        assert_eq!(s.skip_until(Duration::from_secs(3600)), 36_000_000_000);
+        // Poisson: about the expected count, then arrivals after the end.
+        let mut s = Schedule::new(5000.0, true, 0, 1, 7);
+        let n = s.skip_until(Duration::from_secs(2));
+        assert!((9_990..=10_010).contains(&n), "{n}");
+        assert!(s.peek() >= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_split_follows_the_blend() {
+        let mut blend = Blend::new(&[55.0, 30.0, 15.0]);
+        assert_eq!(blend.split(100), vec![55, 30, 15]);
+        let mut blend = Blend::new(&[2.0, 1.0]);
+        assert_eq!(blend.split(10_000_001), vec![6_666_668, 3_333_333]);
     }
 
     #[test]

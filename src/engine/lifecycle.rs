@@ -83,6 +83,7 @@ pub async fn run(ctx: ShardContext) {
             // Any command mid-stage (Stop, Shutdown) or a vanished
             // coordinator ends the stage now; in-flight requests finish.
             next_command(&commands).await;
+            run.stopped.set(true);
             run.end.set(Instant::now());
             std::future::pending::<()>().await;
         };
@@ -143,6 +144,9 @@ pub(super) struct StageRun {
     pub(super) start: Instant,
     /// No request starts at or after this instant.
     pub(super) end: Cell<Instant>,
+    /// A stop request moved `end` forward: arrivals not sent by then were
+    /// cut by the user, not missed by the generator.
+    pub(super) stopped: Cell<bool>,
     /// Requests starting before this are warm-up.
     pub(super) measure_from: Instant,
     /// What this shard measured, per scenario.
@@ -167,6 +171,7 @@ impl StageRun {
             index,
             start,
             end: Cell::new(start + stage.duration),
+            stopped: Cell::new(false),
             measure_from: start + warmup,
             metrics: RefCell::new((0..scenarios).map(|_| StageMetrics::new()).collect()),
             window: RefCell::new(Window::default()),

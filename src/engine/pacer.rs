@@ -21,7 +21,9 @@ use std::time::Instant;
 /// starts every arrival already due: at high rates that is one timer
 /// wake-up per tick instead of one per arrival. An arrival that finds
 /// `max_inflight` conversations in flight is counted as dropped, never
-/// queued or delayed.
+/// queued or delayed. The stage ends at its end instant whatever the
+/// pacer's lag: arrivals due before it but not sent by then are counted
+/// as missed (`miss_the_rest`), never sent after it.
 ///
 /// Over 70 lines on purpose: the arrival loop is the open loop's hot path
 /// and reads best as one control flow with its reasons beside it.
@@ -47,6 +49,10 @@ pub(super) async fn pacer(
         pass.reset();
         loop {
             if due >= run.end.get() {
+                break 'pacing;
+            }
+            if now >= run.end.get() {
+                miss_the_rest(&run, &mut schedule, &mut blend);
                 break 'pacing;
             }
             if due > now {
@@ -99,6 +105,25 @@ pub(super) async fn pacer(
     // The stage's arrivals are all started; let them finish.
     while shard.open_inflight.get() > 0 {
         rt::sleep(limits::OPEN_DRAIN_POLL).await;
+    }
+}
+
+/// Counts the arrivals of the schedule that were due before the stage's
+/// end but that the pacer never reached, by scenario; a stop request
+/// moves the end, and arrivals after a stop are not missed.
+fn miss_the_rest(run: &StageRun, schedule: &mut Schedule, blend: &mut Blend) {
+    let offset = |at: Instant| at.saturating_duration_since(run.start);
+    // Warm-up arrivals left over are skipped uncounted, as warm-up is.
+    let warmup = schedule.skip_until(offset(run.measure_from));
+    blend.split(warmup);
+    let missed = schedule.skip_until(offset(run.end.get()));
+    if run.stopped.get() {
+        return;
+    }
+    let mut metrics = run.metrics.borrow_mut();
+    for (m, n) in metrics.iter_mut().zip(blend.split(missed)) {
+        m.arrivals += n;
+        m.missed_arrivals += n;
     }
 }
 
@@ -157,12 +182,24 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
         }
     }
     let _in_flight = InFlight(&shard);
-    let mut user = shard.take_user(scenario);
     let now = Instant::now();
-    if intended >= run.measure_from {
-        run.metrics.borrow_mut()[scenario]
+    let measured = intended >= run.measure_from;
+    if now >= run.end.get() {
+        // Started by the pacer but first run after the end: missed.
+        if measured && !run.stopped.get() {
+            run.metrics.borrow_mut()[scenario].missed_arrivals += 1;
+        }
+        return;
+    }
+    let mut user = shard.take_user(scenario);
+    if measured {
+        let mut metrics = run.metrics.borrow_mut();
+        metrics[scenario]
             .sched_lag
             .record(now.saturating_duration_since(intended));
+    }
+    if now >= run.measure_from {
+        run.metrics.borrow_mut()[scenario].arrivals_sent += 1;
     }
     conversation(&shard, &run, scenario, &mut user, now, Some(intended)).await;
     let target = shard.plan.scenarios[scenario].target;

@@ -150,7 +150,7 @@ pub fn open_loop_line(stage: &StageSummary, max_inflight: u64) -> Option<String>
     let open = stage.open_loop?;
     let m = &stage.total.metrics;
     let mut line = format!(
-        "  open loop: target {:.1}/s achieved {:.1}/s ({:.2}%), scheduler lag p50 {} p99 {} max {} ms, dropped {} of {} arrivals (max_inflight {max_inflight}, peak in flight {})",
+        "  open loop: target {:.1}/s achieved {:.1}/s ({:.2}%), scheduler lag p50 {} p99 {} max {} ms, dropped {} missed {} of {} arrivals (max_inflight {max_inflight}, peak in flight {})",
         open.target_rate,
         open.achieved_rate,
         open.achieved_pct,
@@ -158,6 +158,7 @@ pub fn open_loop_line(stage: &StageSummary, max_inflight: u64) -> Option<String>
         pct(&m.sched_lag, 99.0),
         ms(m.sched_lag.max_ms()),
         m.dropped_arrivals,
+        m.missed_arrivals,
         m.arrivals,
         m.inflight_peak
     );

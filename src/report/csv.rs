@@ -20,6 +20,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "rps",
     "achieved_rate",
     "dropped_arrivals",
+    "missed_arrivals",
     "latency_p50_ms",
     "latency_p90_ms",
     "latency_p95_ms",
@@ -73,6 +74,11 @@ pub fn csv(run: &RunSummary) -> String {
                 },
                 if stage.is_open() {
                     m.dropped_arrivals.to_string()
+                } else {
+                    String::new()
+                },
+                if stage.is_open() {
+                    m.missed_arrivals.to_string()
                 } else {
                     String::new()
                 },

@@ -80,6 +80,7 @@ fn fixed_stage(
         m.conversations_started = 52;
         if stage.is_open() {
             m.arrivals = 52;
+            m.arrivals_sent = 52;
         }
         scenarios.push(Stats::new(scenario.name.clone(), m));
     }

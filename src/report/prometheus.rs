@@ -30,10 +30,11 @@ const TARGET: usize = 8;
 const ACHIEVED: usize = 9;
 const DROPPED: usize = 10;
 const RETRIED: usize = 11;
+const MISSED: usize = 12;
 /// The first summary family; `SUMMARIES` says which histogram each is.
-const FIRST_SUMMARY: usize = 12;
+const FIRST_SUMMARY: usize = 13;
 
-const FAMILIES: [Family; 18] = [
+const FAMILIES: [Family; 19] = [
     family(
         "loadtest_requests_total",
         "counter",
@@ -82,7 +83,7 @@ const FAMILIES: [Family; 18] = [
     family(
         "loadtest_achieved_arrival_rate",
         "gauge",
-        "Open loop: conversations started per second.",
+        "Open loop: arrivals sent per second in the measured window, by send time.",
     ),
     family(
         "loadtest_dropped_arrivals_total",
@@ -93,6 +94,11 @@ const FAMILIES: [Family; 18] = [
         "loadtest_stale_retries_total",
         "counter",
         "Requests sent again on a fresh connection because a reused one was found closed (the server may have received them twice).",
+    ),
+    family(
+        "loadtest_missed_arrivals_total",
+        "counter",
+        "Open loop: arrivals due in the stage that the generator never sent before it ended.",
     ),
     family(
         "loadtest_latency_seconds",
@@ -179,6 +185,7 @@ impl Exposition {
         }
         if stage.is_open() {
             self.put(DROPPED, &labels, "", m.dropped_arrivals);
+            self.put(MISSED, &labels, "", m.missed_arrivals);
         }
         self.put(RETRIED, &labels, "", m.stale_retries);
         for (i, pick) in SUMMARIES.iter().enumerate() {

@@ -268,6 +268,12 @@ pub struct StageMetrics {
     /// Open loop: arrivals not sent because `max_inflight` conversations
     /// were already in flight.
     pub dropped_arrivals: u64,
+    /// Open loop: arrivals due in the measured window that the stage
+    /// ended before sending (the generator fell behind); never sent late.
+    pub missed_arrivals: u64,
+    /// Open loop: arrivals actually sent within the measured window, by
+    /// their send time; the achieved rate is this over the window.
+    pub arrivals_sent: u64,
     /// Open loop: most conversations in flight at once (summed over shards
     /// when merged, so an upper bound).
     pub inflight_peak: u64,
@@ -344,6 +350,8 @@ impl StageMetrics {
             sched_lag: Hist::new(),
             arrivals: 0,
             dropped_arrivals: 0,
+            missed_arrivals: 0,
+            arrivals_sent: 0,
             inflight_peak: 0,
             prompt_tokens: 0,
             completion_tokens: 0,
@@ -462,6 +470,8 @@ impl StageMetrics {
         self.sched_lag.merge(&other.sched_lag);
         self.arrivals += other.arrivals;
         self.dropped_arrivals += other.dropped_arrivals;
+        self.missed_arrivals += other.missed_arrivals;
+        self.arrivals_sent += other.arrivals_sent;
         self.inflight_peak += other.inflight_peak;
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;

@@ -60,6 +60,10 @@ pub(super) struct MetricsWire {
     sched_lag_ms: Hist,
     arrivals: u64,
     dropped_arrivals: u64,
+    #[serde(default)]
+    missed_arrivals: u64,
+    #[serde(default)]
+    arrivals_sent: u64,
     inflight_peak: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -141,6 +145,8 @@ impl From<StageMetrics> for MetricsWire {
             sched_lag_ms: m.sched_lag,
             arrivals: m.arrivals,
             dropped_arrivals: m.dropped_arrivals,
+            missed_arrivals: m.missed_arrivals,
+            arrivals_sent: m.arrivals_sent,
             inflight_peak: m.inflight_peak,
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
@@ -224,6 +230,8 @@ impl TryFrom<MetricsWire> for StageMetrics {
         m.sched_lag = w.sched_lag_ms;
         m.arrivals = w.arrivals;
         m.dropped_arrivals = w.dropped_arrivals;
+        m.missed_arrivals = w.missed_arrivals;
+        m.arrivals_sent = w.arrivals_sent;
         m.inflight_peak = w.inflight_peak;
         m.prompt_tokens = w.prompt_tokens;
         m.completion_tokens = w.completion_tokens;

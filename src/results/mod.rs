@@ -99,7 +99,8 @@ impl Stats {
 pub struct OpenLoop {
     /// Arrivals per second asked for (over all hosts).
     pub target_rate: f64,
-    /// Conversations started per second over the measured window.
+    /// Arrivals sent per second over the measured window, counted by
+    /// when they were actually sent (not when they were due).
     pub achieved_rate: f64,
     /// Achieved / target, percent.
     pub achieved_pct: f64,
@@ -235,7 +236,7 @@ impl StageSummary {
             s.rates = Rates::of(&s.metrics, measured);
         }
         self.open_loop = self.target_rate().map(|target| {
-            let achieved = per_second(self.total.metrics.conversations_started, measured);
+            let achieved = per_second(self.total.metrics.arrivals_sent, measured);
             OpenLoop {
                 target_rate: target,
                 achieved_rate: achieved,
