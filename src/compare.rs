@@ -109,7 +109,7 @@ fn notes(old: &RunSummary, new: &RunSummary) -> Vec<String> {
         for reason in &v.generator.invalid_reasons {
             notes.push(format!("{side} run is invalid: {reason}"));
         }
-        if v.exit == verdict::Exit::Interrupted {
+        if matches!(v.exit, verdict::Exit::Interrupted(_)) {
             notes.push(format!("{side} run was stopped early"));
         }
     }

@@ -315,6 +315,12 @@ pub const OPEN_DRAIN_POLL: Duration = Duration::from_millis(1);
 /// How often the coordinator checks for a stop request while waiting.
 pub const STOP_POLL: Duration = Duration::from_millis(50);
 
+/// After a stop request (Ctrl-C, SIGTERM, SIGHUP), how long requests in
+/// flight may take to finish before the shards report without them: long
+/// enough for a typical answer, short enough for a container runtime's
+/// grace period (Docker's and Kubernetes' defaults are 10 s and 30 s).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How often an idle shard looks for its next command, and a running shard
 /// for a stop command.
 pub const COMMAND_POLL: Duration = Duration::from_millis(10);

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     // A reader that stopped reading (`| head`) is not a failure of ours.
-    if cli::output::closed() && exit != Exit::Interrupted {
+    if cli::output::closed() && !matches!(exit, Exit::Interrupted(_)) {
         return ExitCode::SUCCESS;
     }
     ExitCode::from(exit.code())

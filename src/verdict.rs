@@ -6,12 +6,12 @@
 
 use crate::limits;
 use crate::plan::Thresholds;
-use crate::results::{RunSummary, StageMetrics, StageSummary, Stats, Stop};
+use crate::results::{RunSummary, Signal, StageMetrics, StageSummary, Stats, Stop};
 use serde::Serialize;
 
 /// How the process ends. The code is decided here, never from a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Written as its name (`"interrupted"`; the signal is in `stop`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Everything held.
     Pass,
@@ -21,8 +21,20 @@ pub enum Exit {
     Usage,
     /// The run measured the generator, not the target.
     Invalid,
-    /// Stopped by the user; what was measured is written.
-    Interrupted,
+    /// Stopped by a signal; what was measured is written.
+    Interrupted(Signal),
+}
+
+impl Serialize for Exit {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Exit::Pass => "pass",
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::Invalid => "invalid",
+            Exit::Interrupted(_) => "interrupted",
+        })
+    }
 }
 
 impl Exit {
@@ -33,7 +45,7 @@ impl Exit {
             Exit::Failed => 1,
             Exit::Usage => 2,
             Exit::Invalid => 3,
-            Exit::Interrupted => 130,
+            Exit::Interrupted(signal) => 128 + signal.number() as u8,
         }
     }
 }
@@ -115,7 +127,7 @@ pub fn judge(run: &RunSummary) -> Verdict {
     let no_success = no_success(run);
     let generator = validity(run);
     let exit = match &run.stop {
-        Some(Stop::Interrupted) => Exit::Interrupted,
+        Some(Stop::Interrupted { signal, .. }) => Exit::Interrupted(*signal),
         Some(Stop::Failed { .. }) => Exit::Invalid,
         None if !generator.valid => Exit::Invalid,
         None if !pass || !no_success.is_empty() => Exit::Failed,
@@ -145,7 +157,8 @@ pub fn no_success(run: &RunSummary) -> Vec<String> {
     }
     run.stages
         .iter()
-        .filter(|s| s.total.metrics.ok == 0)
+        // A stage cut short by a stop may not have reached its window.
+        .filter(|s| s.total.metrics.ok == 0 && !(s.stopped_early && s.total.metrics.requests == 0))
         .map(|s| match s.total.metrics.requests {
             0 => format!(
                 "no request succeeded in stage {}: none finished in its measured window",
@@ -691,6 +704,13 @@ mod tests {
         // A profile that accepts every request failing says otherwise.
         run.plan.thresholds.error_rate = Some(1.0);
         assert_eq!(judge(&run).exit, Exit::Pass);
+        // A stage a stop cut before anything finished is not a failure.
+        run.plan.thresholds.error_rate = None;
+        let m = &mut run.stages[1].total.metrics;
+        m.errors[ErrorClass::Http4xx as usize] = 0;
+        m.requests = 0;
+        run.stages[1].stopped_early = true;
+        assert!(judge(&run).no_success.is_empty());
     }
 
     #[test]
@@ -698,8 +718,18 @@ mod tests {
         let (mut run, verdict) = crate::report::fixture::fixed();
         assert_eq!(verdict.exit, Exit::Failed);
         assert_eq!(verdict.exit.code(), 1);
-        run.stop = Some(Stop::Interrupted);
-        assert_eq!(judge(&run).exit.code(), 130);
+        for (signal, code) in [
+            (Signal::Int, 130),
+            (Signal::Term, 143),
+            (Signal::Hup, 129),
+            (Signal::Quit, 131),
+        ] {
+            run.stop = Some(Stop::Interrupted {
+                signal,
+                abandoned: 0,
+            });
+            assert_eq!(judge(&run).exit.code(), code);
+        }
         run.stop = Some(Stop::Failed {
             reason: "shard 0 failed".into(),
         });

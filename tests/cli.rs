@@ -2,46 +2,11 @@
 //! stderr and exit code 2; `run --mock` runs a real test and writes the
 //! summary.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::cli::{bin, files_with_prefix, stderr, temp_dir, write};
+
 use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_loadtest"))
-}
-
-/// A scratch directory of one test, removed when the test ends (passed or
-/// not), so repeated runs do not pile up directories in the temp dir.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("loadtest-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// Asserts exit code 2 with exactly one line on stderr containing `needle`.
 fn assert_usage_error(output: Output, needle: &str) {
@@ -208,61 +173,6 @@ fn mock_refuses_a_port_already_in_use() {
 }
 
 #[test]
-fn ctrl_c_keeps_what_was_measured() {
-    use std::io::{BufRead, BufReader};
-    let dir = temp_dir("interrupt");
-    let out = dir.join("runs");
-    let mut child = bin()
-        .args([
-            "run",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json"),
-        ])
-        .args(["--mock", "--stages", "2:300ms,2:60s", "--warmup", "0s"])
-        .arg("--out")
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until the second stage has started, then interrupt it.
-    let mut progress = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in progress.by_ref() {
-        if line.unwrap().starts_with("stage 2/2 started") {
-            break;
-        }
-    }
-    // SAFETY: plain kill(2) to our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let rest: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map(|l| l.unwrap())
-        .collect();
-    let _ = progress.count();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:?}");
-    assert!(
-        rest.iter().any(|l| l.starts_with("2:1m*")),
-        "stopped stage row: {rest:?}"
-    );
-    let summary = files_with_prefix(&out, "summary-").remove(0);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
-    let stages = summary["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 2);
-    assert_eq!(stages[1]["stopped_early"], true);
-    // The per-turn log was flushed and closed too.
-    let (lines, partial) =
-        loadtest::sink::read_lines(&files_with_prefix(&out, "results-")[0]).unwrap();
-    assert!(!partial);
-    assert_eq!(summary["hosts"][0]["jsonl_lines"], lines.len() as u64);
-    assert!(stages[1]["total"]["metrics"]["requests"].as_u64().unwrap() > 0);
-    assert!(stages[1]["measured_s"].as_f64().unwrap() < 30.0);
-    assert_eq!(summary["stop"]["kind"], "interrupted");
-    assert_eq!(summary["verdict"]["exit"], "interrupted");
-}
-
-#[test]
 fn seed_style_command_line_runs_and_thresholds_set_the_exit_code() {
     let dir = temp_dir("seedstyle");
     // The seed tool's spelling: no subcommand, single-dash flags.
@@ -400,16 +310,6 @@ fn parse_csv_line(line: &str) -> Vec<String> {
         }
     }
     fields
-}
-
-fn files_with_prefix(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().path())
-                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //!
 //! Exit codes (`verdict::Exit`): 0 ok; 1 a threshold failed or `compare`
 //! found a regression; 2 usage or configuration error; 3 the run is
-//! invalid (the generator was the bottleneck, or failed); 130 stopped by
-//! Ctrl-C (what was measured is written). A closed stdout (`| head`) is
+//! invalid (the generator was the bottleneck, or failed); 128 + the
+//! signal's number when stopped by one (130 Ctrl-C, 143 SIGTERM, 129
+//! SIGHUP; what was measured is written, see `signals`). A closed stdout (`| head`) is
 //! not an error: output stops and the command ends as it would have.
 
 /// Prints a line on stdout, unless stdout is gone (see `output`).
@@ -18,6 +19,7 @@ mod mock;
 pub mod output;
 mod run;
 mod setup;
+mod signals;
 mod summaries;
 
 pub use args::*;

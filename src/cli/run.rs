@@ -14,6 +14,8 @@ use crate::verdict::{self, knee_line, Exit, Verdict};
 
 /// Runs a profile; see the module doc.
 pub fn run(args: RunArgs) -> Result<Exit, Failure> {
+    // Before the mock, the engine or the writer start a thread.
+    super::signals::install();
     let facts = Facts::gather();
     let mock = start_mock(&args, &facts)?;
     let target = mock.as_ref().map(|m| format!("http://{}", m.addr()));
@@ -28,7 +30,6 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     setup::preflight(&plan, facts.fd_limit, mock.is_some())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
-    install_interrupt_handler();
     for warning in setup::warnings(&plan, &facts) {
         eprintln!("loadtest: {warning}");
     }
@@ -197,8 +198,15 @@ fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &Outpu
     );
     say!("summary: {}", files.summary.display());
     match (&summary.stop, verdict.exit) {
-        (Some(Stop::Interrupted), _) => {
-            eprintln!("loadtest: stopped by request; the stages shown were measured");
+        (Some(Stop::Interrupted { signal, abandoned }), _) => {
+            let given_up = match abandoned {
+                0 => String::new(),
+                n => format!("; {n} requests in flight were abandoned, not counted"),
+            };
+            eprintln!(
+                "loadtest: stopped by {}; the stages shown were measured and every output was written{given_up}",
+                signal.name()
+            );
         }
         (_, Exit::Invalid) => eprintln!(
             "loadtest: run invalid: {}",
@@ -238,25 +246,5 @@ pub fn print_verdict(verdict: &Verdict) {
     }
     for caution in &verdict.generator.cautions {
         say!("generator: caution: {caution}");
-    }
-}
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    if engine::stop_was_requested() {
-        // Second Ctrl-C: leave now.
-        // SAFETY: _exit is async-signal-safe.
-        unsafe { libc::_exit(130) };
-    }
-    engine::request_stop();
-}
-
-fn install_interrupt_handler() {
-    // SAFETY: the handler only touches an atomic and calls _exit, both
-    // async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGINT,
-            on_interrupt as *const () as libc::sighandler_t,
-        );
     }
 }

@@ -4,13 +4,12 @@
 //! one place histograms are merged during a run) and hands each finished
 //! stage to the caller before starting the next.
 
-use super::{Command, Progress, Report, ShardMessage, Tick, STOP_REQUESTED};
+use super::{stop_requests, stop_signal, Command, Progress, Report, ShardMessage, Tick};
 use crate::limits;
 use crate::plan::Plan;
 use crate::results::{
     unix_ms, SecondWindow, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window,
 };
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,8 +28,8 @@ pub(super) fn coordinate(
     }
     let mut cpu_before = vec![0.0; commands.len()];
     for index in 0..plan.stages.len() {
-        if STOP_REQUESTED.load(Ordering::Relaxed) {
-            return Some(Stop::Interrupted);
+        if stop_requests() > 0 {
+            return Some(interrupted(0));
         }
         let start = Instant::now() + limits::STAGE_START_LEAD;
         let started_unix_ms = unix_ms(SystemTime::now() + limits::STAGE_START_LEAD);
@@ -55,32 +54,32 @@ pub(super) fn coordinate(
                 Ok(ShardMessage::Report(report)) => {
                     collector.report(&report, &mut cpu_before);
                 }
-                Ok(ShardMessage::Ready) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if STOP_REQUESTED.load(Ordering::Relaxed) && !collector.stopped_early {
-                        collector.stopped_early = true;
-                        for command in commands {
-                            let _ = command.try_send(Command::Stop);
-                        }
-                    }
-                }
+                Ok(ShardMessage::Ready) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Some(failed(
                         "a shard died during the stage; later stages were not run",
                     ));
                 }
             }
+            collector.pass_on_stop(commands);
         }
-        let stopped_early = collector.stopped_early;
+        let (stopped_early, abandoned) = (collector.stopped_early, collector.abandoned);
         stages.push(collector.finish(start.elapsed()));
         if let Some(stage) = stages.last() {
             on_progress(Progress::StageFinished(stage));
         }
         if stopped_early {
-            return Some(Stop::Interrupted);
+            return Some(interrupted(abandoned));
         }
     }
     None
+}
+
+fn interrupted(abandoned: u64) -> Stop {
+    Stop::Interrupted {
+        signal: stop_signal(),
+        abandoned,
+    }
 }
 
 fn failed(reason: &str) -> Stop {
@@ -100,8 +99,8 @@ fn wait_until_ready(shards: usize, reports: &mpsc::Receiver<ShardMessage>) -> Op
             Ok(ShardMessage::Ready) => ready += 1,
             Ok(_) => {}
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if STOP_REQUESTED.load(Ordering::Relaxed) {
-                    return Some(Stop::Interrupted);
+                if stop_requests() > 0 {
+                    return Some(interrupted(0));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -122,7 +121,13 @@ struct Collector<'a> {
     connections_open: u64,
     inflight_peak: u64,
     shard_cpu_s: Vec<f64>,
+    /// When the stop was passed on to the shards, if it was.
+    stop_sent: Option<Instant>,
     stopped_early: bool,
+    /// Whether the shards were told to abandon their requests in flight.
+    abandon_sent: bool,
+    /// Requests in flight the shards abandoned.
+    abandoned: u64,
     received: usize,
     /// Seconds being assembled: (window, in flight, shards heard from).
     pending: std::collections::BTreeMap<u32, (Window, u64, usize)>,
@@ -140,7 +145,10 @@ impl<'a> Collector<'a> {
             connections_open: 0,
             inflight_peak: 0,
             shard_cpu_s: vec![0.0; shards],
+            stop_sent: None,
             stopped_early: false,
+            abandon_sent: false,
+            abandoned: 0,
             received: 0,
             pending: std::collections::BTreeMap::new(),
             series: Vec::new(),
@@ -154,6 +162,35 @@ impl<'a> Collector<'a> {
             warmup: f64::from(second) <= self.plan.warmup.as_secs_f64(),
             in_flight,
             window: SecondWindow::pack(&window),
+        }
+    }
+
+    /// Passes a stop request on to the shards: the first ends the stage
+    /// and lets requests in flight finish; a second request, or a drain
+    /// longer than `limits::STOP_GRACE`, has them report without waiting.
+    fn pass_on_stop(&mut self, commands: &[mpsc::SyncSender<Command>]) {
+        let asked = stop_requests();
+        if asked == 0 || self.abandon_sent {
+            return;
+        }
+        let command = match self.stop_sent {
+            None => {
+                self.stop_sent = Some(Instant::now());
+                self.stopped_early = true;
+                if asked == 1 {
+                    Command::Stop
+                } else {
+                    Command::Abandon
+                }
+            }
+            Some(at) if asked > 1 || at.elapsed() >= limits::STOP_GRACE => Command::Abandon,
+            Some(_) => return,
+        };
+        self.abandon_sent = matches!(command, Command::Abandon);
+        for shard in commands {
+            // The channel holds several commands; a shard that is gone
+            // shows as a disconnected report channel.
+            let _ = shard.try_send(command);
         }
     }
 
@@ -197,6 +234,7 @@ impl<'a> Collector<'a> {
         }
         self.connections_open += report.connections_open;
         self.inflight_peak += report.inflight_peak;
+        self.abandoned += report.abandoned;
         self.received += 1;
     }
 

@@ -80,12 +80,15 @@ pub async fn run(ctx: ShardContext) {
         let ticker = rt::spawn(tick_loop(shard.clone(), run.clone(), ctx.reports.clone()));
         let stage_future = run_stage(&shard, &run, index);
         let stop_listener = async {
-            // Any command mid-stage (Stop, Shutdown) or a vanished
-            // coordinator ends the stage now; in-flight requests finish.
-            next_command(&commands).await;
+            // A Stop mid-stage ends the stage now and lets in-flight
+            // requests finish; anything else (Abandon, Shutdown, a
+            // vanished coordinator) also stops waiting for them.
+            while let Some(Command::Stop) = next_command(&commands).await {
+                run.stopped.set(true);
+                run.end.set(Instant::now().min(run.end.get()));
+            }
             run.stopped.set(true);
-            run.end.set(Instant::now());
-            std::future::pending::<()>().await;
+            run.end.set(Instant::now().min(run.end.get()));
         };
         stage_future.or(stop_listener).await;
         // The last, partial second, if anything finished in it.
@@ -94,13 +97,19 @@ pub async fn run(ctx: ShardContext) {
             let _ = ctx.reports.try_send(ShardMessage::Tick(shard.tick(&run)));
         }
         ticker.detach();
+        // Requests still in flight were abandoned: they go on until the
+        // executor ends, counted into metrics nobody reads.
+        let fresh = (0..shard.plan.scenarios.len())
+            .map(|_| StageMetrics::new())
+            .collect();
         let report = Report {
             shard: shard.index,
             stage: index,
-            scenarios: run.metrics.take(),
+            scenarios: run.metrics.replace(fresh),
             connections_open: shard.open_connections.get(),
             inflight_peak: shard.inflight_peak.get(),
             cpu_s: crate::host::thread_cpu_seconds(),
+            abandoned: shard.inflight.borrow().live as u64,
         };
         // The channel holds several reports per shard and the coordinator
         // drains it every stage, so it is never full in practice; if it

@@ -32,16 +32,16 @@ pub mod workload;
 pub use closed::{share_of, users_of_shard};
 
 use crate::plan::Plan;
-use crate::results::{SeriesPoint, StageMetrics, StageSummary, Stop, Window};
+use crate::results::{SeriesPoint, Signal, StageMetrics, StageSummary, Stop, Window};
 use crate::rt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Instant, SystemTime};
 
 pub use crate::results::RunResult;
 
 /// Coordinator → shard.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Command {
     /// Run stage `index`, which started at `start`.
     RunStage {
@@ -52,6 +52,9 @@ pub enum Command {
     },
     /// End the current stage now (in-flight requests still finish).
     Stop,
+    /// End the current stage now and report without waiting for the
+    /// requests in flight.
+    Abandon,
     /// Exit.
     Shutdown,
 }
@@ -71,6 +74,8 @@ pub struct Report {
     pub inflight_peak: u64,
     /// The shard thread's CPU seconds so far.
     pub cpu_s: f64,
+    /// Requests in flight when the stage was abandoned, not counted.
+    pub abandoned: u64,
 }
 
 /// One second of one shard's stage, sent as it ends.
@@ -100,13 +105,30 @@ pub enum ShardMessage {
     Report(Report),
 }
 
-/// Set by the Ctrl-C handler; the coordinator polls it between reports.
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Stop requests so far (signals, or `request_stop`): the first ends the
+/// stage and drains, the second abandons the requests in flight. Read by
+/// the coordinator between reports; written from signal handlers.
+static STOP_REQUESTS: AtomicU32 = AtomicU32::new(0);
 
-/// Asks a running engine to end the current stage now and skip the rest.
-/// Safe to call from a signal handler.
-pub fn request_stop() {
-    STOP_REQUESTED.store(true, Ordering::Relaxed);
+/// The number of the signal behind the first stop request (0: none yet).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Asks a running engine to end the current stage now and skip the rest;
+/// asked again, not to wait for requests in flight. Returns how many times
+/// it has been asked. Safe to call from a signal handler.
+pub fn request_stop(signal: Signal) -> u32 {
+    let _ = STOP_SIGNAL.compare_exchange(0, signal.number(), Ordering::Relaxed, Ordering::Relaxed);
+    STOP_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// How many stops were requested so far.
+pub fn stop_requests() -> u32 {
+    STOP_REQUESTS.load(Ordering::Relaxed)
+}
+
+/// The signal behind the first stop request.
+pub fn stop_signal() -> Signal {
+    Signal::of(STOP_SIGNAL.load(Ordering::Relaxed)).unwrap_or_default()
 }
 
 /// What the engine tells its caller as a run progresses.
@@ -201,9 +223,4 @@ pub fn run_with_sink(
         started_at,
         stop,
     })
-}
-
-/// Whether a stop was requested (for a second Ctrl-C to exit at once).
-pub fn stop_was_requested() -> bool {
-    STOP_REQUESTED.load(Ordering::Relaxed)
 }

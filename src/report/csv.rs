@@ -40,6 +40,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "status_codes",
     "errors",
     "stale_retries",
+    "stopped",
 ];
 
 /// The whole CSV file.
@@ -101,6 +102,10 @@ pub fn csv(run: &RunSummary) -> String {
                 status_text(m, ";"),
                 errors_text(m, ";"),
                 m.stale_retries.to_string(),
+                match &run.stop {
+                    Some(stop) if stage.stopped_early => stop.describe(),
+                    _ => String::new(),
+                },
             ];
             let line: Vec<String> = fields.iter().map(|f| field(f)).collect();
             out.push_str(&line.join(","));

@@ -4,7 +4,7 @@
 //! latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
 //! 0.999, in seconds.
 
-use crate::results::{Hist, RunSummary, StageMetrics, StageSummary, Stats};
+use crate::results::{Hist, RunSummary, StageMetrics, StageSummary, Stats, Stop};
 use std::fmt::Write as _;
 
 /// One metric family: name, type and help, in output order.
@@ -227,6 +227,17 @@ pub fn prometheus(run: &RunSummary) -> String {
         }
     }
     let mut out = String::new();
+    if let Some(Stop::Interrupted { signal, abandoned }) = &run.stop {
+        let _ = writeln!(
+            out,
+            "# HELP loadtest_run_stopped The run was stopped by a signal before its last stage ended (1); what was measured is below.\n# TYPE loadtest_run_stopped gauge\nloadtest_run_stopped{{signal=\"{}\"}} 1",
+            signal.name()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP loadtest_abandoned_requests Requests in flight given up on when the run was stopped, counted nowhere else.\n# TYPE loadtest_abandoned_requests gauge\nloadtest_abandoned_requests {abandoned}"
+        );
+    }
     for (family, lines) in FAMILIES.iter().zip(&exposition.lines) {
         if lines.is_empty() {
             continue;
@@ -243,6 +254,30 @@ pub fn prometheus(run: &RunSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_run_says_so() {
+        let (mut run, _) = super::super::fixture::fixed();
+        run.stop = Some(Stop::Interrupted {
+            signal: crate::results::Signal::Term,
+            abandoned: 3,
+        });
+        run.stages[1].stopped_early = true;
+        let text = prometheus(&run);
+        assert!(
+            text.contains("loadtest_run_stopped{signal=\"SIGTERM\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("loadtest_abandoned_requests 3\n"), "{text}");
+        let csv = super::super::csv::csv(&run);
+        let last = csv.lines().last().unwrap();
+        assert!(
+            last.ends_with(",\"stopped by SIGTERM; 3 requests in flight abandoned, not counted\""),
+            "{last}"
+        );
+        let first_stage = csv.lines().nth(1).unwrap();
+        assert!(first_stage.ends_with(','), "{first_stage}");
+    }
 
     #[test]
     fn prometheus_matches_the_golden_file() {

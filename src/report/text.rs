@@ -17,6 +17,9 @@ pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
         "started {}",
         rfc3339(from_unix_ms(run.started_unix_ms))
     );
+    if let Some(stop) = &run.stop {
+        let _ = writeln!(out, "RUN ENDED EARLY: {}", stop.describe());
+    }
     if !run.merged_from.is_empty() {
         let _ = writeln!(
             out,
@@ -323,7 +326,7 @@ mod tests {
             .lines()
             .nth(3)
             .unwrap()
-            .ends_with(",3"));
+            .ends_with(",3,"));
         let prom = super::super::prometheus::prometheus(&run);
         assert!(prom.contains("loadtest_stale_retries_total{stage=\"4:10s\",stage_index=\"0\",scenario=\"all\"} 3"), "{prom}");
     }

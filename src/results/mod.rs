@@ -277,13 +277,89 @@ pub struct Host {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Stop {
-    /// The user asked (Ctrl-C); what was measured stands.
-    Interrupted,
+    /// The user asked (Ctrl-C, or a signal asking the process to end);
+    /// what was measured stands.
+    Interrupted {
+        /// The signal that asked first.
+        #[serde(default)]
+        signal: Signal,
+        /// Requests in flight given up on (a second interrupt, or the
+        /// drain outlasting `limits::STOP_GRACE`): neither counted as
+        /// done nor as failed.
+        #[serde(default)]
+        abandoned: u64,
+    },
     /// A shard failed.
     Failed {
         /// What failed.
         reason: String,
     },
+}
+
+impl Stop {
+    /// One line for people: "stopped by SIGTERM; 3 requests in flight
+    /// abandoned" or "failed: why".
+    pub fn describe(&self) -> String {
+        match self {
+            Stop::Interrupted { signal, abandoned } => match abandoned {
+                0 => format!("stopped by {}", signal.name()),
+                n => format!(
+                    "stopped by {}; {n} requests in flight abandoned, not counted",
+                    signal.name()
+                ),
+            },
+            Stop::Failed { reason } => format!("failed: {reason}"),
+        }
+    }
+}
+
+/// A signal that stops a run: SIGINT (Ctrl-C), SIGTERM, SIGHUP and SIGQUIT
+/// all stop it the same way; the exit code says which (128 + number).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    /// Ctrl-C, or a stop requested by a caller of the library.
+    #[default]
+    #[serde(rename = "SIGINT")]
+    Int,
+    /// `kill`, `timeout`, a container runtime or systemd stopping it.
+    #[serde(rename = "SIGTERM")]
+    Term,
+    /// The terminal went away.
+    #[serde(rename = "SIGHUP")]
+    Hup,
+    /// Ctrl-\ on a terminal.
+    #[serde(rename = "SIGQUIT")]
+    Quit,
+}
+
+impl Signal {
+    /// Every signal a run stops on.
+    pub const ALL: [Signal; 4] = [Signal::Int, Signal::Term, Signal::Hup, Signal::Quit];
+
+    /// Its number on Linux.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Int => libc::SIGINT,
+            Signal::Term => libc::SIGTERM,
+            Signal::Hup => libc::SIGHUP,
+            Signal::Quit => libc::SIGQUIT,
+        }
+    }
+
+    /// The signal with this number, if a run stops on it.
+    pub fn of(number: i32) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.number() == number)
+    }
+
+    /// Its name, `SIGINT`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+            Signal::Hup => "SIGHUP",
+            Signal::Quit => "SIGQUIT",
+        }
+    }
 }
 
 /// What the engine hands back.

@@ -2,6 +2,8 @@
 //! mock. Each test binary uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use loadtest::mock::{self, MockConfig, MockServer};
 
 /// (generator CPUs, mock CPUs): the first and the last available CPU, the
