@@ -55,6 +55,9 @@ pub struct Profile {
     pub insecure_skip_verify: Option<bool>,
     /// Seed tool: keep the start of non-2xx bodies for the per-turn log.
     pub capture_error_body: Option<bool>,
+    /// Headers whose values may be shown in reports (routing headers);
+    /// every other value but a few harmless ones is masked.
+    pub public_headers: Option<Vec<String>>,
 }
 
 /// One scenario, or the defaults (which take every field except `name`

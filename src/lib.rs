@@ -58,6 +58,7 @@ pub mod report;
 pub mod results;
 pub mod rng;
 pub mod rt;
+pub mod secrets;
 pub mod sink;
 pub mod stage;
 pub mod verdict;

@@ -63,9 +63,10 @@ fn load_profile(path: &Path) -> Result<crate::config::Profile, Failure> {
 fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, Failure> {
     raw.iter()
         .map(|h| {
-            let (name, value) = h
-                .split_once(':')
-                .ok_or_else(|| usage(format!("--header `{h}`: expected \"Name: value\"")))?;
+            let (name, value) = h.split_once(':').ok_or_else(|| {
+                let shown = crate::secrets::mask(h);
+                usage(format!("--header `{shown}`: expected \"Name: value\""))
+            })?;
             Ok((name.trim().to_string(), value.trim().to_string()))
         })
         .collect()

@@ -84,6 +84,9 @@ pub struct Plan {
     pub insecure: bool,
     /// Keep the start of error bodies for the per-turn log.
     pub capture_error_body: bool,
+    /// Headers the profile says may be shown unmasked
+    /// (`secrets::header_value`).
+    pub public_headers: Vec<String>,
     /// Retry a request once, on a fresh connection, when a reused idle
     /// connection turns out closed before any answer (`--no-retry` turns
     /// it off: the server may then have received that POST twice).
@@ -226,6 +229,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         keep_alive: !profile.disable_keepalive.unwrap_or(false),
         insecure: overrides.insecure || profile.insecure_skip_verify.unwrap_or(false),
         capture_error_body: profile.capture_error_body.unwrap_or(false),
+        public_headers: profile.public_headers.clone().unwrap_or_default(),
         retry_stale: !overrides.no_retry,
         cpus,
         seed,

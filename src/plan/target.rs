@@ -8,7 +8,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 /// Where requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// The URL as given (for reports).
+    /// The URL as given, query values masked (`secrets::url`): it is only
+    /// ever shown.
     pub url: String,
     /// The resolved address.
     pub addr: SocketAddr,
@@ -75,7 +76,7 @@ pub fn parse_target(url: &str, protocol: &dyn Protocol) -> Result<Target, String
         .next()
         .ok_or_else(|| format!("`{host}` resolved to no address"))?;
     Ok(Target {
-        url: url.to_string(),
+        url: crate::secrets::url(url),
         addr,
         host: authority.to_string(),
         path,

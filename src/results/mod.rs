@@ -21,9 +21,7 @@ pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
 pub use hist::{Hist, PackedHist};
 pub use merge::merge;
 pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
-pub use plan_info::{
-    mask_secret, mask_url, ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo,
-};
+pub use plan_info::{ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo};
 pub use turn::FinishedTurn;
 
 use crate::stage::Load;

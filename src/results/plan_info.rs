@@ -4,6 +4,7 @@
 //! run records.
 
 use crate::plan::{CacheMode, Content, Plan, Thresholds};
+use crate::secrets;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -156,8 +157,8 @@ impl PlanInfo {
                     weight: s.weight,
                     share_pct: 100.0 * s.weight / total,
                     protocol: s.protocol.name().to_string(),
-                    target: mask_url(&target.url),
-                    path: mask_url(&target.path),
+                    target: secrets::url(&target.url),
+                    path: secrets::url(&target.path),
                     address: target.addr.to_string(),
                     model: s.model.clone(),
                     system_chars: s.system.as_ref().map(|t| t.chars().count()),
@@ -167,7 +168,10 @@ impl PlanInfo {
                     headers: s
                         .headers
                         .iter()
-                        .map(|(name, value)| (name.clone(), mask_secret(name, value)))
+                        .map(|(name, value)| {
+                            let shown = secrets::header_value(name, value, &plan.public_headers);
+                            (name.clone(), shown)
+                        })
                         .collect(),
                     timeout_s: s.timeout.as_secs_f64(),
                     turns: Range {
@@ -234,72 +238,5 @@ impl PlanInfo {
             n if n == self.stages.len() => "open",
             _ => "mixed",
         }
-    }
-}
-
-/// Hides API keys: the value of an auth-looking header keeps its scheme
-/// and last four characters; the `REPLACE_WITH_VK` placeholder is shown.
-pub fn mask_secret(name: &str, value: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let secret = lower == "authorization"
-        || lower.contains("api-key")
-        || lower.contains("apikey")
-        || lower.contains("token")
-        || lower.contains("secret");
-    if !secret || value.contains("REPLACE_WITH_VK") {
-        return value.to_string();
-    }
-    let (scheme, key) = match value.split_once(' ') {
-        Some((scheme, key)) => (format!("{scheme} "), key),
-        None => (String::new(), value),
-    };
-    let tail: String = key
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if key.chars().count() <= 8 {
-        format!("{scheme}***")
-    } else {
-        format!("{scheme}***{tail}")
-    }
-}
-
-/// A URL with every query value replaced by `***` (keys passed as
-/// `?key=…` must not reach a report).
-pub fn mask_url(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let masked: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) => format!("{key}=***"),
-            None => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", masked.join("&"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_masked() {
-        assert_eq!(
-            mask_secret("Authorization", "Bearer sk-1234567890"),
-            "Bearer ***7890"
-        );
-        assert_eq!(mask_secret("x-api-key", "short"), "***");
-        assert_eq!(mask_secret("content-type", "a/b"), "a/b");
-        assert_eq!(
-            mask_url("http://h/v1?key=abc&x=1&flag"),
-            "http://h/v1?key=***&x=***&flag"
-        );
-        assert_eq!(mask_url("http://h/v1"), "http://h/v1");
     }
 }
