@@ -592,3 +592,30 @@ fn a_failed_turn_ends_the_conversation() {
     assert_eq!(m.conversations_completed, 0);
     assert_eq!(m.turn_rows().len(), 1, "no second turn after a failure");
 }
+
+#[test]
+fn a_reply_too_long_for_the_history_ends_its_conversation_counted() {
+    // 800,000 tokens of about 5.7 bytes: a streamed reply past the 4 MiB a
+    // history keeps.
+    let mock = start_mock(|c| c.tokens = Some(800_000));
+    let plan = plan_to(
+        r#"{"stages":"1:500ms","warmup":"0s",
+            "defaults":{"stream":true,"turns":2,"max_tokens":1000000}}"#,
+        mock.addr(),
+    );
+    let result = run(&plan);
+    mock.stop().unwrap();
+    let m = &result.stages[0].total.metrics;
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    assert!(m.ok >= 1);
+    assert!(
+        m.content_bytes > loadtest::limits::BODY_BYTES_MAX as u64,
+        "{} content bytes, {} ok, completion {}",
+        m.content_bytes,
+        m.ok,
+        m.completion_tokens
+    );
+    // Every conversation ended after its first turn, and said why.
+    assert_eq!(m.turns[1].requests, 0);
+    assert_eq!(m.context_limit, m.conversations_started);
+}

@@ -97,6 +97,15 @@ pub(super) async fn conversation(
             };
         }
         if turn + 1 < turns {
+            if !sc.server_history && user.scratch.reply.content_was_cut() {
+                // The reply passed what a history keeps: a next turn would
+                // send a context the server never wrote. End here, counted.
+                run.metrics.borrow_mut()[scenario].context_limit += 1;
+                return Outcome {
+                    now,
+                    connect_failed: false,
+                };
+            }
             feed_back(user, sc.server_history);
         }
     }

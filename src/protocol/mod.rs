@@ -116,6 +116,13 @@ impl Reply {
         }
     }
 
+    /// Whether `content` holds less than the reply had (it passed
+    /// `limits::BODY_BYTES_MAX`), so it cannot stand for the reply in a
+    /// history.
+    pub fn content_was_cut(&self) -> bool {
+        self.keep_content && self.content_bytes > self.content.len() as u64
+    }
+
     /// Counts generated text; keeps at most `BODY_BYTES_MAX` of it when
     /// `keep_content` is set.
     pub fn push_content(&mut self, text: &[u8]) {

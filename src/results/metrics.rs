@@ -299,7 +299,8 @@ pub struct StageMetrics {
     /// Conversations cut short by the end of the stage.
     pub conversations_cut: u64,
     /// Conversations ended because the next request would have exceeded
-    /// `limits::REQUEST_BYTES_MAX`.
+    /// `limits::REQUEST_BYTES_MAX`, or a reply passed what a history keeps
+    /// (`limits::BODY_BYTES_MAX`).
     pub context_limit: u64,
     /// Per turn position; the last row collects every later turn.
     pub turns: [TurnRow; limits::TURN_ROWS],
