@@ -133,6 +133,60 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// The calling thread's scheduling so far, from
+/// `/proc/thread-self/schedstat`: seconds it spent runnable but waiting
+/// for a CPU (another process or thread had it), and how many times it
+/// got one. `None` without schedstats (a kernel built without
+/// `CONFIG_SCHED_INFO`).
+pub fn thread_sched() -> Option<ThreadSched> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().skip(1);
+    let wait_ns: u64 = fields.next()?.parse().ok()?;
+    let runs: u64 = fields.next()?.parse().ok()?;
+    Some(ThreadSched {
+        wait_s: wait_ns as f64 / 1e9,
+        runs,
+    })
+}
+
+/// A thread's scheduling totals (`thread_sched`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ThreadSched {
+    /// Seconds runnable but waiting for a CPU.
+    pub wait_s: f64,
+    /// Times it was given a CPU.
+    pub runs: u64,
+}
+
+/// Steal and total ticks of `cpus`, from `/proc/stat`: time the hypervisor
+/// gave those CPUs to another guest. `None` where it cannot be read.
+pub fn cpu_steal_ticks(cpus: &[usize]) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(steal_ticks(&text, cpus))
+}
+
+/// (steal, total) over the `cpuN` lines of `/proc/stat` text for `cpus`.
+fn steal_ticks(stat: &str, cpus: &[usize]) -> (u64, u64) {
+    let (mut steal, mut total) = (0, 0);
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(cpu) = fields.next().and_then(|n| n.strip_prefix("cpu")) else {
+            continue;
+        };
+        if !cpu.parse().is_ok_and(|n: usize| cpus.contains(&n)) {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already in user and nice).
+        let ticks: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+        if ticks.len() == 8 {
+            steal += ticks[7];
+            total += ticks.iter().sum::<u64>();
+        }
+    }
+    (steal, total)
+}
+
 /// CPUs this process may run on, in ascending order.
 pub fn allowed_cpus() -> Vec<usize> {
     let mut cpus: Vec<usize> = core_affinity::get_core_ids()
@@ -147,6 +201,19 @@ pub fn allowed_cpus() -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steal_is_read_for_the_cpus_asked_for() {
+        let stat = "cpu  10 0 10 70 0 0 0 10 5 0\ncpu0 5 0 5 35 0 0 0 5 0 0\ncpu1 5 0 5 35 0 0 0 5 0 0\nintr 1 2\n";
+        assert_eq!(steal_ticks(stat, &[1]), (5, 50));
+        assert_eq!(steal_ticks(stat, &[0, 1]), (10, 100));
+        assert_eq!(steal_ticks(stat, &[7]), (0, 0));
+        // Where schedstats exist, a thread's wait is a finite number.
+        if let Some(sched) = thread_sched() {
+            assert!(sched.wait_s.is_finite() && sched.wait_s >= 0.0);
+            assert!(sched.runs > 0, "this thread has run");
+        }
+    }
 
     #[test]
     fn port_range_parses_the_proc_format() {

@@ -171,6 +171,24 @@ pub const SCHED_LAG_CAUTION: Duration = Duration::from_millis(1);
 /// (still on rate), 98 % at a 150,000/s target it could not reach.
 pub const SHARD_BUSY_CAUTION: f64 = 0.9;
 
+/// A shard that waited on average more than this for its CPU each time it
+/// became runnable (another process or thread had the CPU;
+/// `/proc/thread-self/schedstat`) earns the stage a caution: each wait
+/// stamps what the shard then reads that much late. Closed loop shows no
+/// scheduler lag, so this is how a starved generator shows there.
+/// Measured with a shard at 500 requests/s on one CPU: 1 µs alone, 0.22 ms
+/// beside 4 busy loops, 1.5 ms beside 16 (`benches/history.md`).
+pub const SHARD_WAIT_PER_RUN_CAUTION: Duration = Duration::from_micros(100);
+
+/// ... and above this the run is invalid: a gateway's own overhead is
+/// often about a millisecond, the size of this error.
+pub const SHARD_WAIT_PER_RUN_INVALID: Duration = Duration::from_millis(1);
+
+/// Hypervisor steal on the shards' CPUs above this share of a stage earns
+/// a caution (the guest's CPUs ran for another guest: time it did not
+/// have, in every latency).
+pub const STEAL_CAUTION: f64 = 0.02;
+
 /// Most stages in one run.
 pub const STAGES_MAX: usize = 1_000;
 

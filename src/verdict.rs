@@ -384,6 +384,7 @@ pub fn validity(run: &RunSummary) -> Validity {
         if let Some(lag) = lag_invalid(stage) {
             invalid.push(format!("stage {}: {lag}", stage.label));
         }
+        invalid.extend(starvation(stage).0);
         let m = &stage.total.metrics;
         if missed_share(m).is_some() {
             invalid.push(format!(
@@ -462,8 +463,51 @@ pub fn cautions(run: &RunSummary) -> Vec<String> {
             ));
         }
     }
+    for stage in &run.stages {
+        out.extend(starvation(stage).1);
+    }
     out.extend(port_range_cautions(run));
     out
+}
+
+/// What other processes (or the hypervisor) took from a stage's
+/// generator: (reasons the run is invalid, cautions). A shard runnable but
+/// waiting for its CPU stamps every answer late by that wait, in closed
+/// loop as in open loop.
+fn starvation(stage: &StageSummary) -> (Vec<String>, Vec<String>) {
+    let (mut invalid, mut cautions) = (Vec::new(), Vec::new());
+    let waited = stage
+        .shard_wait_per_run_ms
+        .iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((shard, wait_ms)) = waited {
+        let share = stage.shard_wait_pct.get(shard).copied().unwrap_or(0.0);
+        let line = |limit: std::time::Duration| {
+            format!(
+                "stage {}: generator shard {shard} waited {wait_ms:.2} ms for its CPU each time it woke (over {} ms; {share:.0}% of the stage in all): other processes had the CPU, and what it read was stamped late by that",
+                stage.label,
+                limit.as_secs_f64() * 1000.0
+            )
+        };
+        if wait_ms > limits::SHARD_WAIT_PER_RUN_INVALID.as_secs_f64() * 1000.0 {
+            invalid.push(line(limits::SHARD_WAIT_PER_RUN_INVALID));
+        } else if wait_ms > limits::SHARD_WAIT_PER_RUN_CAUTION.as_secs_f64() * 1000.0 {
+            cautions.push(line(limits::SHARD_WAIT_PER_RUN_CAUTION));
+        }
+    }
+    if let Some(steal) = stage
+        .steal_pct
+        .filter(|&s| s > limits::STEAL_CAUTION * 100.0)
+    {
+        cautions.push(format!(
+            "stage {}: the hypervisor stole {steal:.1}% of the generator CPUs' time (over {:.0}%)",
+            stage.label,
+            limits::STEAL_CAUTION * 100.0
+        ));
+    }
+    (invalid, cautions)
 }
 
 fn port_range_cautions(run: &RunSummary) -> Vec<String> {
@@ -648,6 +692,36 @@ mod tests {
         assert!(saturated.generator.cautions.is_empty());
         assert_eq!(saturated.generator.invalid_reasons.len(), 1);
         assert_eq!(saturated.exit, Exit::Invalid);
+    }
+
+    #[test]
+    fn a_starved_generator_is_a_caution_then_invalid() {
+        let (mut run, _) = crate::report::fixture::fixed();
+        run.plan.thresholds = Thresholds::default();
+        run.stages[0].shard_wait_pct = vec![1.0, 14.0];
+        run.stages[0].shard_wait_per_run_ms = vec![0.001, 0.09];
+        assert!(judge(&run).generator.cautions.is_empty());
+        run.stages[0].shard_wait_per_run_ms = vec![0.001, 0.22];
+        let v = judge(&run);
+        assert!(v.generator.valid);
+        assert!(
+            v.generator.cautions[0]
+                .contains("shard 1 waited 0.22 ms for its CPU each time it woke (over 0.1 ms; 14% of the stage"),
+            "{:?}",
+            v.generator.cautions
+        );
+        run.stages[0].shard_wait_per_run_ms = vec![1.5, 0.22];
+        let v = judge(&run);
+        assert_eq!(v.exit, Exit::Invalid);
+        assert!(v.generator.invalid_reasons[0].contains("shard 0 waited 1.50 ms"));
+        run.stages[0].shard_wait_per_run_ms = Vec::new();
+        run.stages[1].steal_pct = Some(7.5);
+        let v = judge(&run);
+        assert!(
+            v.generator.cautions[0].contains("stole 7.5%"),
+            "{:?}",
+            v.generator.cautions
+        );
     }
 
     #[test]

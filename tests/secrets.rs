@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cli::{bin, temp_dir, write};
+use common::cli::{bin, serial, temp_dir, write};
 use std::path::Path;
 use std::process::Output;
 
@@ -54,6 +54,7 @@ fn assert_output_clean(what: &str, output: &Output) {
 
 #[test]
 fn no_planted_secret_reaches_any_output_or_message() {
+    let _serial = serial();
     let mock = common::start_mock(|c| c.tokens = Some(4));
     let dir = temp_dir("secrets");
     let out = dir.join("runs");

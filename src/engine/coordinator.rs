@@ -5,6 +5,7 @@
 //! stage to the caller before starting the next.
 
 use super::{stop_requests, stop_signal, Command, Progress, Report, ShardMessage, Tick};
+use crate::host::ThreadSched;
 use crate::limits;
 use crate::plan::Plan;
 use crate::results::{
@@ -26,7 +27,7 @@ pub(super) fn coordinate(
     if let Some(stop) = wait_until_ready(commands.len(), reports) {
         return Some(stop);
     }
-    let mut cpu_before = vec![0.0; commands.len()];
+    let mut clocks = ShardClocks::new(commands.len());
     for index in 0..plan.stages.len() {
         if stop_requests() > 0 {
             return Some(interrupted(0));
@@ -52,7 +53,7 @@ pub(super) fn coordinate(
                     }
                 }
                 Ok(ShardMessage::Report(report)) => {
-                    collector.report(&report, &mut cpu_before);
+                    collector.report(&report, &mut clocks);
                 }
                 Ok(ShardMessage::Ready) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -73,6 +74,15 @@ pub(super) fn coordinate(
         }
     }
     None
+}
+
+/// The share of the shards' CPUs' time stolen by the hypervisor since
+/// `start`, percent; `None` where `/proc/stat` cannot be read.
+fn steal_pct(start: Option<(u64, u64)>, cpus: &[usize]) -> Option<f64> {
+    let (steal0, total0) = start?;
+    let (steal1, total1) = crate::host::cpu_steal_ticks(cpus)?;
+    let total = total1.saturating_sub(total0);
+    (total > 0).then(|| 100.0 * steal1.saturating_sub(steal0) as f64 / total as f64)
 }
 
 fn interrupted(abandoned: u64) -> Stop {
@@ -111,6 +121,22 @@ fn wait_until_ready(shards: usize, reports: &mpsc::Receiver<ShardMessage>) -> Op
     None
 }
 
+/// Each shard's cumulative CPU and run-queue wait at its last report, so a
+/// stage's share is the difference.
+struct ShardClocks {
+    cpu_s: Vec<f64>,
+    sched: Vec<ThreadSched>,
+}
+
+impl ShardClocks {
+    fn new(shards: usize) -> Self {
+        ShardClocks {
+            cpu_s: vec![0.0; shards],
+            sched: vec![ThreadSched::default(); shards],
+        }
+    }
+}
+
 /// One stage's messages as they come in, merged into its summary.
 struct Collector<'a> {
     plan: &'a Plan,
@@ -121,6 +147,10 @@ struct Collector<'a> {
     connections_open: u64,
     inflight_peak: u64,
     shard_cpu_s: Vec<f64>,
+    /// Each shard's scheduling in this stage (`None`: unknown).
+    shard_sched: Option<Vec<ThreadSched>>,
+    /// Steal and total ticks of the shards' CPUs at the stage start.
+    steal_at_start: Option<(u64, u64)>,
     /// When the stop was passed on to the shards, if it was.
     stop_sent: Option<Instant>,
     stopped_early: bool,
@@ -145,6 +175,8 @@ impl<'a> Collector<'a> {
             connections_open: 0,
             inflight_peak: 0,
             shard_cpu_s: vec![0.0; shards],
+            shard_sched: Some(vec![ThreadSched::default(); shards]),
+            steal_at_start: crate::host::cpu_steal_ticks(&plan.cpus),
             stop_sent: None,
             stopped_early: false,
             abandon_sent: false,
@@ -210,7 +242,7 @@ impl<'a> Collector<'a> {
         Some(self.point(tick.second, window, in_flight))
     }
 
-    fn report(&mut self, report: &Report, cpu_before: &mut [f64]) {
+    fn report(&mut self, report: &Report, clocks: &mut ShardClocks) {
         assert_eq!(
             report.stage, self.index,
             "shard {} reported the wrong stage",
@@ -221,8 +253,20 @@ impl<'a> Collector<'a> {
             "shard index {} out of range",
             report.shard
         );
-        self.shard_cpu_s[report.shard] = report.cpu_s - cpu_before[report.shard];
-        cpu_before[report.shard] = report.cpu_s;
+        let shard = report.shard;
+        self.shard_cpu_s[shard] = report.cpu_s - clocks.cpu_s[shard];
+        clocks.cpu_s[shard] = report.cpu_s;
+        match (report.sched, self.shard_sched.as_mut()) {
+            (Some(now), Some(stage)) => {
+                let before = clocks.sched[shard];
+                stage[shard] = ThreadSched {
+                    wait_s: now.wait_s - before.wait_s,
+                    runs: now.runs.saturating_sub(before.runs),
+                };
+                clocks.sched[shard] = now;
+            }
+            _ => self.shard_sched = None,
+        }
         assert_eq!(
             report.scenarios.len(),
             self.scenarios.len(),
@@ -277,6 +321,19 @@ impl<'a> Collector<'a> {
             stopped_early: self.stopped_early,
             shard_busy_pct: self.shard_cpu_s.iter().map(busy).collect(),
             shard_cpu_s: self.shard_cpu_s,
+            shard_wait_pct: self
+                .shard_sched
+                .iter()
+                .flatten()
+                .map(|s| busy(&s.wait_s))
+                .collect(),
+            shard_wait_per_run_ms: self
+                .shard_sched
+                .iter()
+                .flatten()
+                .map(|s| 1000.0 * s.wait_s / s.runs.max(1) as f64)
+                .collect(),
+            steal_pct: steal_pct(self.steal_at_start, &self.plan.cpus),
             connections_open: vec![self.connections_open],
             open_loop: None,
             total: Stats::new("all", total),

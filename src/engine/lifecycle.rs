@@ -109,6 +109,7 @@ pub async fn run(ctx: ShardContext) {
             connections_open: shard.open_connections.get(),
             inflight_peak: shard.inflight_peak.get(),
             cpu_s: crate::host::thread_cpu_seconds(),
+            sched: crate::host::thread_sched(),
             abandoned: shard.inflight.borrow().live as u64,
         };
         // The channel holds several reports per shard and the coordinator

@@ -74,6 +74,8 @@ pub struct Report {
     pub inflight_peak: u64,
     /// The shard thread's CPU seconds so far.
     pub cpu_s: f64,
+    /// The shard thread's scheduling so far, if known.
+    pub sched: Option<crate::host::ThreadSched>,
     /// Requests in flight when the stage was abandoned, not counted.
     pub abandoned: u64,
 }

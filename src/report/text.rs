@@ -163,6 +163,25 @@ fn health_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
         .map(|(_, n)| n)
         .sum();
     let _ = writeln!(out, "port/fd exhaustion errors {generator}");
+    for stage in &run.stages {
+        let max = |v: &[f64]| v.iter().copied().reduce(f64::max);
+        let wait = match (
+            max(&stage.shard_wait_per_run_ms),
+            max(&stage.shard_wait_pct),
+        ) {
+            (Some(per_run), Some(share)) => {
+                format!("{per_run:.3} ms per wake-up ({share:.1}% of the stage)")
+            }
+            _ => "unknown".into(),
+        };
+        let _ = writeln!(
+            out,
+            "stage {}: shard CPU busy max {:.0}%, waiting for a CPU max {wait}, hypervisor steal {}",
+            stage.label,
+            max(&stage.shard_busy_pct).unwrap_or(0.0),
+            stage.steal_pct.map_or("unknown".into(), |s| format!("{s:.1}%"))
+        );
+    }
     for stage in run.stages.iter().filter(|s| s.is_open()) {
         let lag = &stage.total.metrics.sched_lag;
         let _ = writeln!(

@@ -115,6 +115,13 @@ fn merge_stage(mine: &mut StageSummary, theirs: StageSummary) {
     mine.stopped_early |= theirs.stopped_early;
     mine.shard_cpu_s.extend(theirs.shard_cpu_s);
     mine.shard_busy_pct.extend(theirs.shard_busy_pct);
+    mine.shard_wait_pct.extend(theirs.shard_wait_pct);
+    mine.shard_wait_per_run_ms
+        .extend(theirs.shard_wait_per_run_ms);
+    mine.steal_pct = match (mine.steal_pct, theirs.steal_pct) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
     mine.connections_open.extend(theirs.connections_open);
     mine.series = merge_series(
         std::mem::take(&mut mine.series),

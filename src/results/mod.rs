@@ -182,6 +182,19 @@ pub struct StageSummary {
     pub shard_cpu_s: Vec<f64>,
     /// Each shard's CPU over the stage's elapsed time, percent.
     pub shard_busy_pct: Vec<f64>,
+    /// Each shard's time runnable but waiting for a CPU (another process
+    /// or thread had it) over the stage's elapsed time, percent; empty
+    /// where the kernel keeps no schedstats.
+    #[serde(default)]
+    pub shard_wait_pct: Vec<f64>,
+    /// Each shard's mean wait for a CPU each time it became runnable,
+    /// milliseconds: about how late that wait stamped what it then read.
+    #[serde(default)]
+    pub shard_wait_per_run_ms: Vec<f64>,
+    /// Share of the shards' CPUs' time the hypervisor gave to another
+    /// guest during the stage, percent (merged: the highest host's).
+    #[serde(default)]
+    pub steal_pct: Option<f64>,
     /// Connections open at the end, per host (in `RunSummary::hosts`
     /// order).
     pub connections_open: Vec<u64>,

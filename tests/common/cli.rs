@@ -55,3 +55,11 @@ pub fn files_with_prefix(dir: &std::path::Path, prefix: &str) -> Vec<std::path::
         })
         .unwrap_or_default()
 }
+
+/// Held by each test of a binary that runs load: on a two-CPU machine two
+/// runs at once put their shards on the same CPU, each waits for the
+/// other, and the verdict rightly calls both invalid (exit 3).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
