@@ -279,6 +279,10 @@ pub const MOCK_REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Mock server: most output tokens it will generate for one response.
 pub const MOCK_OUTPUT_TOKENS_MAX: u32 = 1_000_000;
 
+/// Mock server: the gap between the bytes of a `slow_head` fault's
+/// response head (~100 bytes, so about 10 s for the head).
+pub const MOCK_SLOW_HEAD_BYTE_GAP: Duration = Duration::from_millis(100);
+
 /// Mock server: listen backlog. Large, so the generator's connect bursts are
 /// never turned into 1 s SYN retransmits by the mock itself.
 pub const MOCK_LISTEN_BACKLOG: i32 = 4096;

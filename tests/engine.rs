@@ -9,7 +9,7 @@ mod common;
 
 use loadtest::config;
 use loadtest::engine::{self, RunResult};
-use loadtest::mock::{MockServer, MockStats};
+use loadtest::mock::{Delay, MockServer, MockStats};
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::results::ErrorClass;
 use std::time::Duration;
@@ -87,8 +87,8 @@ fn streaming_ttft_and_itl_follow_the_mock() {
     let ttft = Duration::from_millis(30);
     let itl = Duration::from_millis(5);
     let mock = start_mock(|c| {
-        c.ttft = ttft;
-        c.itl = itl;
+        c.ttft = Delay::Fixed(ttft);
+        c.itl = Delay::Fixed(itl);
         c.tokens = Some(10);
     });
     let plan = plan(

@@ -7,7 +7,7 @@
 mod common;
 
 use loadtest::engine::{self, RunResult};
-use loadtest::mock::{MockConfig, MockServer};
+use loadtest::mock::{Delay, MockConfig, MockServer};
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::report::console::Columns;
 use loadtest::results::ErrorClass;
@@ -146,7 +146,7 @@ fn poisson_arrivals_with_a_seed_are_reproducible() {
 
 #[test]
 fn max_inflight_overflow_is_counted_not_hidden() {
-    let mock = start_mock(|c| c.latency = Duration::from_millis(200));
+    let mock = start_mock(|c| c.latency = Delay::Fixed(Duration::from_millis(200)));
     let plan = plan(
         r#"{"stages":"@200:500ms","max_inflight":4,"defaults":{"stream":false}}"#,
         &mock,
@@ -239,7 +239,7 @@ fn arrivals_that_must_connect_never_wait_for_the_server() {
     // back only while this shard reads answers it has already received,
     // never until the server answers: had it waited for the server, the
     // scheduler lag would carry the 400 ms.
-    let mock = start_mock(|c| c.latency = Duration::from_millis(400));
+    let mock = start_mock(|c| c.latency = Delay::Fixed(Duration::from_millis(400)));
     let plan = plan(
         r#"{"stages":"@800:1s","warmup":"0s","defaults":{"stream":false}}"#,
         &mock,

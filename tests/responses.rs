@@ -6,6 +6,7 @@ mod common;
 
 use loadtest::config;
 use loadtest::engine::{self, RunResult};
+use loadtest::mock::Delay;
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::results::StageMetrics;
 use std::io::{Read, Write};
@@ -38,7 +39,7 @@ fn all(result: &RunResult) -> StageMetrics {
 
 #[test]
 fn streamed_and_whole_replies_count_exactly() {
-    let mock = start_mock(|c| c.ttft = Duration::from_millis(30));
+    let mock = start_mock(|c| c.ttft = Delay::Fixed(Duration::from_millis(30)));
     let plan = plan(
         r#"{"stages":"2:400ms","defaults":{"protocol":"openai-responses","max_tokens":9},
             "scenarios":[{"name":"s","stream":true},{"name":"w","stream":false}]}"#,
@@ -173,31 +174,40 @@ fn mixed_with_chat_and_messages_in_one_run() {
     assert_eq!(m.completion_tokens, served.completion_tokens);
 }
 
-/// The official `openai` Python SDK against `loadtest mock`: when
-/// `LOADTEST_SDK_PYTHON` names a Python with the SDK installed (CI makes
-/// one), `client.responses.create` and `client.responses.stream` must
-/// work; otherwise the test says why it did not run.
+/// The official `openai` and `anthropic` Python SDKs against `loadtest
+/// mock`: when `LOADTEST_SDK_PYTHON` names a Python with both installed
+/// (CI makes one), each script's calls must work (`tests/sdk`); otherwise
+/// the test says why it did not run.
 #[test]
-fn the_official_sdk_talks_to_the_mock() {
+fn the_official_sdks_talk_to_the_mock() {
     let Some(python) = std::env::var_os("LOADTEST_SDK_PYTHON") else {
-        eprintln!(
-            "skipped: LOADTEST_SDK_PYTHON is not set (CI installs the openai SDK and sets it)"
-        );
+        eprintln!("skipped: LOADTEST_SDK_PYTHON is not set (CI installs the SDKs and sets it)");
         return;
     };
     let mock = start_mock(|_| {});
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/responses.py");
-    let output = std::process::Command::new(python)
-        .arg(script)
-        .arg(format!("http://{}/v1", mock.addr()))
-        .output()
-        .expect("python runs");
+    let v1 = format!("http://{}/v1", mock.addr());
+    let root = format!("http://{}", mock.addr());
+    for (script, base) in [
+        ("responses.py", &v1),
+        ("chat.py", &v1),
+        ("anthropic_messages.py", &root),
+    ] {
+        let path = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
+        let output = std::process::Command::new(&python)
+            .arg(&path)
+            .arg(base)
+            .output()
+            .expect("python runs");
+        assert!(
+            output.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("sdk ok"),
+            "{script}"
+        );
+    }
     mock.stop().expect("the mock shut down cleanly");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("sdk ok"));
 }

@@ -10,6 +10,7 @@ mod common;
 
 use loadtest::config;
 use loadtest::engine::{self, RunResult};
+use loadtest::mock::Delay;
 use loadtest::plan::{self, Overrides, Plan};
 use loadtest::results::ErrorClass;
 use serde_json::Value;
@@ -490,8 +491,8 @@ fn realistic_context_grows_with_the_turn() {
 #[test]
 fn openai_and_anthropic_mix_in_one_run() {
     let mock = start_mock(|c| {
-        c.ttft = Duration::from_millis(5);
-        c.itl = Duration::from_millis(1);
+        c.ttft = Delay::Fixed(Duration::from_millis(5));
+        c.itl = Delay::Fixed(Duration::from_millis(1));
     });
     let plan = build(
         &shipped("cross-ingress.json"),

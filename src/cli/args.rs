@@ -162,28 +162,53 @@ pub struct RunArgs {
     /// Placement of the generator (and the in-process mock).
     #[command(flatten)]
     pub placement: PlacementArgs,
-    /// In-process mock: time to first token (e.g. 50ms).
+    /// In-process mock: time to first token (50ms, 20ms..80ms or
+    /// p50=50ms,p99=400ms).
     #[arg(long, requires = "mock")]
     pub mock_ttft: Option<String>,
-    /// In-process mock: delay between tokens.
+    /// In-process mock: delay between tokens (same forms).
     #[arg(long, requires = "mock")]
     pub mock_itl: Option<String>,
-    /// In-process mock: non-stream latency.
+    /// In-process mock: non-stream latency (same forms).
     #[arg(long, requires = "mock")]
     pub mock_latency: Option<String>,
+    /// In-process mock: faults at seeded per-request rates (see `loadtest
+    /// mock --help`).
+    #[arg(long, requires = "mock")]
+    pub mock_faults: Option<String>,
     /// In-process mock: output tokens per response (capped by max_tokens).
     #[arg(long, requires = "mock")]
     pub mock_tokens: Option<u32>,
 }
 
+const MOCK_HELP: &str = "\
+Delays (--latency, --ttft, --itl) take a fixed value (200ms), a uniform range (100ms..300ms) or a
+log-normal distribution by its median and 99th percentile (p50=200ms,p99=800ms), drawn per
+response (per token for --itl) from generators seeded by --seed.
+
+Faults (--faults NAME=RATE,..., rates per request adding up to at most 1; or one request's with
+the x-mock-fault: NAME header), and the error class the generator counts each in:
+  reset             RST once the request is read: conn_reset (on a reused connection: retried
+                    once as stale, or eof with --no-retry)
+  close_mid_stream  a stream (or a non-streamed body) cut halfway, connection closed:
+                    truncated_stream (non-streamed: eof)
+  garbage           bytes that are not HTTP, then close: bad_response
+  slow_head         the head sent one byte per 100 ms: timeout under a few seconds' timeout
+  stall             no answer at all until the client closes: timeout
+  status_500        500 with the API's error body: http_5xx
+  status_429        429 with Retry-After: 1: http_429
+  error_event       an error event mid-stream: stream_error_event
+
+Per-request headers override the flags: x-mock-latency-ms, x-mock-ttft-ms, x-mock-itl-ms,
+x-mock-tokens (output tokens), x-mock-status (force a status code), x-mock-close: 1 (close after
+responding), x-mock-fault: NAME.
+
+Routes: POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens;
+GET /v1/models (Anthropic's shape when the request has anthropic-version), /health.";
+
 /// `loadtest mock`.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Per-request headers override the flags: x-mock-latency-ms, x-mock-ttft-ms, \
-x-mock-itl-ms, x-mock-tokens (output tokens), x-mock-status (force a status code), \
-x-mock-close: 1 (close after responding), x-mock-fault: truncate | error-event (a stream \
-cut short, or an error event mid-stream)."
-)]
+#[command(after_help = MOCK_HELP)]
 pub struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -191,15 +216,23 @@ pub struct MockArgs {
     /// CPUs, one pinned shard each. Default: the last available CPU.
     #[arg(long)]
     pub cpus: Option<String>,
-    /// Time to first token of a streamed response (e.g. 50ms).
+    /// Time to first token of a streamed response: 50ms, 20ms..80ms, or
+    /// p50=50ms,p99=400ms.
     #[arg(long, default_value = "0ms")]
     pub ttft: String,
-    /// Delay between streamed tokens.
+    /// Delay between streamed tokens (same forms, drawn per token).
     #[arg(long, default_value = "0ms")]
     pub itl: String,
-    /// Delay before a non-streamed response.
+    /// Delay before a non-streamed response (same forms).
     #[arg(long, default_value = "0ms")]
     pub latency: String,
+    /// Faults at seeded per-request rates, e.g. reset=0.01,status_429=0.02
+    /// (catalogue below).
+    #[arg(long)]
+    pub faults: Option<String>,
+    /// Seed for the drawn delays and faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Output tokens per response (capped by the request's max_tokens).
     /// Default: exactly the request's max_tokens.
     #[arg(long)]

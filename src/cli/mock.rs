@@ -2,7 +2,7 @@
 
 use super::setup::duration_flag;
 use super::{usage, Failure, MockArgs};
-use crate::mock::{self, MockConfig};
+use crate::mock::{self, Delay, FaultRates, MockConfig};
 use crate::plan;
 use crate::verdict::Exit;
 
@@ -17,9 +17,11 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     };
     let listen = resolve_listen(&args.listen)?;
     let config = MockConfig {
-        latency: duration_flag("latency", &args.latency)?,
-        ttft: duration_flag("ttft", &args.ttft)?,
-        itl: duration_flag("itl", &args.itl)?,
+        latency: delay_flag("latency", &args.latency)?,
+        ttft: delay_flag("ttft", &args.ttft)?,
+        itl: delay_flag("itl", &args.itl)?,
+        faults: faults_flag("faults", args.faults.as_deref())?,
+        seed: args.seed,
         tokens: args.tokens,
         cpus: cpus.clone(),
         stall: match (&args.stall_at, &args.stall_for) {
@@ -33,14 +35,30 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     crate::host::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
     say!(
-        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, POST /v1/responses, POST /v1/messages, GET /health",
+        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens; GET /v1/models, /health{}",
         server.addr(),
-        plan::format_cpus(&cpus)
+        plan::format_cpus(&cpus),
+        match &args.faults {
+            Some(faults) => format!("; faults {faults} (seed {})", args.seed),
+            None => String::new(),
+        }
     );
     // `wait` returns only when a shard has ended, which is a failure.
     Err(Failure {
         exit: Exit::Invalid,
         message: server.wait(),
+    })
+}
+
+/// A delay flag: fixed, a range or a log-normal (`mock::Delay`).
+pub fn delay_flag(flag: &str, text: &str) -> Result<Delay, Failure> {
+    Delay::parse(text).map_err(|e| usage(format!("--{flag}: {e}")))
+}
+
+/// A fault-rate flag (`mock::FaultRates`); none when absent.
+pub fn faults_flag(flag: &str, text: Option<&str>) -> Result<FaultRates, Failure> {
+    text.map_or(Ok(FaultRates::default()), |t| {
+        FaultRates::parse(t).map_err(|e| usage(format!("--{flag}: {e}")))
     })
 }
 

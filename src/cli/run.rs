@@ -1,11 +1,11 @@
 //! `loadtest run`: plan, start the mock if asked, run, write every output,
 //! and end as the verdict says. Each step is its own function.
 
-use super::setup::{self, opt_duration};
+use super::setup;
 use super::{usage, Failure, RunArgs};
 use crate::engine;
 use crate::host::Facts;
-use crate::mock::{self, MockConfig, MockServer};
+use crate::mock::{self, Delay, MockConfig, MockServer};
 use crate::plan::Plan;
 use crate::report::console::{progress_line, run_header, Columns};
 use crate::report::summary::OutputFiles;
@@ -89,13 +89,19 @@ fn start_mock(args: &RunArgs, facts: &Facts) -> Result<Option<MockServer>, Failu
         return Ok(None);
     }
     let (_, cpus) = setup::cpus(&args.placement, &facts.allowed_cpus)?;
+    let delay = |flag: &str, text: &Option<String>| {
+        text.as_deref()
+            .map_or(Ok(Delay::default()), |t| super::mock::delay_flag(flag, t))
+    };
     let config = MockConfig {
-        latency: opt_duration("mock-latency", &args.mock_latency)?,
-        ttft: opt_duration("mock-ttft", &args.mock_ttft)?,
-        itl: opt_duration("mock-itl", &args.mock_itl)?,
+        latency: delay("mock-latency", &args.mock_latency)?,
+        ttft: delay("mock-ttft", &args.mock_ttft)?,
+        itl: delay("mock-itl", &args.mock_itl)?,
         tokens: args.mock_tokens,
         cpus,
         stall: None,
+        faults: super::mock::faults_flag("mock-faults", args.mock_faults.as_deref())?,
+        seed: args.overrides.seed.unwrap_or(1),
     };
     let server = mock::start("127.0.0.1:0".parse().expect("literal address"), config)
         .map_err(|e| usage(format!("--mock: {e}")))?;

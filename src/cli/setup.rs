@@ -48,12 +48,6 @@ pub fn duration_flag(flag: &str, text: &str) -> Result<Duration, Failure> {
     stage::parse_duration(text).map_err(|e| usage(format!("--{flag}: {e}")))
 }
 
-/// An optional duration flag; zero when absent.
-pub fn opt_duration(flag: &str, text: &Option<String>) -> Result<Duration, Failure> {
-    text.as_deref()
-        .map_or(Ok(Duration::ZERO), |t| duration_flag(flag, t))
-}
-
 fn load_profile(path: &Path) -> Result<crate::config::Profile, Failure> {
     let text =
         std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;

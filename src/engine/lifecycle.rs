@@ -112,19 +112,26 @@ pub async fn run(ctx: ShardContext) {
             sched: crate::host::thread_sched(),
             abandoned: shard.inflight.borrow().live as u64,
         };
-        // The channel holds several reports per shard and the coordinator
-        // drains it every stage, so it is never full in practice; if it
-        // were, wait on the executor rather than block the thread.
-        let mut pending = ShardMessage::Report(report);
-        loop {
-            match ctx.reports.try_send(pending) {
-                Ok(()) => break,
-                Err(mpsc::TrySendError::Full(back)) => {
-                    pending = back;
-                    rt::sleep(limits::COMMAND_POLL).await;
-                }
-                Err(mpsc::TrySendError::Disconnected(_)) => return,
+        if !send_report(&ctx.reports, report).await {
+            return;
+        }
+    }
+}
+
+/// Sends a stage's report; false when the coordinator is gone. The
+/// channel holds several reports per shard and the coordinator drains it
+/// every stage, so it is never full in practice; if it were, this waits on
+/// the executor rather than block the thread.
+async fn send_report(reports: &mpsc::SyncSender<ShardMessage>, report: Report) -> bool {
+    let mut pending = ShardMessage::Report(report);
+    loop {
+        match reports.try_send(pending) {
+            Ok(()) => return true,
+            Err(mpsc::TrySendError::Full(back)) => {
+                pending = back;
+                rt::sleep(limits::COMMAND_POLL).await;
             }
+            Err(mpsc::TrySendError::Disconnected(_)) => return false,
         }
     }
 }

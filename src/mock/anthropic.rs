@@ -2,10 +2,11 @@
 //! event sequence (`message_start`, `content_block_start`, `ping`, the
 //! deltas, `content_block_stop`, `message_delta`, `message_stop`).
 
-use super::generate::{generation, push_word, Generation, Timing};
+use super::generate::{generation, push_word, Generation};
 use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
-use super::wire::{push_chunk, stream_head, stream_tokens, write_simple};
+use super::timing::Timing;
+use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
 use std::io;
@@ -18,11 +19,11 @@ pub(super) async fn messages(
     shared: &Shared,
     knobs: &Knobs,
     request: &ChatRequest<'_>,
+    timing: Timing,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let g = generation(shared, knobs, request);
+    let g = generation(shared, knobs, request, timing.fault);
     let model = request.model.unwrap_or(b"mock");
-    let timing = Timing::new(knobs, &shared.config);
     if request.stream {
         return stream_reply(stream, bufs, &g, model, timing, keep_alive).await;
     }
@@ -44,8 +45,7 @@ pub(super) async fn messages(
     body.extend_from_slice(b",\"output_tokens\":");
     push_decimal(body, g.tokens);
     body.extend_from_slice(b"}}");
-    write_simple(stream, out, 200, body, keep_alive).await?;
-    Ok(false)
+    write_reply(stream, out, body, keep_alive, timing.fault).await
 }
 
 /// `max_tokens` when the reply was cut at the request's cap, else

@@ -1,12 +1,10 @@
-//! What a reply says and when: the generated text, the token counts
-//! (capped by the request and counted in the shard's stats), and the
-//! timing the flags and `x-mock-*` headers ask for.
+//! What a reply says: the generated text and the token counts (capped by
+//! the request and counted in the shard's stats).
 
-use super::request::{ChatRequest, Fault, Knobs};
+use super::faults::Fault;
+use super::request::{ChatRequest, Knobs};
 use super::server::Shared;
-use super::MockConfig;
 use crate::limits;
-use std::time::Duration;
 
 /// The generated text, built once per shard and sliced per response: a
 /// 128-token reply costs one copy instead of 128 small appends.
@@ -46,7 +44,12 @@ pub(super) struct Generation {
     pub(super) prompt_tokens: u64,
 }
 
-pub(super) fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'_>) -> Generation {
+pub(super) fn generation(
+    shared: &Shared,
+    knobs: &Knobs,
+    request: &ChatRequest<'_>,
+    fault: Fault,
+) -> Generation {
     let cap = request
         .max_completion_tokens
         .or(request.max_tokens)
@@ -58,7 +61,7 @@ pub(super) fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'
     let tokens = wanted
         .min(cap)
         .min(u64::from(limits::MOCK_OUTPUT_TOKENS_MAX));
-    let sent = if request.stream && knobs.fault == Fault::Truncate {
+    let sent = if fault == Fault::CloseMidStream {
         tokens / 2
     } else {
         tokens
@@ -76,30 +79,10 @@ pub(super) fn generation(shared: &Shared, knobs: &Knobs, request: &ChatRequest<'
     Generation {
         id,
         tokens,
-        hit_cap: tokens < wanted,
+        // The request's cap cut the reply (a model that never stops early
+        // always reaches it): `length` / `max_tokens`, as the APIs say.
+        hit_cap: tokens == cap,
         prompt_tokens,
-    }
-}
-
-/// How a response is paced and broken: the server's settings, overridden
-/// per request by the `x-mock-*` headers.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Timing {
-    pub(super) latency: Duration,
-    pub(super) ttft: Duration,
-    pub(super) itl: Duration,
-    pub(super) fault: Fault,
-}
-
-impl Timing {
-    pub(super) fn new(knobs: &Knobs, config: &MockConfig) -> Self {
-        let ms = |knob: Option<u64>, default: Duration| knob.map_or(default, Duration::from_millis);
-        Timing {
-            latency: ms(knobs.latency_ms, config.latency),
-            ttft: ms(knobs.ttft_ms, config.ttft),
-            itl: ms(knobs.itl_ms, config.itl),
-            fault: knobs.fault,
-        }
     }
 }
 

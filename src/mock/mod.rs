@@ -18,7 +18,13 @@
 //! | output tokens (default: the request's `max_tokens`) | `--tokens` | `x-mock-tokens` |
 //! | force a status | | `x-mock-status` |
 //! | close after responding | | `x-mock-close: 1` |
-//! | stream fault | | `x-mock-fault: truncate` or `error-event` |
+//! | a fault (see `faults`) | `--faults NAME=RATE,…` | `x-mock-fault: NAME` |
+//!
+//! Delays take a fixed value, a uniform range or a log-normal median and
+//! 99th percentile (`timing`); headers take fixed milliseconds. Draws come
+//! from each shard's generator, seeded from `--seed`, so a hostile run
+//! repeats. `GET /v1/models` and `POST /v1/messages/count_tokens` answer
+//! as the real APIs do.
 //!
 //! Output tokens are capped by the request's `max_tokens`, and `usage`
 //! always reports the tokens actually sent. Prompt tokens are estimated as
@@ -28,16 +34,22 @@
 //!
 //! Files: `server` (accepting, one connection's requests, routing),
 //! `request` (the request head and the chat body), `generate` (what a
-//! reply says and when), `openai`, `anthropic` and `responses` (each
-//! API's reply), `wire` (HTTP framing, SSE chunks, errors).
+//! reply says), `timing` (when), `faults` (what goes wrong), `openai`,
+//! `anthropic` and `responses` (each API's reply), `wire` (HTTP framing,
+//! SSE chunks, errors, the faults that break the framing).
 
 mod anthropic;
+mod faults;
 mod generate;
 mod openai;
 mod request;
 mod responses;
 mod server;
+mod timing;
 mod wire;
+
+pub use faults::{Fault, FaultRates};
+pub use timing::Delay;
 
 use crate::limits;
 use crate::rt;
@@ -51,12 +63,12 @@ use std::time::{Duration, Instant};
 /// Mock server settings.
 #[derive(Debug, Clone)]
 pub struct MockConfig {
-    /// Delay before a non-streamed response.
-    pub latency: Duration,
-    /// Delay before the first streamed token.
-    pub ttft: Duration,
-    /// Delay between streamed tokens.
-    pub itl: Duration,
+    /// Delay before a non-streamed response (drawn per response).
+    pub latency: Delay,
+    /// Delay before the first streamed token (drawn per response).
+    pub ttft: Delay,
+    /// Delay between streamed tokens (drawn per token).
+    pub itl: Delay,
     /// Output tokens per response, capped by the request's `max_tokens`;
     /// `None`: exactly the request's `max_tokens` (128 when it sets none),
     /// the way a model that never stops early would answer.
@@ -67,17 +79,24 @@ pub struct MockConfig {
     /// server started are answered only when the window ends (the whole
     /// server seems to freeze, as in a GC pause or a failover).
     pub stall: Option<(Duration, Duration)>,
+    /// Per-request fault rates (none by default).
+    pub faults: FaultRates,
+    /// Seeds each shard's draws (delays and faults), so a hostile run
+    /// can be repeated.
+    pub seed: u64,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
-            latency: Duration::ZERO,
-            ttft: Duration::ZERO,
-            itl: Duration::ZERO,
+            latency: Delay::default(),
+            ttft: Delay::default(),
+            itl: Delay::default(),
             tokens: None,
             cpus: vec![0],
             stall: None,
+            faults: FaultRates::default(),
+            seed: 0x6d6f_636b,
         }
     }
 }
@@ -93,6 +112,15 @@ pub struct MockStats {
     pub prompt_tokens: u64,
     /// Connections accepted.
     pub connections: u64,
+    /// Faults served, by `Fault::ALL` index (asked for or drawn).
+    pub faults: [u64; Fault::ALL.len()],
+}
+
+impl MockStats {
+    /// How many times `fault` was served.
+    pub fn fault(&self, fault: Fault) -> u64 {
+        fault.index().map_or(0, |i| self.faults[i])
+    }
 }
 
 /// A running mock server.
@@ -126,6 +154,9 @@ impl MockServer {
                     total.completion_tokens += stats.completion_tokens;
                     total.prompt_tokens += stats.prompt_tokens;
                     total.connections += stats.connections;
+                    for (sum, n) in total.faults.iter_mut().zip(stats.faults) {
+                        *sum += n;
+                    }
                 }
                 Err(why) => {
                     failed.get_or_insert(format!("mock shard {index} panicked: {why}"));

@@ -1,10 +1,11 @@
 //! OpenAI Chat Completions replies: a `chat.completion` object, or a
 //! stream of `chat.completion.chunk` events ending in `[DONE]`.
 
-use super::generate::{generation, push_word, Generation, Timing};
+use super::generate::{generation, push_word, Generation};
 use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
-use super::wire::{push_chunk, stream_head, stream_tokens, write_simple};
+use super::timing::Timing;
+use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
 use std::io;
@@ -18,10 +19,10 @@ pub(super) async fn chat(
     shared: &Shared,
     knobs: &Knobs,
     request: &ChatRequest<'_>,
+    timing: Timing,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let g = generation(shared, knobs, request);
-    let timing = Timing::new(knobs, &shared.config);
+    let g = generation(shared, knobs, request, timing.fault);
     let chunk_at = object_prefix(&mut bufs.prefix, g.id, request.model.unwrap_or(b"mock"));
     if !request.stream {
         if !timing.latency.is_zero() {
@@ -41,8 +42,7 @@ pub(super) async fn chat(
         body.extend_from_slice(b"\"}],");
         usage(body, &g);
         body.push(b'}');
-        write_simple(stream, out, 200, body, keep_alive).await?;
-        return Ok(false);
+        return write_reply(stream, out, body, keep_alive, timing.fault).await;
     }
     let Buffers {
         prefix,

@@ -1,6 +1,7 @@
 //! What the mock reads from a request: the head (route, framing, the
 //! `x-mock-*` knobs) and, with the JSON skimmer, the chat body.
 
+use super::faults::Fault;
 use crate::limits;
 use crate::protocol::json::{self, Kind, Scanner};
 
@@ -13,17 +14,8 @@ pub(super) struct Knobs {
     pub(super) tokens: Option<u64>,
     pub(super) status: Option<u16>,
     pub(super) close: bool,
-    pub(super) fault: Fault,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fault {
-    #[default]
-    None,
-    /// Stop the stream halfway and close the connection (no `[DONE]`).
-    Truncate,
-    /// Send an error event halfway, then end normally.
-    ErrorEvent,
+    /// A fault asked for by name (`x-mock-fault`); `None`: drawn.
+    pub(super) fault: Option<Fault>,
 }
 
 pub(super) struct RequestHead {
@@ -32,6 +24,8 @@ pub(super) struct RequestHead {
     pub(super) post: bool,
     pub(super) route: Route,
     pub(super) keep_alive: bool,
+    /// It carried `anthropic-version` (an Anthropic client).
+    pub(super) anthropic: bool,
     pub(super) knobs: Knobs,
 }
 
@@ -40,6 +34,8 @@ pub(super) enum Route {
     Chat,
     Messages,
     Responses,
+    CountTokens,
+    Models,
     Health,
     NotFound,
 }
@@ -58,6 +54,8 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
         "/v1/chat/completions" | "/chat/completions" => Route::Chat,
         "/v1/messages" | "/messages" => Route::Messages,
         "/v1/responses" | "/responses" => Route::Responses,
+        "/v1/messages/count_tokens" | "/messages/count_tokens" => Route::CountTokens,
+        "/v1/models" | "/models" => Route::Models,
         "/health" | "/healthz" => Route::Health,
         _ => Route::NotFound,
     };
@@ -67,6 +65,7 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
         post: request.method == Some("POST"),
         route,
         keep_alive: request.version != Some(0),
+        anthropic: false,
         knobs: Knobs::default(),
     };
     for h in request.headers.iter() {
@@ -79,6 +78,8 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
             return Err("chunked request bodies are not supported by the mock");
         } else if name.eq_ignore_ascii_case("connection") {
             head.keep_alive = !value.eq_ignore_ascii_case("close");
+        } else if name.eq_ignore_ascii_case("anthropic-version") {
+            head.anthropic = true;
         } else if name.eq_ignore_ascii_case("x-mock-latency-ms") {
             head.knobs.latency_ms = number();
         } else if name.eq_ignore_ascii_case("x-mock-ttft-ms") {
@@ -94,11 +95,7 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
         } else if name.eq_ignore_ascii_case("x-mock-close") {
             head.knobs.close = value == "1" || value.eq_ignore_ascii_case("true");
         } else if name.eq_ignore_ascii_case("x-mock-fault") {
-            head.knobs.fault = match value {
-                "truncate" => Fault::Truncate,
-                "error-event" => Fault::ErrorEvent,
-                _ => Fault::None,
-            };
+            head.knobs.fault = Some(Fault::named(value).ok_or("unknown x-mock-fault")?);
         }
     }
     if head.body_bytes > limits::MOCK_REQUEST_BODY_BYTES_MAX {
@@ -256,7 +253,7 @@ mod tests {
         assert!(!head.keep_alive);
         assert_eq!(head.knobs.ttft_ms, Some(50));
         assert_eq!(head.knobs.tokens, Some(7));
-        assert_eq!(head.knobs.fault, Fault::Truncate);
+        assert_eq!(head.knobs.fault, Some(Fault::CloseMidStream));
         assert!(parse_request_head(b"GET /health HTTP/1.1\r\n")
             .unwrap()
             .is_none());

@@ -13,10 +13,12 @@
 //! one; an id of another shard (a reconnect may land elsewhere) is taken on
 //! trust, since shards share nothing.
 
-use super::generate::{generation, push_word, Generation, Timing};
-use super::request::{ChatRequest, Fault, Knobs};
+use super::faults::Fault;
+use super::generate::{generation, push_word, Generation};
+use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
-use super::wire::{push_chunk, stream_head, stream_tokens, write_simple};
+use super::timing::Timing;
+use super::wire::{push_chunk, stream_head, stream_tokens, write_reply, write_simple};
 use crate::http::push_decimal;
 use crate::rt;
 use std::io;
@@ -30,6 +32,7 @@ pub(super) async fn respond(
     shared: &Shared,
     knobs: &Knobs,
     request: &ChatRequest<'_>,
+    timing: Timing,
     keep_alive: bool,
 ) -> io::Result<bool> {
     if let Some(previous) = request.previous_response_id {
@@ -46,9 +49,8 @@ pub(super) async fn respond(
             return Ok(false);
         }
     }
-    let g = generation(shared, knobs, request);
+    let g = generation(shared, knobs, request, timing.fault);
     shared.response_ids.borrow_mut().remember(g.id);
-    let timing = Timing::new(knobs, &shared.config);
     let reply = Reply {
         g: &g,
         shard: shared.shard,
@@ -66,8 +68,7 @@ pub(super) async fn respond(
     let Buffers { out, body, .. } = bufs;
     body.clear();
     reply.object(body, Some(shared.text.borrow_mut().first(g.tokens)));
-    write_simple(stream, out, 200, body, keep_alive).await?;
-    Ok(false)
+    write_reply(stream, out, body, keep_alive, timing.fault).await
 }
 
 /// Whether `id` names a response this shard made recently (or another

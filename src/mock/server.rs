@@ -1,11 +1,14 @@
 //! The mock's shards: accepting connections, reading one connection's
 //! requests in turn, and routing each to its reply.
 
+use super::faults::Fault;
 use super::generate::TextCache;
 use super::request::{parse_chat, parse_request_head, RequestHead, Route};
-use super::wire::{write_error, write_simple, Flavor};
+use super::timing::Timing;
+use super::wire::{self, write_error, write_simple, Flavor};
 use super::{anthropic, openai, responses, MockConfig, MockStats};
 use crate::limits;
+use crate::rng::Rng;
 use crate::rt;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -26,6 +29,9 @@ pub(super) async fn serve(
     let shared = Rc::new(Shared {
         started,
         shard,
+        rng: RefCell::new(Rng::new(
+            config.seed ^ (shard as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        )),
         response_ids: RefCell::new(ResponseIds::default()),
         config,
         text: RefCell::new(TextCache::default()),
@@ -62,6 +68,8 @@ pub(super) struct Shared {
     pub(super) started: Instant,
     /// This shard's number (it is part of the Responses ids it makes).
     pub(super) shard: usize,
+    /// Draws faults and delays, seeded from `MockConfig::seed`.
+    pub(super) rng: RefCell<Rng>,
     /// The Responses ids this shard made recently.
     pub(super) response_ids: RefCell<ResponseIds>,
     pub(super) config: MockConfig,
@@ -92,9 +100,12 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
                 Ok(Some(head)) => break head,
                 Ok(None) if filled < limits::HEAD_BYTES_MAX => {}
                 Ok(None) => {
-                    return write_error(&mut stream, out, 431, "request head too large").await
+                    let message = "request head too large";
+                    return write_error(&mut stream, out, Flavor::OpenAi, 431, message).await;
                 }
-                Err(message) => return write_error(&mut stream, out, 400, message).await,
+                Err(message) => {
+                    return write_error(&mut stream, out, Flavor::OpenAi, 400, message).await
+                }
             }
             let n = stream.read(&mut buf[filled..]).await?;
             if n == 0 {
@@ -115,9 +126,14 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
         }
         let keep_alive = head.keep_alive && !head.knobs.close;
         let body = &buf[head.head_bytes..total];
-        let closed = respond(&mut stream, &mut bufs, shared, &head, body, keep_alive).await?;
-        if closed || !keep_alive {
-            return Ok(());
+        match respond(&mut stream, &mut bufs, shared, &head, body, keep_alive).await? {
+            Answer::Reset => {
+                stream.reset();
+                return Ok(());
+            }
+            Answer::Close => return Ok(()),
+            Answer::Kept if !keep_alive => return Ok(()),
+            Answer::Kept => {}
         }
         // Keep any pipelined bytes; shrink a buffer grown for a huge body.
         buf.copy_within(total..filled, 0);
@@ -141,58 +157,168 @@ async fn respond(
     head: &RequestHead,
     body: &[u8],
     keep_alive: bool,
-) -> io::Result<bool> {
+) -> io::Result<Answer> {
     let out = &mut bufs.out;
-    match (head.route, head.post) {
-        (Route::Health, _) => {
-            write_simple(stream, out, 200, b"{\"status\":\"ok\"}", keep_alive).await?;
-            Ok(false)
-        }
-        (Route::NotFound, _) => {
-            write_error(stream, out, 404, "no such route").await?;
-            Ok(true)
-        }
-        (Route::Chat | Route::Messages | Route::Responses, false) => {
-            write_error(stream, out, 405, "use POST").await?;
-            Ok(true)
-        }
-        (Route::Chat | Route::Messages | Route::Responses, true) => {
-            if let Some((at, length)) = shared.config.stall {
-                let since = shared.started.elapsed();
-                if since >= at && since < at + length {
-                    rt::sleep(at + length - since).await;
-                }
-            }
-            let flavor = match head.route {
-                Route::Messages => Flavor::Anthropic,
-                Route::Responses => Flavor::Responses,
-                _ => Flavor::OpenAi,
-            };
-            if let Some(status) = head.knobs.status.filter(|&s| s != 200) {
-                let body = flavor.error_body(status, "forced by x-mock-status");
-                write_simple(stream, out, status, body.as_bytes(), keep_alive).await?;
-                return Ok(false);
-            }
-            let Ok(request) = parse_chat(body) else {
-                write_error(stream, out, 400, "body is not a chat request").await?;
-                return Ok(true);
-            };
-            match flavor {
-                Flavor::OpenAi => {
-                    openai::chat(stream, bufs, shared, &head.knobs, &request, keep_alive).await
-                }
-                Flavor::Anthropic => {
-                    anthropic::messages(stream, bufs, shared, &head.knobs, &request, keep_alive)
-                        .await
-                }
-                Flavor::Responses => {
-                    responses::respond(stream, bufs, shared, &head.knobs, &request, keep_alive)
-                        .await
-                }
-            }
+    let flavor = match head.route {
+        Route::Messages | Route::CountTokens => Flavor::Anthropic,
+        Route::Responses => Flavor::Responses,
+        Route::Models if head.anthropic => Flavor::Anthropic,
+        _ => Flavor::OpenAi,
+    };
+    if let Some(answer) = plain_route(stream, out, head, flavor, keep_alive).await? {
+        return Ok(answer);
+    }
+    if let Some((at, length)) = shared.config.stall {
+        let since = shared.started.elapsed();
+        if since >= at && since < at + length {
+            rt::sleep(at + length - since).await;
         }
     }
+    let fault = head
+        .knobs
+        .fault
+        .unwrap_or_else(|| shared.config.faults.draw(&mut shared.rng.borrow_mut()));
+    if let Some(i) = fault.index() {
+        shared.count(|s| s.faults[i] += 1);
+    }
+    if let Some(answer) = break_framing(stream, out, flavor, fault, keep_alive).await? {
+        return Ok(answer);
+    }
+    let forced = match fault {
+        Fault::Status500 => Some(500),
+        Fault::Status429 => Some(429),
+        _ => head.knobs.status.filter(|&s| s != 200),
+    };
+    if let Some(status) = forced {
+        let body = flavor.error_body(status, "forced by the mock");
+        write_simple(stream, out, status, body.as_bytes(), keep_alive).await?;
+        return Ok(Answer::Kept);
+    }
+    let Ok(request) = parse_chat(body) else {
+        let message = "the body is not a request this route takes";
+        write_error(stream, out, flavor, 400, message).await?;
+        return Ok(Answer::Close);
+    };
+    let mut rng = Rng::new(shared.rng.borrow_mut().next_u64());
+    let timing = Timing::new(&head.knobs, &shared.config, fault, &mut rng);
+    let knobs = &head.knobs;
+    let dropped = match head.route {
+        Route::CountTokens => {
+            let count = format!("{{\"input_tokens\":{}}}", request.prompt_chars.div_ceil(4));
+            write_simple(stream, out, 200, count.as_bytes(), keep_alive).await?;
+            false
+        }
+        Route::Messages => {
+            anthropic::messages(stream, bufs, shared, knobs, &request, timing, keep_alive).await?
+        }
+        Route::Responses => {
+            responses::respond(stream, bufs, shared, knobs, &request, timing, keep_alive).await?
+        }
+        _ => openai::chat(stream, bufs, shared, knobs, &request, timing, keep_alive).await?,
+    };
+    Ok(if dropped { Answer::Close } else { Answer::Kept })
 }
+
+/// Answers the routes that generate nothing (health, the model list, an
+/// unknown route, a wrong method); `None` for a request to generate for.
+async fn plain_route(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    flavor: Flavor,
+    keep_alive: bool,
+) -> io::Result<Option<Answer>> {
+    let post = matches!(
+        head.route,
+        Route::Chat | Route::Messages | Route::Responses | Route::CountTokens
+    );
+    match head.route {
+        Route::Health => {
+            write_simple(stream, out, 200, b"{\"status\":\"ok\"}", keep_alive).await?;
+            Ok(Some(Answer::Kept))
+        }
+        Route::NotFound => {
+            write_error(stream, out, flavor, 404, "no such route").await?;
+            Ok(Some(Answer::Close))
+        }
+        Route::Models if !head.post => {
+            write_simple(stream, out, 200, models(flavor).as_bytes(), keep_alive).await?;
+            Ok(Some(Answer::Kept))
+        }
+        _ if post != head.post => {
+            let message = if post { "use POST" } else { "use GET" };
+            write_error(stream, out, flavor, 405, message).await?;
+            Ok(Some(Answer::Close))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What became of the connection after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answer {
+    /// It may carry the next request.
+    Kept,
+    /// It must be closed (a fault, or an error that closes it).
+    Close,
+    /// It was reset; nothing more may be done with it.
+    Reset,
+}
+
+/// The faults that break the HTTP exchange itself, done here; `None` for
+/// the others (answered by the route, or not a fault).
+async fn break_framing(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    flavor: Flavor,
+    fault: Fault,
+    keep_alive: bool,
+) -> io::Result<Option<Answer>> {
+    match fault {
+        Fault::Reset => Ok(Some(Answer::Reset)),
+        Fault::Garbage => {
+            stream
+                .write_all(b"HTTP/9.9 OOPS\r\n\x01\x02 not a response \xff\r\n\r\n")
+                .await?;
+            Ok(Some(Answer::Close))
+        }
+        Fault::Stall => {
+            // Until the client gives up and closes (or the mock stops).
+            let mut sink = [0u8; 512];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok(Some(Answer::Close))
+        }
+        Fault::SlowHead => {
+            let body = flavor.error_body(503, "slow head");
+            wire::simple_response(out, 503, body.as_bytes(), keep_alive);
+            for byte in out.iter() {
+                stream.write_all(std::slice::from_ref(byte)).await?;
+                rt::sleep(limits::MOCK_SLOW_HEAD_BYTE_GAP).await;
+            }
+            Ok(Some(Answer::Close))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `GET /v1/models`: the one model the mock serves, in the API's shape.
+fn models(flavor: Flavor) -> String {
+    match flavor {
+        Flavor::Anthropic => serde_json::json!({
+            "data": [{"type": "model", "id": MODEL, "display_name": "loadtest mock",
+                      "created_at": "2026-01-01T00:00:00Z"}],
+            "has_more": false, "first_id": MODEL, "last_id": MODEL
+        }),
+        _ => serde_json::json!({
+            "object": "list",
+            "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "loadtest"}]
+        }),
+    }
+    .to_string()
+}
+
+/// The model `GET /v1/models` lists (any model name is answered).
+const MODEL: &str = "mock-model";
 
 /// The most recent Responses ids a shard made (bounded by
 /// `limits::MOCK_RESPONSE_IDS_MAX`), so a `previous_response_id` it never

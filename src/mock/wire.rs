@@ -1,8 +1,8 @@
 //! HTTP framing for the mock's replies: heads, chunked SSE bodies,
 //! token pacing with faults, and error bodies in each API's shape.
 
-use super::generate::Timing;
-use super::request::Fault;
+use super::faults::Fault;
+use super::timing::Timing;
 use crate::http::{push_decimal, push_hex};
 use crate::rt;
 use std::io;
@@ -47,7 +47,7 @@ pub(super) async fn stream_tokens(
     out: &mut Vec<u8>,
     events: &mut Vec<u8>,
     tokens: u64,
-    timing: Timing,
+    mut timing: Timing,
     token: impl Fn(&mut Vec<u8>, u64),
     error: impl Fn(&mut Vec<u8>),
 ) -> io::Result<bool> {
@@ -55,18 +55,22 @@ pub(super) async fn stream_tokens(
         flush_events(stream, out, events).await?;
         rt::sleep(timing.ttft).await;
     }
+    let back_to_back = timing.back_to_back();
     for i in 0..tokens {
-        if i > 0 && !timing.itl.is_zero() {
+        if i > 0 && !back_to_back {
             flush_events(stream, out, events).await?;
-            rt::sleep(timing.itl).await;
+            rt::sleep(timing.next_gap()).await;
         }
-        if i == tokens / 2 && timing.fault != Fault::None {
-            if timing.fault == Fault::Truncate {
-                push_chunk(out, events);
-                stream.write_all(out).await?;
-                return Ok(true);
+        if i == tokens / 2 {
+            match timing.fault {
+                Fault::CloseMidStream => {
+                    push_chunk(out, events);
+                    stream.write_all(out).await?;
+                    return Ok(true);
+                }
+                Fault::ErrorEvent => error(events),
+                _ => {}
             }
-            error(events);
         }
         token(events, i);
     }
@@ -108,14 +112,8 @@ pub(super) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes a whole response with a JSON body.
-pub(super) async fn write_simple(
-    stream: &mut rt::TcpStream,
-    out: &mut Vec<u8>,
-    status: u16,
-    body: &[u8],
-    keep_alive: bool,
-) -> io::Result<()> {
+/// A whole response with a JSON body, into `out`.
+pub(super) fn simple_response(out: &mut Vec<u8>, status: u16, body: &[u8], keep_alive: bool) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status));
@@ -132,29 +130,50 @@ pub(super) async fn write_simple(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// Writes a whole response with a JSON body.
+pub(super) async fn write_simple(
+    stream: &mut rt::TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    keep_alive: bool,
+) -> io::Result<()> {
+    simple_response(out, status, body, keep_alive);
     stream.write_all(out).await
 }
 
-/// Writes an error in OpenAI's shape.
-pub(super) async fn write_json_error(
+/// Writes a non-streamed 200 reply; with the `close_mid_stream` fault,
+/// only its head and half its body. Returns true when the connection
+/// must then be dropped.
+pub(super) async fn write_reply(
     stream: &mut rt::TcpStream,
     out: &mut Vec<u8>,
-    status: u16,
-    message: &str,
+    body: &[u8],
     keep_alive: bool,
-) -> io::Result<()> {
-    let body = serde_json::json!({"error": {"message": message, "type": "mock_error"}}).to_string();
-    write_simple(stream, out, status, body.as_bytes(), keep_alive).await
+    fault: Fault,
+) -> io::Result<bool> {
+    simple_response(out, 200, body, keep_alive);
+    if fault == Fault::CloseMidStream {
+        let cut = out.len() - body.len() / 2;
+        stream.write_all(&out[..cut]).await?;
+        return Ok(true);
+    }
+    stream.write_all(out).await?;
+    Ok(false)
 }
 
-/// Writes an error and closes the connection after it.
+/// Writes an error in the API's shape and closes the connection after it.
 pub(super) async fn write_error(
     stream: &mut rt::TcpStream,
     out: &mut Vec<u8>,
+    flavor: Flavor,
     status: u16,
     message: &str,
 ) -> io::Result<()> {
-    write_json_error(stream, out, status, message, false).await
+    let body = flavor.error_body(status, message);
+    write_simple(stream, out, status, body.as_bytes(), false).await
 }
 
 /// The reason phrase of a status.

@@ -171,6 +171,27 @@ impl TcpStream {
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+
+    /// Closes the connection with a reset (RST) instead of a FIN, as a
+    /// crashed or overloaded server's kernel does (the mock's `reset`
+    /// fault).
+    pub fn reset(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: sets an option on our own socket from a local struct of
+        // the size given; closing it (on drop) then sends the RST.
+        unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
 }
 
 /// After a non-blocking call on a socket failed: `None` to make the call

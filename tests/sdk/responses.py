@@ -7,8 +7,9 @@ from openai import OpenAI
 
 client = OpenAI(base_url=sys.argv[1], api_key="mock", max_retries=0)
 
+# The model stops on its own after 5 tokens, under the cap: completed.
 first = client.responses.create(model="mock-model", input="hello", instructions="be brief",
-                                max_output_tokens=5)
+                                max_output_tokens=8, extra_headers={"x-mock-tokens": "5"})
 assert first.status == "completed", first.status
 assert first.usage.output_tokens == 5, first.usage
 assert len(first.output_text.split()) == 5, first.output_text
@@ -30,7 +31,8 @@ try:
 except openai.NotFoundError:
     pass
 
-with client.responses.stream(model="mock-model", input="stream it", max_output_tokens=4) as stream:
+with client.responses.stream(model="mock-model", input="stream it", max_output_tokens=9,
+                             extra_headers={"x-mock-tokens": "4"}) as stream:
     deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
     final = stream.get_final_response()
 assert len(deltas) == 4, deltas
