@@ -46,7 +46,7 @@ pub fn compare(args: CompareArgs) -> Result<Exit, Failure> {
         let mut text =
             serde_json::to_string_pretty(&comparison).expect("a comparison always serializes");
         text.push('\n');
-        std::fs::write(path, text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        crate::report::summary::replace(path, &text).map_err(usage)?;
     }
     for line in crate::compare::table(&comparison).lines() {
         say!("{line}");
@@ -70,7 +70,7 @@ pub fn merge(args: MergeArgs) -> Result<Exit, Failure> {
     let merged = results::merge(summaries).map_err(|e| usage(format!("merge: {e}")))?;
     let verdict = verdict::judge(&merged);
     let text = crate::report::summary::summary_json(&merged, &verdict);
-    std::fs::write(&args.out, text).map_err(|e| usage(format!("{}: {e}", args.out.display())))?;
+    crate::report::summary::replace(&args.out, &text).map_err(usage)?;
     say!("merged {count} summaries into {}", args.out.display());
     super::run::print_verdict(&verdict);
     Ok(verdict.exit)

@@ -77,6 +77,23 @@ impl OutputFiles {
 /// replace an existing file (a name taken means another run chose the same
 /// id). On any failure no partial file is left, and the error names `path`.
 pub fn write(path: &Path, text: &str) -> Result<(), String> {
+    write_via_temporary(path, text, publish)
+}
+
+/// Writes `text` to `path` whole or not at all, replacing a file already
+/// there (`merge -o`, `compare --json`): a temporary file beside it,
+/// synced, then renamed over it.
+pub fn replace(path: &Path, text: &str) -> Result<(), String> {
+    write_via_temporary(path, text, |temporary, path| {
+        std::fs::rename(temporary, path)
+    })
+}
+
+fn write_via_temporary(
+    path: &Path,
+    text: &str,
+    put_in_place: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> Result<(), String> {
     use std::io::Write as _;
     let name = path
         .file_name()
@@ -90,7 +107,7 @@ pub fn write(path: &Path, text: &str) -> Result<(), String> {
             file.write_all(text.as_bytes())?;
             file.sync_all()
         })
-        .and_then(|()| publish(&temporary, path));
+        .and_then(|()| put_in_place(&temporary, path));
     let _ = std::fs::remove_file(&temporary);
     result.map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -172,6 +189,11 @@ mod tests {
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
         assert!(write(&files.summary, "x").is_err());
         assert_eq!(RunSummary::read(&files.summary).unwrap(), run);
+        // `replace` (merge -o) does overwrite, whole; into a directory
+        // that is not there it fails and leaves the old file as it was.
+        replace(&files.summary, "whole").unwrap();
+        assert_eq!(std::fs::read_to_string(&files.summary).unwrap(), "whole");
+        assert!(replace(&dir.join("missing/x.json"), "x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
