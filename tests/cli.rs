@@ -153,6 +153,30 @@ fn run_with_the_built_in_mock_writes_a_summary() {
         assert!(total["ttft_ms"]["p50"].as_f64().is_some());
     }
     assert_eq!(stages[1]["load"]["users"], 4);
+    // `report` renders the summary exactly as the run wrote each file.
+    let id = summaries[0].file_name().unwrap().to_string_lossy()["summary-".len()..]
+        .trim_end_matches(".json")
+        .to_string();
+    for (format, file) in [
+        ("txt", format!("report-{id}.txt")),
+        ("csv", format!("report-{id}.csv")),
+        ("prom", format!("metrics-{id}.prom")),
+        ("json", format!("summary-{id}.json")),
+    ] {
+        let rendered = bin()
+            .arg("report")
+            .arg(&summaries[0])
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert_eq!(rendered.status.code(), Some(0), "{}", stderr(&rendered));
+        let written = std::fs::read_to_string(out.join(&file)).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&rendered.stdout),
+            written,
+            "{format}"
+        );
+    }
 }
 
 #[test]

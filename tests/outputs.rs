@@ -271,6 +271,24 @@ fn compare_and_merge_on_the_command_line() {
         m.stages[0].total.metrics.requests,
         a.stages[0].total.metrics.requests + b.stages[0].total.metrics.requests
     );
+    // The merged summary renders like a run's, from the same model.
+    let text = dir.join("merged.txt");
+    let out = bin()
+        .arg("report")
+        .arg(&merged)
+        .arg("-o")
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(exit.code())));
+    let verdict = verdict::judge(&m);
+    assert_eq!(
+        std::fs::read_to_string(&text).unwrap(),
+        loadtest::report::text::text_report(&m, &verdict)
+    );
+    assert!(std::fs::read_to_string(&text)
+        .unwrap()
+        .contains("merged from 2 hosts"));
     let out = merge(&old, &old, &dir.join("x.json"));
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -25,6 +25,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge summaries from several generator hosts into one, exactly.
     Merge(MergeArgs),
+    /// Render a summary (a merged one too) as a run writes it: the text
+    /// report (default), CSV, Prometheus exposition or summary JSON.
+    Report(ReportArgs),
     /// Serve the built-in mock upstream (OpenAI Chat Completions, OpenAI
     /// Responses and Anthropic Messages).
     Mock(MockArgs),
@@ -121,6 +124,33 @@ pub struct MergeArgs {
     /// Where to write the merged summary.
     #[arg(short = 'o', long = "out")]
     pub out: PathBuf,
+}
+
+/// `loadtest report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A `summary-<id>.json`, from a run or from `merge`.
+    pub summary: PathBuf,
+    /// What to render.
+    #[arg(long, value_enum, default_value = "txt")]
+    pub format: ReportFormat,
+    /// Write it here (replacing the file, whole or not at all) instead of
+    /// to stdout.
+    #[arg(short = 'o', long = "out")]
+    pub out: Option<PathBuf>,
+}
+
+/// A format `loadtest report` renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The text report (`report-<id>.txt`).
+    Txt,
+    /// One row per stage × scenario (`report-<id>.csv`).
+    Csv,
+    /// Prometheus text exposition (`metrics-<id>.prom`).
+    Prom,
+    /// The summary itself, with its verdict judged again.
+    Json,
 }
 
 /// `loadtest validate`.

@@ -52,6 +52,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Validate(args) => summaries::validate(args),
         Command::Compare(args) => summaries::compare(args),
         Command::Merge(args) => summaries::merge(args),
+        Command::Report(args) => summaries::report(args),
         Command::Mock(args) => mock::serve(args),
     }
 }

@@ -1,6 +1,7 @@
 //! The commands that work on plans and finished summaries without
-//! generating load: `validate`, `compare` and `merge`.
+//! generating load: `validate`, `compare`, `merge` and `report`.
 
+use super::args::{ReportArgs, ReportFormat};
 use super::setup;
 use super::{usage, CompareArgs, Failure, MergeArgs, ValidateArgs};
 use crate::host::Facts;
@@ -73,5 +74,27 @@ pub fn merge(args: MergeArgs) -> Result<Exit, Failure> {
     crate::report::summary::replace(&args.out, &text).map_err(usage)?;
     say!("merged {count} summaries into {}", args.out.display());
     super::run::print_verdict(&verdict);
+    Ok(verdict.exit)
+}
+
+/// `loadtest report`: a summary rendered as a run writes it, from the
+/// results model, judged again; exits as that verdict says.
+pub fn report(args: ReportArgs) -> Result<Exit, Failure> {
+    let summary = RunSummary::read(&args.summary).map_err(usage)?;
+    let verdict = verdict::judge(&summary);
+    let text = match args.format {
+        ReportFormat::Txt => crate::report::text::text_report(&summary, &verdict),
+        ReportFormat::Csv => crate::report::csv::csv(&summary),
+        ReportFormat::Prom => crate::report::prometheus::prometheus(&summary),
+        ReportFormat::Json => crate::report::summary::summary_json(&summary, &verdict),
+    };
+    match &args.out {
+        Some(path) => crate::report::summary::replace(path, &text).map_err(usage)?,
+        None => {
+            for line in text.lines() {
+                say!("{line}");
+            }
+        }
+    }
     Ok(verdict.exit)
 }
