@@ -3,7 +3,7 @@
 
 use super::faults::Fault;
 use super::generate::TextCache;
-use super::request::{parse_chat, parse_request_head, RequestHead, Route};
+use super::request::{parse_chat, parse_request_head, ChatRequest, RequestHead, Route};
 use super::timing::Timing;
 use super::wire::{self, write_error, write_simple, Flavor};
 use super::{anthropic, openai, responses, MockConfig, MockStats};
@@ -178,10 +178,7 @@ async fn respond(
         .knobs
         .fault
         .unwrap_or_else(|| shared.config.faults.draw(&mut shared.rng.borrow_mut()));
-    if let Some(i) = fault.index() {
-        shared.count(|s| s.faults[i] += 1);
-    }
-    if let Some(answer) = break_framing(stream, out, flavor, fault, keep_alive).await? {
+    if let Some(answer) = break_framing(stream, out, flavor, fault, keep_alive, shared).await? {
         return Ok(answer);
     }
     let forced = match fault {
@@ -189,6 +186,9 @@ async fn respond(
         Fault::Status429 => Some(429),
         _ => head.knobs.status.filter(|&s| s != 200),
     };
+    if matches!(fault, Fault::Status500 | Fault::Status429) {
+        count_fault(shared, fault);
+    }
     if let Some(status) = forced {
         let body = flavor.error_body(status, "forced by the mock");
         write_simple(stream, out, status, body.as_bytes(), keep_alive).await?;
@@ -199,24 +199,45 @@ async fn respond(
         write_error(stream, out, flavor, 400, message).await?;
         return Ok(Answer::Close);
     };
+    // A fault only a stream can show is not one for other requests.
+    let fault = match fault {
+        Fault::ErrorEvent if !request.stream || head.route == Route::CountTokens => Fault::None,
+        Fault::CloseMidStream if head.route == Route::CountTokens => Fault::None,
+        fault => fault,
+    };
+    count_fault(shared, fault);
     let mut rng = Rng::new(shared.rng.borrow_mut().next_u64());
     let timing = Timing::new(&head.knobs, &shared.config, fault, &mut rng);
+    let dropped = reply(stream, bufs, shared, head, &request, timing, keep_alive).await?;
+    Ok(if dropped { Answer::Close } else { Answer::Kept })
+}
+
+/// Writes the route's reply to a request; true when the connection must
+/// then be dropped (a stream cut on purpose).
+async fn reply(
+    stream: &mut rt::TcpStream,
+    bufs: &mut Buffers,
+    shared: &Shared,
+    head: &RequestHead,
+    request: &ChatRequest<'_>,
+    timing: Timing,
+    keep_alive: bool,
+) -> io::Result<bool> {
     let knobs = &head.knobs;
-    let dropped = match head.route {
+    match head.route {
         Route::CountTokens => {
             let count = format!("{{\"input_tokens\":{}}}", request.prompt_chars.div_ceil(4));
-            write_simple(stream, out, 200, count.as_bytes(), keep_alive).await?;
-            false
+            write_simple(stream, &mut bufs.out, 200, count.as_bytes(), keep_alive).await?;
+            Ok(false)
         }
         Route::Messages => {
-            anthropic::messages(stream, bufs, shared, knobs, &request, timing, keep_alive).await?
+            anthropic::messages(stream, bufs, shared, knobs, request, timing, keep_alive).await
         }
         Route::Responses => {
-            responses::respond(stream, bufs, shared, knobs, &request, timing, keep_alive).await?
+            responses::respond(stream, bufs, shared, knobs, request, timing, keep_alive).await
         }
-        _ => openai::chat(stream, bufs, shared, knobs, &request, timing, keep_alive).await?,
-    };
-    Ok(if dropped { Answer::Close } else { Answer::Kept })
+        _ => openai::chat(stream, bufs, shared, knobs, request, timing, keep_alive).await,
+    }
 }
 
 /// Answers the routes that generate nothing (health, the model list, an
@@ -265,15 +286,29 @@ pub(super) enum Answer {
     Reset,
 }
 
-/// The faults that break the HTTP exchange itself, done here; `None` for
-/// the others (answered by the route, or not a fault).
+/// Counts a fault served (nothing for `Fault::None`).
+fn count_fault(shared: &Shared, fault: Fault) {
+    if let Some(i) = fault.index() {
+        shared.count(|s| s.faults[i] += 1);
+    }
+}
+
+/// The faults that break the HTTP exchange itself, done (and counted)
+/// here; `None` for the others (answered by the route, or not a fault).
 async fn break_framing(
     stream: &mut rt::TcpStream,
     out: &mut Vec<u8>,
     flavor: Flavor,
     fault: Fault,
     keep_alive: bool,
+    shared: &Shared,
 ) -> io::Result<Option<Answer>> {
+    if matches!(
+        fault,
+        Fault::Reset | Fault::Garbage | Fault::Stall | Fault::SlowHead
+    ) {
+        count_fault(shared, fault);
+    }
     match fault {
         Fault::Reset => Ok(Some(Answer::Reset)),
         Fault::Garbage => {
