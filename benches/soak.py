@@ -23,10 +23,13 @@ BINARY = os.path.join(ROOT, "target", "release", "loadtest")
 
 
 def sample(pid):
-    """(RSS MiB, open descriptors, threads) of a running process."""
+    """(RSS MiB, open descriptors, threads) of a running process; None
+    once it is exiting (a zombie has no memory or descriptors left)."""
     rss, threads = 0.0, 0
     with open(f"/proc/{pid}/status") as status:
         for line in status:
+            if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                return None
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024
             elif line.startswith("Threads:"):
@@ -77,9 +80,12 @@ def main():
     while run.poll() is None:
         time.sleep(args.every)
         try:
-            rss, fds, threads = sample(run.pid)
+            taken = sample(run.pid)
         except (FileNotFoundError, ProcessLookupError):
             break
+        if taken is None or run.poll() is not None:
+            break
+        rss, fds, threads = taken
         t = time.time() - started
         samples.append((t, rss, fds, threads))
         print(f"{t:5.0f} {rss:9.1f} {fds:5d} {threads:8d}", flush=True)

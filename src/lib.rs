@@ -15,8 +15,9 @@
 //!
 //! # Layout (each module uses only those listed below it)
 //! - `cli`: flags as data and the commands (`run`, `validate`, `compare`,
-//!   `merge`, `mock`); planning in one place for `validate` and `run`; the
-//!   only place that prints and picks the exit code.
+//!   `merge`, `report`, `mock`); planning in one place for `validate` and
+//!   `run`; stop signals; the only place that prints and picks the exit
+//!   code.
 //! - `compare`: a baseline summary against a new one.
 //! - `report`: the console lines and every output file, rendered from a
 //!   `RunSummary` and its `Verdict`; no measuring, no judging.
@@ -30,7 +31,8 @@
 //! - `results`: the typed results model: shard-local `StageMetrics` and
 //!   HDR histograms, stage and run summaries that are written and read
 //!   back as `summary-<id>.json`, exact merging of hosts.
-//! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream.
+//! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream,
+//!   faithful by default and hostile on request (faults, drawn delays).
 //! - `plan`: a profile plus overrides, validated and resolved into the
 //!   `Plan` the engine runs; `config` is the profile as written.
 //! - `protocol`: wire-format adapters (OpenAI Chat Completions, Anthropic
@@ -39,6 +41,7 @@
 //! - `rt`: the runtime seam (executors, the epoll reactor, sockets), the
 //!   only module that names glommio; `host`: process and kernel facts.
 //! - `content`, `stage`, `rng`: prompt text, stage strings, the seeded RNG.
+//! - `secrets`: what of a header value or URL may ever be shown.
 //! - `limits`: every bound, with its cost.
 
 #![warn(missing_docs)]
