@@ -162,6 +162,7 @@ fn run_with_the_built_in_mock_writes_a_summary() {
         ("csv", format!("report-{id}.csv")),
         ("prom", format!("metrics-{id}.prom")),
         ("json", format!("summary-{id}.json")),
+        ("html", format!("report-{id}.html")),
     ] {
         let rendered = bin()
             .arg("report")
@@ -519,7 +520,7 @@ fn two_runs_at_once_into_one_folder_keep_their_own_files() {
                 .into_iter()
                 .filter(|p| p.to_string_lossy().contains(&id))
                 .collect();
-            let want = if prefix == "report-" { 2 } else { 1 };
+            let want = if prefix == "report-" { 3 } else { 1 };
             assert_eq!(mine.len(), want, "{prefix} of {id}");
         }
         let results = out.join(format!("results-{id}.jsonl"));

@@ -79,13 +79,18 @@ fn mixed_closed_and_open_stages_make_one_report() {
             assert!((120..=280).contains(&m.arrivals), "{}", m.arrivals);
         }
         assert_eq!(m.dropped_arrivals, 0);
+        // Every arrival was sent and finished, but one due in the stage's
+        // last moments may find it over (a pacer past the end's grace on a
+        // busy machine): then it is missed, and counted.
         assert_eq!(
-            m.requests, m.arrivals,
-            "every arrival was sent and finished"
+            m.requests + m.missed_arrivals,
+            m.arrivals,
+            "every arrival is sent or missed"
         );
+        assert!(m.missed_arrivals <= 1, "{} missed", m.missed_arrivals);
         assert_eq!(m.latency_corrected.count(), m.ok);
         assert_eq!(m.ttft_corrected.count(), m.ok);
-        assert_eq!(m.sched_lag.count(), m.arrivals);
+        assert_eq!(m.sched_lag.count(), m.requests);
         // Corrected is never below uncorrected.
         for p in [50.0, 99.0, 100.0] {
             assert!(m.latency_corrected.percentile_ms(p) >= m.latency.percentile_ms(p));
@@ -93,10 +98,11 @@ fn mixed_closed_and_open_stages_make_one_report() {
         let achieved = stage.achieved_rate().unwrap();
         assert!(achieved > 0.0);
     }
+    let missed = result.stages[1].total.metrics.missed_arrivals;
     assert_eq!(
         result.stages[1].achieved_rate(),
-        Some(400.0),
-        "constant spacing: exactly the target"
+        Some((200 - missed) as f64 / 0.5),
+        "constant spacing: exactly the target, less what was missed"
     );
     let total: u64 = result
         .stages

@@ -100,7 +100,7 @@ fn no_planted_secret_reaches_any_output_or_message() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 6, "{files:?}");
     for file in files {
         assert_clean(
             &file.display().to_string(),

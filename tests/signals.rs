@@ -74,7 +74,7 @@ fn assert_every_output(out: &Path) {
         );
     }
     let reports = files_with_prefix(out, "report-");
-    assert_eq!(reports.len(), 2, "report .txt and .csv: {reports:?}");
+    assert_eq!(reports.len(), 3, "report .txt, .html and .csv: {reports:?}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub enum Command {
     /// Merge summaries from several generator hosts into one, exactly.
     Merge(MergeArgs),
     /// Render a summary (a merged one too) as a run writes it: the text
-    /// report (default), CSV, Prometheus exposition or summary JSON.
+    /// report (default), HTML, CSV, Prometheus exposition or summary JSON.
     Report(ReportArgs),
     /// Serve the built-in mock upstream (OpenAI Chat Completions, OpenAI
     /// Responses and Anthropic Messages).
@@ -147,6 +147,8 @@ pub enum ReportFormat {
     Txt,
     /// One row per stage × scenario (`report-<id>.csv`).
     Csv,
+    /// The drawn report (`report-<id>.html`).
+    Html,
     /// Prometheus text exposition (`metrics-<id>.prom`).
     Prom,
     /// The summary itself, with its verdict judged again.

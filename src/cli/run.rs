@@ -197,8 +197,9 @@ fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &Outpu
         say!("results: {results} ({lines} lines)");
     }
     say!(
-        "report: {}, {} and {}",
+        "report: {}, {}, {} and {}",
         files.text.display(),
+        files.html.display(),
         files.csv.display(),
         files.prometheus.display()
     );

@@ -85,6 +85,7 @@ pub fn report(args: ReportArgs) -> Result<Exit, Failure> {
     let text = match args.format {
         ReportFormat::Txt => crate::report::text::text_report(&summary, &verdict),
         ReportFormat::Csv => crate::report::csv::csv(&summary),
+        ReportFormat::Html => crate::report::html::html_report(&summary, &verdict),
         ReportFormat::Prom => crate::report::prometheus::prometheus(&summary),
         ReportFormat::Json => crate::report::summary::summary_json(&summary, &verdict),
     };

@@ -22,8 +22,9 @@ use std::time::Instant;
 /// wake-up per tick instead of one per arrival. An arrival that finds
 /// `max_inflight` conversations in flight is counted as dropped, never
 /// queued or delayed. The stage ends at its end instant whatever the
-/// pacer's lag: arrivals due before it but not sent by then are counted
-/// as missed (`miss_the_rest`), never sent after it.
+/// pacer's lag: arrivals due before it but not sent by then (give or take
+/// `limits::STAGE_END_GRACE`) are counted as missed (`miss_the_rest`),
+/// never sent later.
 ///
 /// Over 70 lines on purpose: the arrival loop is the open loop's hot path
 /// and reads best as one control flow with its reasons beside it.
@@ -51,7 +52,7 @@ pub(super) async fn pacer(
             if due >= run.end.get() {
                 break 'pacing;
             }
-            if now >= run.end.get() {
+            if now >= run.end.get() + limits::STAGE_END_GRACE {
                 miss_the_rest(&run, &mut schedule, &mut blend);
                 break 'pacing;
             }
@@ -184,8 +185,8 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
     let _in_flight = InFlight(&shard);
     let now = Instant::now();
     let measured = intended >= run.measure_from;
-    if now >= run.end.get() {
-        // Started by the pacer but first run after the end: missed.
+    if now >= run.end.get() + limits::STAGE_END_GRACE {
+        // Started by the pacer but first run well after the end: missed.
         if measured && !run.stopped.get() {
             run.metrics.borrow_mut()[scenario].missed_arrivals += 1;
         }

@@ -2,7 +2,8 @@
 //! two scenarios, with known latencies, statuses and errors.
 
 use crate::results::{
-    ErrorClass, Host, PlanInfo, RunResult, RunSummary, StageMetrics, StageSummary, Stats,
+    ErrorClass, Host, PlanInfo, RunResult, RunSummary, SecondWindow, SeriesPoint, StageMetrics,
+    StageSummary, Stats, Window,
 };
 use crate::verdict::{self, Verdict};
 use std::time::{Duration, SystemTime};
@@ -107,7 +108,31 @@ fn fixed_stage(
         open_loop: None,
         total: Stats::new("all", total),
         scenarios,
-        series: Vec::new(),
+        series: (1..=3).map(|second| point(second, index)).collect(),
+    }
+}
+
+/// Second `second` of stage `index`: a few requests, one failed in the
+/// first (warm-up) second.
+fn point(second: u32, index: usize) -> SeriesPoint {
+    let mut window = Window::default();
+    for k in 0..u64::from(second) * 5 {
+        window.requests += 1;
+        window
+            .latency
+            .record_us(900 + 200 * k + 1_000 * index as u64);
+        window.ttft.record_us(300 + 50 * k);
+    }
+    if second == 1 {
+        window.requests += 1;
+        window.errors += 1;
+    }
+    SeriesPoint {
+        second,
+        unix_s: 1_795_305_600 + 10 * index as u64 + u64::from(second),
+        warmup: second == 1,
+        in_flight: u64::from(second) + 1,
+        window: SecondWindow::pack(&window),
     }
 }
 

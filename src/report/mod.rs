@@ -1,5 +1,6 @@
 //! Report writers: the console table, `report-<id>.txt`, `report-<id>.csv`,
-//! `metrics-<id>.prom` and `summary-<id>.json`.
+//! `report-<id>.html` (with `svg`'s charts), `metrics-<id>.prom` and
+//! `summary-<id>.json`.
 //!
 //! Every writer takes a `RunSummary` (a live run's, a read one or a merged
 //! one) and its `Verdict`, and does no measuring and no judging of its
@@ -8,8 +9,10 @@
 
 pub mod console;
 pub mod csv;
+pub mod html;
 pub mod prometheus;
 pub mod summary;
+pub mod svg;
 pub mod text;
 
 use crate::results::{Hist, StageMetrics};

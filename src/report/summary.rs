@@ -35,6 +35,8 @@ pub struct OutputFiles {
     pub text: PathBuf,
     /// `report-<id>.csv`.
     pub csv: PathBuf,
+    /// `report-<id>.html`.
+    pub html: PathBuf,
     /// `metrics-<id>.prom`.
     pub prometheus: PathBuf,
 }
@@ -47,6 +49,7 @@ impl OutputFiles {
             summary: dir.join(format!("summary-{run_id}.json")),
             text: dir.join(format!("report-{run_id}.txt")),
             csv: dir.join(format!("report-{run_id}.csv")),
+            html: dir.join(format!("report-{run_id}.html")),
             prometheus: dir.join(format!("metrics-{run_id}.prom")),
         }
     }
@@ -54,10 +57,11 @@ impl OutputFiles {
     /// Writes the summary and every report, each on its own: a file that
     /// cannot be written is named in the error, and the others are kept.
     pub fn write_reports(&self, run: &RunSummary, verdict: &Verdict) -> Result<(), String> {
-        let outputs: [(&Path, String); 4] = [
+        let outputs: [(&Path, String); 5] = [
             (&self.summary, summary_json(run, verdict)),
             (&self.text, super::text::text_report(run, verdict)),
             (&self.csv, super::csv::csv(run)),
+            (&self.html, super::html::html_report(run, verdict)),
             (&self.prometheus, super::prometheus::prometheus(run)),
         ];
         let failed: Vec<String> = outputs
