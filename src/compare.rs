@@ -6,7 +6,9 @@
 //! name, plus the stage totals. A stage or scenario present on one side
 //! only is reported as such, never skipped in silence.
 
-use crate::results::{RunSummary, StageSummary, Stats};
+use crate::report::html::{nines, nines_label, LADDER, STYLE};
+use crate::report::svg::{escape, line_chart, Chart, Scale, Series};
+use crate::results::{Hist, RunSummary, StageSummary, Stats};
 use crate::verdict;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -264,9 +266,136 @@ pub fn table(c: &Comparison) -> String {
     out
 }
 
+/// The comparison as one HTML page (`compare --html`): the table of
+/// figures with regressions marked, and per paired stage the two runs'
+/// percentile ladders and latency distributions on the same axes. Inline
+/// SVG, no script, nothing fetched.
+pub fn html(old: &RunSummary, new: &RunSummary, c: &Comparison) -> String {
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>loadtest compare</title>\
+         <style>{STYLE}</style></head><body>\n<h1>{} (old) against {} (new)</h1>\n<p class=\"{}\">{} regression(s) at {}%</p>\n<ul>",
+        escape(&old.run_id),
+        escape(&new.run_id),
+        if c.regressions > 0 { "bad" } else { "ok" },
+        c.regressions,
+        c.regress_pct
+    );
+    for note in &c.notes {
+        let _ = write!(out, "<li>note: {}</li>", escape(note));
+    }
+    for one in &c.one_sided {
+        let _ = write!(
+            out,
+            "<li>only in the {} run: stage {} ({}){}</li>",
+            one.side,
+            one.stage_index + 1,
+            escape(&one.stage),
+            one.scenario
+                .as_deref()
+                .map_or(String::new(), |s| format!(", scenario {}", escape(s)))
+        );
+    }
+    out.push_str("</ul>\n<table><tr><th>stage</th><th>scenario</th><th>metric</th><th>old</th><th>new</th><th>change</th><th></th></tr>");
+    for d in &c.deltas {
+        let change = if d.old.abs() > f64::EPSILON {
+            format!("{:+.1}%", 100.0 * (d.new - d.old) / d.old.abs())
+        } else {
+            "-".into()
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{change}</td><td{}>{}</td></tr>",
+            escape(&d.stage),
+            escape(&d.scenario),
+            d.metric,
+            d.old,
+            d.new,
+            if d.regression { " class=\"bad\"" } else { "" },
+            if d.regression { "REGRESSION" } else { "ok" }
+        );
+    }
+    out.push_str("</table>\n");
+    for (a, b) in old
+        .stages
+        .iter()
+        .zip(&new.stages)
+        .filter(|(a, b)| a.label == b.label)
+    {
+        stage_charts(&mut out, a, b);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// One paired stage's ladders and distributions, old beside new.
+fn stage_charts(out: &mut String, old: &StageSummary, new: &StageSummary) {
+    let _ = writeln!(
+        out,
+        "<h2>Stage {} {}</h2>",
+        old.index + 1,
+        escape(&old.label)
+    );
+    let mut ladder = Chart::new("Percentile ladder (all scenarios)", "percentile", "ms");
+    ladder.y_scale = Scale::Log;
+    ladder.x_names = LADDER.iter().map(|(_, n)| (*n).to_string()).collect();
+    let mut distribution = Chart::new("Latency distribution", "percentile", "ms");
+    distribution.x_scale = Scale::Log;
+    distribution.y_scale = Scale::Log;
+    distribution.x_format = nines_label;
+    let rungs = |hist: &Hist| -> Vec<(f64, f64)> {
+        LADDER
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (p, _))| hist.percentile_ms(*p).map(|v| (i as f64, v)))
+            .collect()
+    };
+    for (side, stage) in [("old", old), ("new", new)] {
+        let m = &stage.total.metrics;
+        for (name, hist) in [("latency", &m.latency), ("TTFT", &m.ttft)] {
+            let points = rungs(hist);
+            if !points.is_empty() {
+                ladder.series.push(Series {
+                    name: format!("{side} {name}"),
+                    points,
+                });
+            }
+        }
+        let curve = nines(&m.latency);
+        if !curve.is_empty() {
+            distribution.series.push(Series {
+                name: format!("{side} latency"),
+                points: curve,
+            });
+        }
+    }
+    out.push_str(&line_chart(&ladder));
+    out.push_str(&line_chart(&distribution));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_html_comparison_draws_both_runs_and_fetches_nothing() {
+        let (old, _) = crate::report::fixture::fixed();
+        let mut new = old.clone();
+        new.run_id = "the-new-run".into();
+        for _ in 0..200 {
+            new.stages[0].total.metrics.latency.record_us(500_000);
+        }
+        new.derive();
+        let c = compare(&old, &new, 10.0).unwrap();
+        let page = html(&old, &new, &c);
+        assert!(page.contains("the-new-run (new)"), "{page}");
+        assert!(page.contains("REGRESSION") && page.contains("class=\"bad\""));
+        // Two charts per paired stage, each with both runs.
+        assert_eq!(page.matches("<svg").count(), 2 * old.stages.len());
+        assert!(page.contains(">old latency<") && page.contains(">new latency<"));
+        for forbidden in ["<script", "<link", " src=", " href=", "url("] {
+            assert!(!page.contains(forbidden), "{forbidden}");
+        }
+    }
 
     #[test]
     fn repeated_labels_pair_by_position_and_one_sided_parts_are_reported() {

@@ -206,14 +206,19 @@ fn compare_and_merge_on_the_command_line() {
     worse.derive();
     let new = write(&dir, "new.json", &worse);
     let json = dir.join("comparison.json");
+    let page = dir.join("comparison.html");
     let out = bin()
         .arg("compare")
         .arg(&old)
         .arg(&new)
         .arg("--json")
         .arg(&json)
+        .arg("--html")
+        .arg(&page)
         .output()
         .unwrap();
+    let drawn = std::fs::read_to_string(&page).unwrap();
+    assert!(drawn.contains("<svg") && drawn.contains("REGRESSION"), "{drawn}");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

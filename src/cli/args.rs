@@ -113,6 +113,10 @@ pub struct CompareArgs {
     /// Also write the comparison as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also draw the comparison as one HTML page in this file: the table,
+    /// and per stage both runs' percentiles on the same axes.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// `loadtest merge`.

@@ -49,6 +49,10 @@ pub fn compare(args: CompareArgs) -> Result<Exit, Failure> {
         text.push('\n');
         crate::report::summary::replace(path, &text).map_err(usage)?;
     }
+    if let Some(path) = &args.html {
+        let page = crate::compare::html(&old, &new, &comparison);
+        crate::report::summary::replace(path, &page).map_err(usage)?;
+    }
     for line in crate::compare::table(&comparison).lines() {
         say!("{line}");
     }

@@ -14,7 +14,8 @@ use crate::results::{from_unix_ms, rfc3339, Hist, RunSummary, StageSummary};
 use crate::verdict::{knee_line, Verdict};
 use std::fmt::Write as _;
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#222}\
+/// The page style, shared by the run report and `compare --html`.
+pub const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:980px;color:#222}\
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ccc}\
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}\
 table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #eee}\
@@ -180,8 +181,8 @@ fn timeline_section(out: &mut String, run: &RunSummary) {
     );
 }
 
-/// Percentiles drawn on a ladder and as a distribution.
-const LADDER: [(f64, &str); 5] = [
+/// Percentiles drawn on a ladder.
+pub const LADDER: [(f64, &str); 5] = [
     (50.0, "p50"),
     (90.0, "p90"),
     (95.0, "p95"),
@@ -275,7 +276,7 @@ fn stage_charts(out: &mut String, stage: &StageSummary) {
 /// The latency at each percentile, with x = 1 / (1 − p): the usual way to
 /// draw an HDR histogram, where each nine takes the same width (x = 2 is
 /// the median, 100 the p99, 1,000 the p99.9).
-fn nines(hist: &Hist) -> Vec<(f64, f64)> {
+pub fn nines(hist: &Hist) -> Vec<(f64, f64)> {
     let mut out = Vec::new();
     for step in 0..=40 {
         let nines = f64::from(step) / 10.0; // 0 to 4 nines
@@ -288,7 +289,7 @@ fn nines(hist: &Hist) -> Vec<(f64, f64)> {
 }
 
 /// The percentile at x = 1 / (1 − p): 1 is 0 %, 10 is 90 %, 100 is 99 %.
-fn nines_label(x: f64) -> String {
+pub fn nines_label(x: f64) -> String {
     let p = 100.0 * (1.0 - 1.0 / x);
     if p == p.round() {
         format!("{p:.0}%")
