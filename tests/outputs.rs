@@ -218,7 +218,10 @@ fn compare_and_merge_on_the_command_line() {
         .output()
         .unwrap();
     let drawn = std::fs::read_to_string(&page).unwrap();
-    assert!(drawn.contains("<svg") && drawn.contains("REGRESSION"), "{drawn}");
+    assert!(
+        drawn.contains("<svg") && drawn.contains("REGRESSION"),
+        "{drawn}"
+    );
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -191,6 +191,11 @@ pub struct RunArgs {
     /// stage rows, no progress).
     #[arg(long)]
     pub quiet: bool,
+    /// Serve live Prometheus metrics at http://ADDR/metrics while the run
+    /// goes (e.g. 127.0.0.1:9464; port 0 picks one, and the address is
+    /// printed).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     /// Do not write results-<id>.jsonl (the per-turn log costs ~5-8 % of
     /// the engine's CPU at tens of thousands of requests per second).
     #[arg(long)]

@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod args;
+mod live;
 mod mock;
 pub mod output;
 mod run;

@@ -1,6 +1,7 @@
 //! `loadtest run`: plan, start the mock if asked, run, write every output,
 //! and end as the verdict says. Each step is its own function.
 
+use super::live::LiveServer;
 use super::setup;
 use super::{usage, Failure, RunArgs};
 use crate::engine;
@@ -46,8 +47,9 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
             );
         }
     }
+    let mut live = start_live(&args)?;
     let sink = start_sink(&args, &plan, &files, &run_id)?;
-    let result = drive(&plan, &info, sink.as_ref(), args.quiet);
+    let result = drive(&plan, &info, sink.as_ref(), live.as_mut(), args.quiet);
     if let Some(server) = mock {
         // The results stand (a dead mock shard shows in them as errors);
         // say why the upstream misbehaved.
@@ -108,6 +110,23 @@ fn start_mock(args: &RunArgs, facts: &Facts) -> Result<Option<MockServer>, Failu
     Ok(Some(server))
 }
 
+/// The live metrics endpoint, when `--metrics-listen` asks for one; says
+/// where it is, and warns when it is reachable from other hosts.
+fn start_live(args: &RunArgs) -> Result<Option<LiveServer>, Failure> {
+    let Some(addr) = &args.metrics_listen else {
+        return Ok(None);
+    };
+    let server = LiveServer::start(addr).map_err(usage)?;
+    eprintln!("loadtest: live metrics on http://{}/metrics", server.addr);
+    if !server.addr.ip().is_loopback() {
+        eprintln!(
+            "loadtest: warning: --metrics-listen {} is reachable from other hosts",
+            server.addr
+        );
+    }
+    Ok(Some(server))
+}
+
 /// The per-turn log's writer, unless `--no-jsonl`.
 fn start_sink(
     args: &RunArgs,
@@ -132,6 +151,7 @@ fn drive(
     plan: &Plan,
     info: &PlanInfo,
     sink: Option<&crate::sink::Sink>,
+    mut live: Option<&mut LiveServer>,
     quiet: bool,
 ) -> Result<results::RunResult, String> {
     let columns = Columns::of(info);
@@ -142,7 +162,7 @@ fn drive(
     // SAFETY: isatty only inspects the descriptor.
     let terminal = unsafe { libc::isatty(2) } == 1;
     let mut line_open = false;
-    engine::run_with_sink(plan, sink, |progress| match progress {
+    let mut show = |progress: &engine::Progress<'_>| match *progress {
         _ if quiet => {}
         // Progress goes to stderr so stdout stays the table.
         engine::Progress::StageStarted(index) => eprintln!(
@@ -168,7 +188,29 @@ fn drive(
             }
             print_rows(&columns, stage, info.max_inflight);
         }
+    };
+    engine::run_with_sink(plan, sink, |progress| {
+        if let Some(live) = live.as_deref_mut() {
+            publish(live, plan, &progress);
+        }
+        show(&progress);
     })
+}
+
+/// Hands a step of the run to the live endpoint.
+fn publish(live: &mut LiveServer, plan: &Plan, progress: &engine::Progress<'_>) {
+    match progress {
+        engine::Progress::StageStarted(index) => {
+            let stage = &plan.stages[*index];
+            let target = match stage.load {
+                crate::stage::Load::Open { rate, .. } => Some(rate),
+                crate::stage::Load::Closed { .. } => None,
+            };
+            live.update(|l| l.stage_started(*index, &stage.label(), target));
+        }
+        engine::Progress::Second { point, .. } => live.update(|l| l.second(point)),
+        engine::Progress::StageFinished(stage) => live.update(|l| l.stage_finished(stage)),
+    }
 }
 
 fn print_rows(columns: &Columns, stage: &StageSummary, max_inflight: u64) {

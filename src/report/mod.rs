@@ -10,6 +10,7 @@
 pub mod console;
 pub mod csv;
 pub mod html;
+pub mod live;
 pub mod prometheus;
 pub mod summary;
 pub mod svg;
