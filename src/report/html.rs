@@ -44,8 +44,9 @@ pub fn html_report(run: &RunSummary, verdict: &Verdict) -> String {
     if !turns.is_empty() {
         let _ = write!(
             out,
-            "<h2>Per turn</h2>\n<p>All stages; prompt tokens from the server's usage.</p><pre>{}</pre>\n",
-            escape(&turns)
+            "<h2>Per turn</h2>\n<p>All stages; prompt tokens from the server's usage.</p><pre>{}</pre>\n{}",
+            escape(&turns),
+            turn_charts(run)
         );
     }
     out.push_str("</body></html>\n");
@@ -298,6 +299,62 @@ pub fn nines_label(x: f64) -> String {
     }
 }
 
+/// The open-loop stages as a table: offered against achieved, errors,
+/// lag, missed and dropped arrivals.
+fn sweep_table(out: &mut String, open: &[&StageSummary]) {
+    out.push_str("<table><tr><th>stage</th><th>target/s</th><th>achieved/s</th><th>achieved %</th><th>error rate</th><th>lag p99 ms</th><th>missed</th><th>dropped</th></tr>");
+    for s in open {
+        let m = &s.total.metrics;
+        let o = s.open_loop.unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.label),
+            o.target_rate,
+            o.achieved_rate,
+            o.achieved_pct,
+            s.total.rates.error_rate,
+            ms(m.sched_lag.percentile_ms(99.0)),
+            m.missed_arrivals,
+            m.dropped_arrivals
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+/// Mean prompt tokens and mean latency per turn of each multi-turn
+/// scenario: the context growing turn by turn, and what it costs.
+fn turn_charts(run: &RunSummary) -> String {
+    let mut prompt = Chart::new("Prompt tokens per turn", "turn", "mean prompt tokens");
+    let mut latency = Chart::new("Latency per turn", "turn", "mean latency ms");
+    for (i, scenario) in run.plan.scenarios.iter().enumerate() {
+        if scenario.turns.max == 1 {
+            continue;
+        }
+        let mut merged = crate::results::StageMetrics::new();
+        for stage in &run.stages {
+            if let Some(stats) = stage.scenarios.get(i) {
+                merged.merge(&stats.metrics);
+            }
+        }
+        let rows = merged.turn_rows();
+        let points = |f: &dyn Fn(&crate::results::TurnRow) -> Option<f64>| -> Vec<(f64, f64)> {
+            rows.iter()
+                .filter_map(|(turn, row)| Some((*turn as f64, f(row)?)))
+                .collect()
+        };
+        prompt.series.push(Series {
+            name: scenario.name.clone(),
+            points: points(&|r| r.mean_prompt_tokens()),
+        });
+        latency.series.push(Series {
+            name: scenario.name.clone(),
+            points: points(&|r| r.mean_latency_ms()),
+        });
+    }
+    line_chart(&prompt) + &line_chart(&latency)
+}
+
 /// The open-loop sweep: corrected and uncorrected p99 and the achieved
 /// rate against the target, the knee marked.
 fn knee_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
@@ -335,28 +392,27 @@ fn knee_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
             points,
         });
     }
+    let mut errors = Chart::new(
+        "Open-loop sweep: errors against the target rate",
+        "target arrivals/s",
+        "error rate %",
+    );
+    errors.series.push(Series {
+        name: "error rate".into(),
+        points: points(&|s| Some(100.0 * s.total.rates.error_rate)),
+    });
     let knee = verdict.knee.as_ref();
     if let Some(k) = knee.and_then(|k| k.highest_ok.as_ref()) {
         chart.marks.push((k.rate, format!("knee {}", k.stage)));
+        errors.marks.push((k.rate, format!("knee {}", k.stage)));
     }
-    let _ = write!(out, "<h2>Open loop</h2>\n{}<table><tr><th>stage</th><th>target/s</th><th>achieved/s</th><th>achieved %</th><th>error rate</th><th>lag p99 ms</th><th>missed</th><th>dropped</th></tr>", line_chart(&chart));
-    for s in open {
-        let m = &s.total.metrics;
-        let o = s.open_loop.unwrap_or_default();
-        let _ = write!(
-            out,
-            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.2}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&s.label),
-            o.target_rate,
-            o.achieved_rate,
-            o.achieved_pct,
-            s.total.rates.error_rate,
-            ms(m.sched_lag.percentile_ms(99.0)),
-            m.missed_arrivals,
-            m.dropped_arrivals
-        );
-    }
-    out.push_str("</table>\n");
+    let _ = write!(
+        out,
+        "<h2>Open loop</h2>\n{}{}",
+        line_chart(&chart),
+        line_chart(&errors)
+    );
+    sweep_table(out, &open);
     if let Some(k) = knee {
         let _ = writeln!(out, "<p>{}</p>", escape(&knee_line(k)));
     }
@@ -376,8 +432,12 @@ mod tests {
         for forbidden in ["<script", "<link", " src=", " href=", "url(", "@import"] {
             assert!(!html.contains(forbidden), "{forbidden} in the report");
         }
-        // Charts: two over time, two per stage, the sweep.
-        assert_eq!(html.matches("<svg").count(), 2 + 2 * run.stages.len() + 1);
+        // Charts: two over time, two per stage, two for the sweep, two
+        // per turn.
+        assert_eq!(
+            html.matches("<svg").count(),
+            2 + 2 * run.stages.len() + 2 + 2
+        );
         assert!(html.contains("<h2>Open loop</h2>") && html.contains("knee"));
         assert!(html.contains("<polyline"));
         assert_eq!(nines_label(1.0), "0%");
