@@ -179,6 +179,8 @@ impl From<StageMetrics> for MetricsWire {
 impl TryFrom<MetricsWire> for StageMetrics {
     type Error = String;
 
+    /// Over 70 lines on purpose: one assignment per field, in the order of
+    /// the wire struct, so a field added there is easy to see missing here.
     fn try_from(w: MetricsWire) -> Result<StageMetrics, String> {
         let mut m = StageMetrics::new();
         for (name, n) in w.errors {
