@@ -193,14 +193,12 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
         return;
     }
     let mut user = shard.take_user(scenario);
-    if measured {
-        let mut metrics = run.metrics.borrow_mut();
-        metrics[scenario]
-            .sched_lag
-            .record(now.saturating_duration_since(intended));
-    }
     if now >= run.measure_from {
-        run.metrics.borrow_mut()[scenario].arrivals_sent += 1;
+        let m = &mut run.metrics.borrow_mut()[scenario];
+        m.arrivals_sent += 1;
+        if measured {
+            m.sched_lag.record(now.saturating_duration_since(intended));
+        }
     }
     conversation(&shard, &run, scenario, &mut user, now, Some(intended)).await;
     let target = shard.plan.scenarios[scenario].target;

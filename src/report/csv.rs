@@ -49,6 +49,14 @@ pub fn csv(run: &RunSummary) -> String {
     out.push('\n');
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for stage in &run.stages {
+        // Open-loop counts are empty in a closed-loop stage's rows.
+        let open_only = |n: u64| {
+            if stage.is_open() {
+                n.to_string()
+            } else {
+                String::new()
+            }
+        };
         let (kind, users, rate) = match stage.load {
             Load::Closed { users } => ("closed", users.to_string(), String::new()),
             Load::Open { rate, .. } => ("open", String::new(), format!("{rate}")),
@@ -73,16 +81,8 @@ pub fn csv(run: &RunSummary) -> String {
                 } else {
                     String::new()
                 },
-                if stage.is_open() {
-                    m.dropped_arrivals.to_string()
-                } else {
-                    String::new()
-                },
-                if stage.is_open() {
-                    m.missed_arrivals.to_string()
-                } else {
-                    String::new()
-                },
+                open_only(m.dropped_arrivals),
+                open_only(m.missed_arrivals),
                 num(m.latency.percentile_ms(50.0)),
                 num(m.latency.percentile_ms(90.0)),
                 num(m.latency.percentile_ms(95.0)),

@@ -9,7 +9,7 @@
 use super::console::{open_loop_line, run_header};
 use super::svg::{escape, line_chart, Chart, Scale, Series};
 use super::text::turn_table;
-use super::{ms, pct};
+use super::{errors_text, ms, pct, scenario_across_stages};
 use crate::results::{from_unix_ms, rfc3339, Hist, RunSummary, StageSummary};
 use crate::verdict::{knee_line, Verdict};
 use std::fmt::Write as _;
@@ -204,11 +204,7 @@ fn stage_section(out: &mut String, stage: &StageSummary, max_inflight: u64) {
     );
     for stats in stage.rows() {
         let m = &stats.metrics;
-        let errors: Vec<String> = m
-            .error_counts()
-            .iter()
-            .map(|(c, n)| format!("{}={n}", c.name()))
-            .collect();
+        let errors = errors_text(m, " ");
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
@@ -223,7 +219,7 @@ fn stage_section(out: &mut String, stage: &StageSummary, max_inflight: u64) {
             pct(&m.ttft, 95.0),
             pct(&m.itl, 50.0),
             stats.rates.output_tokens_per_s,
-            escape(&if errors.is_empty() { "none".into() } else { errors.join(" ") })
+            escape(if errors.is_empty() { "none" } else { &errors })
         );
     }
     out.push_str("</table>\n");
@@ -331,13 +327,7 @@ fn turn_charts(run: &RunSummary) -> String {
         if scenario.turns.max == 1 {
             continue;
         }
-        let mut merged = crate::results::StageMetrics::new();
-        for stage in &run.stages {
-            if let Some(stats) = stage.scenarios.get(i) {
-                merged.merge(&stats.metrics);
-            }
-        }
-        let rows = merged.turn_rows();
+        let rows = scenario_across_stages(run, i).turn_rows();
         let points = |f: &dyn Fn(&crate::results::TurnRow) -> Option<f64>| -> Vec<(f64, f64)> {
             rows.iter()
                 .filter_map(|(turn, row)| Some((*turn as f64, f(row)?)))

@@ -5,6 +5,7 @@
 //! stage so far; each finished stage adds its measured totals, the same
 //! numbers as its summary.
 
+use super::prometheus::label as escape;
 use crate::results::{Hist, SeriesPoint, StageSummary};
 use std::fmt::Write as _;
 
@@ -170,14 +171,6 @@ fn summary(out: &mut String, name: &str, help: &str, labels: &str, hist: &Hist) 
         "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {}",
         inner.len()
     );
-}
-
-/// Escapes a label value.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -16,7 +16,19 @@ pub mod summary;
 pub mod svg;
 pub mod text;
 
-use crate::results::{Hist, StageMetrics};
+use crate::results::{Hist, RunSummary, StageMetrics};
+
+/// Scenario `index`'s metrics over every stage of the run (for the
+/// per-turn tables and charts).
+fn scenario_across_stages(run: &RunSummary, index: usize) -> StageMetrics {
+    let mut merged = StageMetrics::new();
+    for stage in &run.stages {
+        if let Some(stats) = stage.scenarios.get(index) {
+            merged.merge(&stats.metrics);
+        }
+    }
+    merged
+}
 
 /// A figure in milliseconds with two decimals, or `-` when there is none.
 fn ms(value: Option<f64>) -> String {

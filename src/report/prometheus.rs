@@ -209,7 +209,7 @@ impl Exposition {
 }
 
 /// Escapes a Prometheus label value.
-fn label(value: &str) -> String {
+pub(super) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

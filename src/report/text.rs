@@ -3,7 +3,7 @@
 //! generator health, thresholds and the knee.
 
 use super::console::{open_loop_line, run_header};
-use super::{errors_text, ms, name_width, pct, status_text};
+use super::{errors_text, ms, name_width, pct, scenario_across_stages, status_text};
 use crate::results::{from_unix_ms, rfc3339, RunSummary, StageMetrics, StageSummary};
 use crate::verdict::{knee_line, Verdict};
 use std::fmt::Write as _;
@@ -265,13 +265,7 @@ pub fn turn_table(run: &RunSummary) -> String {
         if scenario.turns.max == 1 {
             continue;
         }
-        let mut merged = StageMetrics::new();
-        for stage in &run.stages {
-            if let Some(stats) = stage.scenarios.get(i) {
-                merged.merge(&stats.metrics);
-            }
-        }
-        let rows = merged.turn_rows();
+        let rows = scenario_across_stages(run, i).turn_rows();
         if rows.is_empty() {
             continue;
         }
