@@ -106,7 +106,7 @@ async fn connection(
 fn main() {
     let args = parse_args();
     let request = Rc::new(support::request_bytes(&args.config, &args.target));
-    let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat)
+    let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat, &[])
         .expect("target")
         .addr;
     let conns = args.conns;

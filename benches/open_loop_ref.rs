@@ -307,7 +307,7 @@ struct Counts {
 
 fn epoll_pacer(args: &Args) {
     let request = support::request_bytes(&args.config, &args.target);
-    let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat)
+    let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat, &[])
         .expect("target")
         .addr;
     // SAFETY: epoll_create1 has no memory preconditions; the result is

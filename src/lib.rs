@@ -64,4 +64,5 @@ pub mod rt;
 pub mod secrets;
 pub mod sink;
 pub mod stage;
+pub mod transport;
 pub mod verdict;

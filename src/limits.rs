@@ -280,6 +280,11 @@ pub const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 /// Mock server: most concurrent connections per mock shard.
 pub const MOCK_CONNECTIONS_PER_SHARD_MAX: usize = 20_000;
 
+/// Mock server: how long a client may take over the TLS handshake before
+/// the connection is dropped (a client that never speaks holds nothing
+/// longer).
+pub const MOCK_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Mock server: largest request body it reads.
 pub const MOCK_REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 

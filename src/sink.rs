@@ -57,6 +57,8 @@ pub struct Record {
     pub itl_max_us: Option<u64>,
     /// Connect time when this request opened its connection.
     pub connect_us: Option<u64>,
+    /// TLS handshake of that new connection.
+    pub tls_us: Option<u64>,
     /// HTTP status (0: no response head).
     pub status: u16,
     /// Prompt tokens.
@@ -121,6 +123,7 @@ impl Record {
             itl_p50_us,
             itl_max_us,
             connect_us: turn.connect.map(us),
+            tls_us: turn.tls.map(us),
             status: turn.status,
             prompt_tokens,
             completion_tokens,
@@ -362,9 +365,8 @@ fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
     millis(out, b"\"ttfb_ms\":", record.ttfb_us);
     millis(out, b"\"itl_p50_ms\":", record.itl_p50_us);
     millis(out, b"\"itl_max_ms\":", record.itl_max_us);
-    out.extend_from_slice(b"\"dns_ms\":null,");
     millis(out, b"\"connect_ms\":", record.connect_us);
-    out.extend_from_slice(b"\"tls_ms\":null,");
+    millis(out, b"\"tls_ms\":", record.tls_us);
     millis(out, b"\"transfer_ms\":", transfer);
     uint(out, b"\"status\":", Some(u64::from(record.status)));
     uint(out, b"\"prompt_tokens\":", record.prompt_tokens);
@@ -502,6 +504,7 @@ mod tests {
             itl_p50_us: Some(20),
             itl_max_us: None,
             connect_us: None,
+            tls_us: Some(2_500),
             status: 200,
             prompt_tokens: Some(40),
             completion_tokens: Some(7),
@@ -532,7 +535,7 @@ mod tests {
         assert_eq!(v["ttft_ms"], 1.005);
         assert_eq!(v["itl_p50_ms"], 0.02);
         assert_eq!(v["transfer_ms"], 11.346);
-        assert!(v["itl_max_ms"].is_null() && v["dns_ms"].is_null());
+        assert!(v["itl_max_ms"].is_null() && v.get("dns_ms").is_none() && v["tls_ms"] == 2.5);
         assert_eq!(v["error"], "truncated_stream");
         assert_eq!(v["tokens_source"], "server");
         assert_eq!(v["run"], "20261122T000000Z-0000abcd");
@@ -540,7 +543,7 @@ mod tests {
             v["start_us"].as_u64().unwrap() - v["intended_start_us"].as_u64().unwrap(),
             250
         );
-        assert_eq!(v.as_object().unwrap().len(), 27);
+        assert_eq!(v.as_object().unwrap().len(), 26);
     }
 
     #[test]

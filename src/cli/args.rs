@@ -36,8 +36,9 @@ pub enum Command {
 /// Command-line values that override a profile (`run` and `validate`).
 #[derive(Debug, Args)]
 pub struct OverrideArgs {
-    /// Target URL for every scenario (http://host:port[/path]); a bare
-    /// origin gets each protocol's default path.
+    /// Target URL for every scenario (http[s]://host:port[/path]); a bare
+    /// origin gets each protocol's default path, an SDK base URL (…/v1)
+    /// the protocol's path appended.
     #[arg(long)]
     pub target: Option<String>,
     /// Stages, overriding the profile's, comma-separated: USERS:DURATION
@@ -64,9 +65,22 @@ pub struct OverrideArgs {
     /// Seed for blends and content (conversation UUIDs still differ per run).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Do not verify TLS certificates (https targets).
+    /// Do not verify TLS certificates (https targets); said at the start
+    /// and recorded in every output.
     #[arg(long)]
     pub insecure: bool,
+    /// Trust the CA certificates in this PEM file too, beside the
+    /// system's (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
+    /// Send what is for HOST:PORT to ADDR instead of resolving HOST; TLS
+    /// still verifies the name HOST (as curl's flag; repeatable).
+    #[arg(long, value_name = "HOST:PORT:ADDR")]
+    pub resolve: Vec<String>,
+    /// Negotiate every TLS connection in full instead of resuming the
+    /// session on reconnect (to measure full handshakes).
+    #[arg(long)]
+    pub no_tls_resume: bool,
     /// Open-loop stages: most conversations in flight (all shards); an
     /// arrival beyond it is counted as dropped. Default: sized from the
     /// file-descriptor limit.
@@ -220,6 +234,10 @@ pub struct RunArgs {
     /// In-process mock: output tokens per response (capped by max_tokens).
     #[arg(long, requires = "mock")]
     pub mock_tokens: Option<u32>,
+    /// In-process mock over TLS, with a CA and certificate made at start
+    /// that only this run trusts.
+    #[arg(long, requires = "mock")]
+    pub mock_tls: bool,
 }
 
 const MOCK_HELP: &str = "\
@@ -285,4 +303,15 @@ pub struct MockArgs {
     /// Length of that freeze, e.g. 1s.
     #[arg(long, requires = "stall_at")]
     pub stall_for: Option<String>,
+    /// Serve TLS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, value_name = "CERT.pem", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "KEY.pem", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a CA and certificate (for localhost, 127.0.0.1, ::1)
+    /// made at start; the CA is written to this file for clients'
+    /// --cacert.
+    #[arg(long, value_name = "CA.pem", conflicts_with = "tls_cert")]
+    pub tls_self_signed: Option<PathBuf>,
 }

@@ -4,6 +4,7 @@ use super::setup::duration_flag;
 use super::{usage, Failure, MockArgs};
 use crate::mock::{self, Delay, FaultRates, MockConfig};
 use crate::plan;
+use crate::transport::cert::ServerTls;
 use crate::verdict::Exit;
 
 /// `loadtest mock`: serves until a shard ends (which is a failure).
@@ -16,7 +17,9 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
         None => allowed.last().map(|&c| vec![c]).unwrap_or_default(),
     };
     let listen = resolve_listen(&args.listen)?;
+    let tls = server_tls(&args)?;
     let config = MockConfig {
+        tls: tls.as_ref().map(|t| t.config.clone()),
         latency: delay_flag("latency", &args.latency)?,
         ttft: delay_flag("ttft", &args.ttft)?,
         itl: delay_flag("itl", &args.itl)?,
@@ -35,7 +38,8 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     crate::host::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
     say!(
-        "mock upstream listening on http://{} (CPUs {}); POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens; GET /v1/models, /health{}",
+        "mock upstream listening on {}://{} (CPUs {}); POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens; GET /v1/models, /health{}",
+        if tls.is_some() { "https" } else { "http" },
         server.addr(),
         plan::format_cpus(&cpus),
         match &args.faults {
@@ -48,6 +52,29 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
         exit: Exit::Invalid,
         message: server.wait(),
     })
+}
+
+/// The TLS configuration `--tls-cert`/`--tls-key` or `--tls-self-signed`
+/// ask for; the latter's CA is written where it says, for clients'
+/// `--cacert`.
+fn server_tls(args: &MockArgs) -> Result<Option<ServerTls>, Failure> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return ServerTls::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(usage);
+    }
+    let Some(ca_path) = &args.tls_self_signed else {
+        return Ok(None);
+    };
+    let tls = ServerTls::self_signed().map_err(usage)?;
+    let pem = tls.ca_pem.as_deref().unwrap_or_default();
+    std::fs::write(ca_path, pem)
+        .map_err(|e| usage(format!("--tls-self-signed {}: {e}", ca_path.display())))?;
+    eprintln!(
+        "loadtest: mock CA written to {} (clients: --cacert {0})",
+        ca_path.display()
+    );
+    Ok(Some(tls))
 }
 
 /// A delay flag: fixed, a range or a log-normal (`mock::Delay`).

@@ -11,6 +11,7 @@ use crate::plan::Plan;
 use crate::report::console::{progress_line, run_header, Columns};
 use crate::report::summary::OutputFiles;
 use crate::results::{self, Host, PlanInfo, RunSummary, StageSummary, Stop};
+use crate::transport::cert::ServerTls;
 use crate::verdict::{self, knee_line, Exit, Verdict};
 
 /// Runs a profile; see the module doc.
@@ -18,14 +19,16 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     // Before the mock, the engine or the writer start a thread.
     super::signals::install();
     let facts = Facts::gather();
-    let mock = start_mock(&args, &facts)?;
-    let target = mock.as_ref().map(|m| format!("http://{}", m.addr()));
+    let (mock, mock_target) = match start_mock(&args, &facts)? {
+        Some((server, target)) => (Some(server), Some(target)),
+        None => (None, None),
+    };
     let setup = setup::plan(
         &args.config,
         &args.overrides,
         &args.placement,
         &facts,
-        target,
+        mock_target,
     )?;
     let plan = setup.plan;
     setup::preflight(&plan, facts.fd_limit, mock.is_some())?;
@@ -85,8 +88,11 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     Ok(verdict.exit)
 }
 
-/// The in-process mock, when `--mock` asks for one.
-fn start_mock(args: &RunArgs, facts: &Facts) -> Result<Option<MockServer>, Failure> {
+/// The in-process mock, when `--mock` asks for one, and how to reach it.
+fn start_mock(
+    args: &RunArgs,
+    facts: &Facts,
+) -> Result<Option<(MockServer, setup::MockTarget)>, Failure> {
     if !args.placement.mock {
         return Ok(None);
     }
@@ -104,10 +110,24 @@ fn start_mock(args: &RunArgs, facts: &Facts) -> Result<Option<MockServer>, Failu
         stall: None,
         faults: super::mock::faults_flag("mock-faults", args.mock_faults.as_deref())?,
         seed: args.overrides.seed.unwrap_or(1),
+        tls: None,
+    };
+    let tls = match args.mock_tls {
+        true => Some(ServerTls::self_signed().map_err(usage)?),
+        false => None,
+    };
+    let config = MockConfig {
+        tls: tls.as_ref().map(|t| t.config.clone()),
+        ..config
     };
     let server = mock::start("127.0.0.1:0".parse().expect("literal address"), config)
         .map_err(|e| usage(format!("--mock: {e}")))?;
-    Ok(Some(server))
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let target = setup::MockTarget {
+        url: format!("{scheme}://{}", server.addr()),
+        ca_der: tls.and_then(|t| t.ca_der),
+    };
+    Ok(Some((server, target)))
 }
 
 /// The live metrics endpoint, when `--metrics-listen` asks for one; says

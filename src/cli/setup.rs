@@ -27,7 +27,7 @@ pub fn plan(
     overrides: &OverrideArgs,
     placement: &PlacementArgs,
     facts: &Facts,
-    mock_target: Option<String>,
+    mock: Option<MockTarget>,
 ) -> Result<Setup, Failure> {
     let profile = load_profile(profile_path)?;
     let (generator_cpus, mock_cpus) = cpus(placement, &facts.allowed_cpus)?;
@@ -35,12 +35,23 @@ pub fn plan(
     if overrides.max_inflight.is_none() && profile.max_inflight.is_none() {
         overrides.max_inflight = Some(default_max_inflight(facts.fd_limit, placement.mock));
     }
-    if let Some(target) = mock_target {
-        overrides.target = Some(target);
+    if let Some(mock) = mock {
+        overrides.target = Some(mock.url);
+        overrides.tls_roots.extend(mock.ca_der);
     }
     let plan = plan::build(&profile, &overrides, generator_cpus)
         .map_err(|e| usage(format!("{}: {e}", profile_path.display())))?;
     Ok(Setup { plan, mock_cpus })
+}
+
+/// The in-process mock as a target: its URL, and the CA its certificate
+/// was made with (`--mock-tls`), trusted by this run only.
+#[derive(Debug, Clone)]
+pub struct MockTarget {
+    /// `http://` or `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The CA, DER.
+    pub ca_der: Option<Vec<u8>>,
 }
 
 /// A duration flag, or a usage error naming it.
@@ -79,6 +90,14 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
         vk: args.vk.clone(),
         headers: parse_headers(&args.headers)?,
         insecure: args.insecure,
+        cacert: args.cacert.clone(),
+        no_tls_resume: args.no_tls_resume,
+        resolve: args
+            .resolve
+            .iter()
+            .map(|r| r.parse().map_err(|e| usage(format!("--resolve {e}"))))
+            .collect::<Result<_, _>>()?,
+        tls_roots: Vec::new(),
         max_inflight: args.max_inflight,
         no_retry: args.no_retry,
     })
@@ -150,8 +169,28 @@ pub fn warnings(plan: &Plan, facts: &Facts) -> Vec<String> {
             "warning: a header still holds the REPLACE_WITH_VK placeholder; pass --vk KEY".into(),
         );
     }
-    if plan.insecure {
-        out.push("note: --insecure has no effect on http:// targets".into());
+    match (plan.insecure, plan.targets.iter().any(|t| t.tls)) {
+        (true, true) => out.push(
+            "warning: --insecure: TLS certificates are not verified; anyone on the path could answer"
+                .into(),
+        ),
+        (true, false) => out.push("note: --insecure has no effect on http:// targets".into()),
+        _ => {}
+    }
+    if let Some(trust) = plan
+        .trust
+        .as_ref()
+        .filter(|t| !plan.insecure && t.roots == 0)
+    {
+        out.push(format!(
+            "warning: no trusted root certificates ({} in the system store were unusable); pass --cacert FILE",
+            trust.system_errors
+        ));
+    }
+    for target in &plan.targets {
+        if let Some(note) = &target.note {
+            out.push(format!("note: {}: {note}", target.url));
+        }
     }
     if let Some(range) = facts.local_port_range {
         for warning in port_range_warnings(plan, range) {
@@ -212,12 +251,7 @@ fn zero_user_scenarios(plan: &Plan) -> Vec<(String, String)> {
 /// connect and that the file-descriptor limit can hold the largest stage.
 pub fn preflight(plan: &Plan, fd_limit: u64, local_mock: bool) -> Result<(), Failure> {
     for target in &plan.targets {
-        std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout).map_err(|e| {
-            usage(format!(
-                "target {} ({}) is unreachable: {e}",
-                target.url, target.addr
-            ))
-        })?;
+        reach(plan, target)?;
     }
     // Each user holds one socket; an in-process mock holds the other end.
     let per_user = if local_mock { 2 } else { 1 };
@@ -228,6 +262,43 @@ pub fn preflight(plan: &Plan, fd_limit: u64, local_mock: bool) -> Result<(), Fai
         )));
     }
     Ok(())
+}
+
+/// One target answers a TCP connect and, for https, a TLS handshake with
+/// the run's trust (a certificate refused is a usage error naming
+/// rustls' reason). Says what TLS it negotiated.
+fn reach(plan: &Plan, target: &plan::Target) -> Result<(), Failure> {
+    let unreachable = |e: std::io::Error| {
+        usage(format!(
+            "target {} ({}) is unreachable: {e}",
+            target.url, target.addr
+        ))
+    };
+    let (Some(trust), true) = (&plan.trust, target.tls) else {
+        std::net::TcpStream::connect_timeout(&target.addr, plan.connect_timeout)
+            .map_err(unreachable)?;
+        return Ok(());
+    };
+    let name = crate::transport::trust::server_name(&target.server_name).map_err(usage)?;
+    match crate::transport::tls::probe(target.addr, trust.config(), name, plan.connect_timeout) {
+        Ok(negotiated) => {
+            eprintln!("loadtest: {} ({}): {negotiated}", target.url, target.addr);
+            Ok(())
+        }
+        Err(e) => match crate::transport::TlsFailure::of(&e) {
+            Some(failure) => Err(usage(format!(
+                "target {} ({}): {failure}{}",
+                target.url,
+                target.addr,
+                if failure.is_certificate() {
+                    " (trust its CA with --cacert FILE, or skip verification with --insecure)"
+                } else {
+                    ""
+                }
+            ))),
+            None => Err(unreachable(e)),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ pub fn validate(args: ValidateArgs) -> Result<Exit, Failure> {
     let facts = Facts::gather();
     // The in-process mock's port is chosen when it starts; any stand-in
     // resolves the same plan otherwise.
-    let mock_target = args
-        .placement
-        .mock
-        .then(|| "http://127.0.0.1:1".to_string());
+    let mock_target = args.placement.mock.then(|| setup::MockTarget {
+        url: "http://127.0.0.1:1".to_string(),
+        ca_der: None,
+    });
     let setup = setup::plan(
         &args.profile,
         &args.overrides,

@@ -186,8 +186,12 @@ pub(super) struct User {
     pub(super) ids: Rng,
     /// What the exchange saw.
     pub(super) observed: Observed,
-    /// Time spent opening a connection for the current request.
+    /// Time spent opening a connection for the current request (TCP).
     pub(super) connect_time: Option<Duration>,
+    /// The TLS handshake on that connection.
+    pub(super) tls_time: Option<Duration>,
+    /// That handshake resumed a session.
+    pub(super) tls_resumed: bool,
     /// The current request was retried after a stale connection.
     pub(super) stale_retry: bool,
 }
@@ -209,6 +213,8 @@ impl User {
             ids: Rng::new(seed ^ nonce),
             observed: Observed::default(),
             connect_time: None,
+            tls_time: None,
+            tls_resumed: false,
             stale_retry: false,
         }
     }

@@ -19,14 +19,15 @@ use crate::limits;
 use crate::protocol::{EventKind, Protocol, ProtocolError, Reply};
 use crate::results::ErrorClass;
 use crate::rt;
+use crate::transport::{Stream, TlsFailure};
 use std::io;
 use std::time::{Duration, Instant};
 
 /// An open connection with its read buffer.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket.
-    pub stream: rt::TcpStream,
+    /// The socket, plain or TLS.
+    pub stream: Stream,
     /// Read buffer, `limits::READ_BUFFER_BYTES`, allocated once per connection.
     buf: Box<[u8]>,
     /// Whether a response has already been read on it (a reused connection
@@ -36,7 +37,7 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps a freshly connected stream.
-    pub fn new(stream: rt::TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         Conn {
             stream,
             buf: vec![0; limits::READ_BUFFER_BYTES].into_boxed_slice(),
@@ -104,6 +105,11 @@ impl From<ErrorClass> for Failure {
 }
 
 fn io_class(error: &io::Error) -> ErrorClass {
+    if TlsFailure::of(error).is_some() {
+        // An alert, a record that does not decrypt, bytes that are not
+        // TLS: the session is broken, whatever the socket says.
+        return ErrorClass::TlsProtocol;
+    }
     match error.kind() {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::BrokenPipe
@@ -208,7 +214,12 @@ pub async fn exchange(
             .stream
             .read(&mut conn.buf[..])
             .await
-            .map_err(|e| cut.unwrap_or_else(|| io_class(&e)))?;
+            .map_err(|e| match cut {
+                // TLS that broke is named as such, not as a short stream.
+                Some(_) if TlsFailure::of(&e).is_some() => ErrorClass::TlsProtocol,
+                Some(class) => class,
+                None => io_class(&e),
+            })?;
         now = Instant::now();
         if n == 0 {
             decoder

@@ -9,8 +9,11 @@ use super::inflight::InflightGuard;
 use super::shard::Shard;
 use crate::results::ErrorClass;
 use crate::rt;
+use crate::transport::{Stream, TlsFailure, TlsStream};
+use rustls::pki_types::ServerName;
 use std::io;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A failed request: its class and when it started.
 pub(super) struct Attempt {
@@ -19,18 +22,40 @@ pub(super) struct Attempt {
 }
 
 impl Shard {
-    /// Opens a connection, waiting for a connect slot first.
-    pub(super) async fn connect(&self, target: usize) -> Result<Conn, ErrorClass> {
+    /// The TLS configuration and server name of an https target.
+    fn tls_for(&self, target: usize) -> Option<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
+        self.tls[target].clone()
+    }
+
+    /// Opens a connection, waiting for a connect slot first, and runs the
+    /// TLS handshake on it for an https target.
+    pub(super) async fn connect(&self, target: usize) -> Result<Connected, ErrorClass> {
         let _permit = self
             .connect_slots
             .acquire_permit(1)
             .await
             .map_err(|_| ErrorClass::ConnOther)?;
+        let started = Instant::now();
         let addr = self.plan.targets[target].addr;
-        let stream = rt::TcpStream::connect(addr, self.plan.connect_timeout)
+        let tcp = rt::TcpStream::connect(addr, self.plan.connect_timeout)
             .await
             .map_err(|e| connect_class(&e))?;
-        Ok(Conn::new(stream))
+        let connected = Instant::now();
+        let Some((config, name)) = self.tls_for(target) else {
+            return Ok(Connected {
+                conn: Conn::new(Stream::Plain(tcp)),
+                tcp: connected - started,
+                tls: None,
+            });
+        };
+        let tls = TlsStream::connect(tcp, config, name, self.plan.connect_timeout)
+            .await
+            .map_err(|e| handshake_class(&e))?;
+        Ok(Connected {
+            conn: Conn::new(Stream::Tls(Box::new(tls))),
+            tcp: connected - started,
+            tls: Some(connected.elapsed()),
+        })
     }
 
     /// Sends the user's prepared request, connecting or reconnecting as
@@ -47,6 +72,7 @@ impl Shard {
     ) -> Result<Instant, Attempt> {
         let sc = &self.plan.scenarios[scenario];
         user.connect_time = None;
+        user.tls_time = None;
         user.stale_retry = false;
         // A failed connect never reaches `exchange`, which resets this; a
         // stale value would be recorded as this attempt's TTFB and status.
@@ -60,15 +86,16 @@ impl Shard {
                     Some(conn) => Some(conn),
                     None => {
                         let started = Instant::now();
-                        let conn = self
+                        let connected = self
                             .connect(sc.target)
                             .await
                             .map_err(|class| Attempt { class, t0: started })?;
-                        let connected = Instant::now();
-                        user.connect_time = Some(connected - started);
-                        fresh = Some(connected);
+                        user.connect_time = Some(connected.tcp);
+                        user.tls_time = connected.tls;
+                        user.tls_resumed = connected.conn.stream.resumed() == Some(true);
+                        fresh = Some(Instant::now());
                         self.open_connections.set(self.open_connections.get() + 1);
-                        Some(conn)
+                        Some(connected.conn)
                     }
                 };
             }
@@ -90,7 +117,12 @@ impl Shard {
             let guard = InflightGuard::new(self, t0 + sc.timeout, conn.stream.raw_fd());
             let result = exchange::exchange(conn, sc.protocol, bytes, scratch, t0, observed).await;
             let timed_out = guard.finish();
-            let keep = matches!(result, Ok(())) && user.observed.keep_alive && !timed_out;
+            // A request sent with `Connection: close` never leaves its
+            // connection for another, whatever the server answered.
+            let keep = matches!(result, Ok(()))
+                && user.observed.keep_alive
+                && self.plan.keep_alive
+                && !timed_out;
             if !keep {
                 self.close(&mut user.conn);
             }
@@ -118,6 +150,25 @@ impl Shard {
             self.open_connections
                 .set(self.open_connections.get().saturating_sub(1));
         }
+    }
+}
+
+/// A new connection and what opening it took.
+pub(super) struct Connected {
+    pub(super) conn: Conn,
+    /// The TCP connect (with the wait for a connect slot before it).
+    pub(super) tcp: Duration,
+    /// The TLS handshake after it, for an https target.
+    pub(super) tls: Option<Duration>,
+}
+
+/// The class of a failed TLS handshake: the certificate refused, or
+/// anything else (a timeout, an alert, a close, a protocol error).
+fn handshake_class(error: &io::Error) -> ErrorClass {
+    if TlsFailure::of(error).is_some_and(TlsFailure::is_certificate) {
+        ErrorClass::TlsCert
+    } else {
+        ErrorClass::TlsHandshake
     }
 }
 

@@ -21,6 +21,7 @@ use crate::results::{ErrorClass, FinishedTurn};
 use crate::rng::Rng;
 use crate::rt;
 use crate::sink::{Record, RecordKey, SinkSender};
+use rustls::pki_types::ServerName;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub(super) struct Shard {
     pub(super) plan: Arc<Plan>,
     /// Per scenario: head prefix, templates, generated text.
     pub(super) scenarios: Vec<ScenarioState>,
+    /// Per target: the TLS configuration (this shard's own session cache)
+    /// and the name to verify, for an https target.
+    pub(super) tls: Vec<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>>,
     /// Idle keep-alive connections, per target.
     pub(super) idle: Vec<RefCell<Vec<Conn>>>,
     /// Bounds concurrent connects (see `limits::CONNECTS_IN_FLIGHT_PER_SHARD_MAX`).
@@ -78,9 +82,21 @@ impl Shard {
         let scenarios = (0..plan.scenarios.len())
             .map(|i| ScenarioState::new(&plan, i, &mut rng))
             .collect();
+        let config = plan.trust.as_ref().map(|trust| trust.config());
+        let tls = plan
+            .targets
+            .iter()
+            .map(|target| {
+                let config = config.clone().filter(|_| target.tls)?;
+                // Checked when the plan was built.
+                let name = crate::transport::trust::server_name(&target.server_name).ok()?;
+                Some((config, name))
+            })
+            .collect();
         Shard {
             index,
             count,
+            tls,
             idle: plan
                 .targets
                 .iter()
@@ -156,6 +172,8 @@ impl Shard {
             error,
             status: observed.status,
             connect: user.connect_time,
+            tls: user.tls_time,
+            tls_resumed: user.tls_resumed,
             stale_retry: user.stale_retry,
             ttfb: observed.ttfb,
             ttft: observed.ttft,

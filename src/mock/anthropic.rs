@@ -9,12 +9,13 @@ use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
+use crate::transport::Stream;
 use std::io;
 
 /// Answers a Messages request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn messages(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -60,7 +61,7 @@ fn stop_reason(g: &Generation) -> &'static [u8] {
 
 /// The streamed reply, in the API's event order.
 async fn stream_reply(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     g: &Generation,
     model: &[u8],

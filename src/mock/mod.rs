@@ -84,6 +84,8 @@ pub struct MockConfig {
     /// Seeds each shard's draws (delays and faults), so a hostile run
     /// can be repeated.
     pub seed: u64,
+    /// Serve TLS with this configuration (`None`: plain HTTP).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for MockConfig {
@@ -97,6 +99,7 @@ impl Default for MockConfig {
             stall: None,
             faults: FaultRates::default(),
             seed: 0x6d6f_636b,
+            tls: None,
         }
     }
 }
@@ -112,6 +115,13 @@ pub struct MockStats {
     pub prompt_tokens: u64,
     /// Connections accepted.
     pub connections: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// Of those, resumed sessions.
+    pub tls_resumed: u64,
+    /// TLS handshakes that failed (the client refused the certificate,
+    /// spoke plain HTTP, timed out).
+    pub tls_failed: u64,
     /// Faults served, by `Fault::ALL` index (asked for or drawn).
     pub faults: [u64; Fault::ALL.len()],
 }
@@ -154,6 +164,9 @@ impl MockServer {
                     total.completion_tokens += stats.completion_tokens;
                     total.prompt_tokens += stats.prompt_tokens;
                     total.connections += stats.connections;
+                    total.tls_handshakes += stats.tls_handshakes;
+                    total.tls_resumed += stats.tls_resumed;
+                    total.tls_failed += stats.tls_failed;
                     for (sum, n) in total.faults.iter_mut().zip(stats.faults) {
                         *sum += n;
                     }

@@ -8,13 +8,14 @@ use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
+use crate::transport::Stream;
 use std::io;
 use std::time::SystemTime;
 
 /// Answers a chat request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn chat(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -88,7 +89,7 @@ fn finish(g: &Generation) -> &'static [u8] {
 /// The streamed reply: a role event, the tokens, the finish event, the
 /// usage event when asked for, and `[DONE]`.
 async fn stream_reply(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     g: &Generation,
     timing: Timing,

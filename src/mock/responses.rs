@@ -21,13 +21,14 @@ use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply, write_simple};
 use crate::http::push_decimal;
 use crate::rt;
+use crate::transport::Stream;
 use std::io;
 use std::time::SystemTime;
 
 /// Answers a Responses request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn respond(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -208,7 +209,7 @@ const OPENING_EVENTS: u64 = 4;
 
 /// The streamed reply, in the API's event order.
 async fn stream_reply(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     reply: &Reply<'_>,

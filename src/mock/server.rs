@@ -10,6 +10,7 @@ use super::{anthropic, openai, responses, MockConfig, MockStats};
 use crate::limits;
 use crate::rng::Rng;
 use crate::rt;
+use crate::transport::{Stream, TlsStream};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -50,7 +51,9 @@ pub(super) async fn serve(
                     .set(shared.open_connections.get() + 1);
                 let shared = shared.clone();
                 rt::spawn(async move {
-                    let _ = serve_connection(stream, &shared).await;
+                    if let Some(stream) = secure(stream, &shared).await {
+                        let _ = serve_connection(stream, &shared).await;
+                    }
                     shared
                         .open_connections
                         .set(shared.open_connections.get() - 1);
@@ -88,8 +91,29 @@ impl Shared {
     }
 }
 
+/// The accepted socket as the mock serves it: through a TLS handshake
+/// when it serves TLS (`None`: the handshake failed, counted).
+async fn secure(tcp: rt::TcpStream, shared: &Shared) -> Option<Stream> {
+    let Some(config) = &shared.config.tls else {
+        return Some(Stream::Plain(tcp));
+    };
+    match TlsStream::accept(tcp, config.clone(), limits::MOCK_TLS_HANDSHAKE_TIMEOUT).await {
+        Ok(tls) => {
+            shared.count(|s| {
+                s.tls_handshakes += 1;
+                s.tls_resumed += u64::from(tls.resumed());
+            });
+            Some(Stream::Tls(Box::new(tls)))
+        }
+        Err(_) => {
+            shared.count(|s| s.tls_failed += 1);
+            None
+        }
+    }
+}
+
 /// Serves requests on one connection until it closes.
-async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Result<()> {
+async fn serve_connection(mut stream: Stream, shared: &Shared) -> io::Result<()> {
     let mut buf = vec![0u8; limits::READ_BUFFER_BYTES];
     let mut filled = 0;
     let mut bufs = Buffers::default();
@@ -151,7 +175,7 @@ async fn serve_connection(mut stream: rt::TcpStream, shared: &Shared) -> io::Res
 
 /// Writes the response; returns true when the connection must be dropped.
 async fn respond(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     head: &RequestHead,
@@ -215,7 +239,7 @@ async fn respond(
 /// Writes the route's reply to a request; true when the connection must
 /// then be dropped (a stream cut on purpose).
 async fn reply(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     bufs: &mut Buffers,
     shared: &Shared,
     head: &RequestHead,
@@ -243,7 +267,7 @@ async fn reply(
 /// Answers the routes that generate nothing (health, the model list, an
 /// unknown route, a wrong method); `None` for a request to generate for.
 async fn plain_route(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     head: &RequestHead,
     flavor: Flavor,
@@ -296,7 +320,7 @@ fn count_fault(shared: &Shared, fault: Fault) {
 /// The faults that break the HTTP exchange itself, done (and counted)
 /// here; `None` for the others (answered by the route, or not a fault).
 async fn break_framing(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     flavor: Flavor,
     fault: Fault,

@@ -5,6 +5,7 @@ use super::faults::Fault;
 use super::timing::Timing;
 use crate::http::{push_decimal, push_hex};
 use crate::rt;
+use crate::transport::Stream;
 use std::io;
 
 /// Which API a response imitates.
@@ -43,7 +44,7 @@ impl Flavor {
 /// write unless a delay separates them. Returns true when the stream was
 /// cut (the connection must then be dropped).
 pub(super) async fn stream_tokens(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     events: &mut Vec<u8>,
     tokens: u64,
@@ -89,7 +90,7 @@ pub(super) fn stream_head(out: &mut Vec<u8>, keep_alive: bool) {
 
 /// Writes what is buffered (head and pending events) now.
 pub(super) async fn flush_events(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     events: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -134,7 +135,7 @@ pub(super) fn simple_response(out: &mut Vec<u8>, status: u16, body: &[u8], keep_
 
 /// Writes a whole response with a JSON body.
 pub(super) async fn write_simple(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     status: u16,
     body: &[u8],
@@ -148,7 +149,7 @@ pub(super) async fn write_simple(
 /// only its head and half its body. Returns true when the connection
 /// must then be dropped.
 pub(super) async fn write_reply(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     body: &[u8],
     keep_alive: bool,
@@ -166,7 +167,7 @@ pub(super) async fn write_reply(
 
 /// Writes an error in the API's shape and closes the connection after it.
 pub(super) async fn write_error(
-    stream: &mut rt::TcpStream,
+    stream: &mut Stream,
     out: &mut Vec<u8>,
     flavor: Flavor,
     status: u16,

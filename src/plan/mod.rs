@@ -14,7 +14,7 @@ mod target;
 mod tests;
 
 pub use scenario::{Content, Scenario, DEFAULT_PROMPTS};
-pub use target::{check_header, parse_target, Target};
+pub use target::{check_header, parse_target, Resolve, Target};
 
 use crate::config::{self, Profile};
 use crate::content;
@@ -82,6 +82,13 @@ pub struct Plan {
     pub keep_alive: bool,
     /// Skip TLS verification (only meaningful for https targets).
     pub insecure: bool,
+    /// `--cacert` files: roots added to the system's.
+    pub cacert: Vec<std::path::PathBuf>,
+    /// Resume TLS sessions on reconnect (`--no-tls-resume` turns it off).
+    pub tls_resume: bool,
+    /// What the https targets are verified against, read once (`None`:
+    /// no https target).
+    pub trust: Option<crate::transport::trust::Trust>,
     /// Keep the start of error bodies for the per-turn log.
     pub capture_error_body: bool,
     /// Headers the profile says may be shown unmasked
@@ -119,6 +126,14 @@ pub struct Overrides {
     pub headers: Vec<(String, String)>,
     /// `--insecure`.
     pub insecure: bool,
+    /// `--cacert`.
+    pub cacert: Vec<std::path::PathBuf>,
+    /// `--no-tls-resume`.
+    pub no_tls_resume: bool,
+    /// `--resolve`.
+    pub resolve: Vec<Resolve>,
+    /// Roots trusted for this run only, DER (the in-process mock's CA).
+    pub tls_roots: Vec<Vec<u8>>,
     /// `--max-inflight`.
     pub max_inflight: Option<u64>,
     /// `--no-retry`.
@@ -212,6 +227,18 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     let cache = cache_settings(profile)?;
     let seed = overrides.seed.or(profile.seed).unwrap_or(0x5eed);
     let (scenarios, targets) = scenarios(profile, overrides)?;
+    let insecure = overrides.insecure || profile.insecure_skip_verify.unwrap_or(false);
+    let trust = if targets.iter().any(|t| t.tls) {
+        let options = crate::transport::trust::TlsOptions {
+            cacert: overrides.cacert.clone(),
+            insecure,
+            resume: !overrides.no_tls_resume,
+            extra_roots: overrides.tls_roots.clone(),
+        };
+        Some(crate::transport::trust::Trust::load(&options)?)
+    } else {
+        None
+    };
     let plan = Plan {
         scenarios,
         targets,
@@ -227,7 +254,10 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         thresholds: thresholds(profile.thresholds.unwrap_or_default())?,
         max_inflight: max_inflight(profile, overrides)?,
         keep_alive: !profile.disable_keepalive.unwrap_or(false),
-        insecure: overrides.insecure || profile.insecure_skip_verify.unwrap_or(false),
+        insecure,
+        cacert: overrides.cacert.clone(),
+        tls_resume: !overrides.no_tls_resume,
+        trust,
         capture_error_body: profile.capture_error_body.unwrap_or(false),
         public_headers: profile.public_headers.clone().unwrap_or_default(),
         retry_stale: !overrides.no_retry,

@@ -284,7 +284,7 @@ fn target_of(
             return Err(format!("{pointer}: missing (or pass --target URL)"))
         }
     };
-    let target = parse_target(&url, protocol)
+    let target = parse_target(&url, protocol, &overrides.resolve)
         .map_err(|e| format!("{pointer} `{}`: {e}", crate::secrets::url(&url)))?;
     Ok(match targets.iter().position(|t| *t == target) {
         Some(i) => i,

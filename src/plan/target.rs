@@ -3,20 +3,78 @@
 //! have.
 
 use crate::protocol::Protocol;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 /// Where requests go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The URL as given, query values masked (`secrets::url`): it is only
     /// ever shown.
     pub url: String,
-    /// The resolved address.
+    /// The resolved address (or the one `--resolve` gave).
     pub addr: SocketAddr,
     /// The `Host` header value.
     pub host: String,
     /// Request path (with query).
     pub path: String,
+    /// `https://`: TLS, verified against `server_name`.
+    pub tls: bool,
+    /// The host as a certificate names it (an IPv6 literal without
+    /// brackets).
+    pub server_name: String,
+    /// How long resolving the host took (`None`: an IP literal or
+    /// `--resolve`, nothing was looked up).
+    pub dns: Option<Duration>,
+    /// What was changed from the URL as given, for one line on the
+    /// console (`None`: nothing).
+    pub note: Option<String>,
+}
+
+/// Two scenarios naming the same URL share one target, however long each
+/// lookup took.
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        (&self.url, self.addr, &self.host, &self.path, self.tls)
+            == (&other.url, other.addr, &other.host, &other.path, other.tls)
+    }
+}
+
+impl Eq for Target {}
+
+/// `--resolve HOST:PORT:ADDR`: send to ADDR what is for HOST:PORT (the
+/// certificate is still checked against HOST), as curl's flag does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolve {
+    /// Host name, as the URL has it (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Where to connect instead.
+    pub addr: IpAddr,
+}
+
+impl std::str::FromStr for Resolve {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Resolve, String> {
+        let bad =
+            || format!("`{text}`: expected HOST:PORT:ADDR (e.g. api.example.com:443:127.0.0.1)");
+        let (host, rest) = text.split_once(':').ok_or_else(bad)?;
+        let (port, addr) = rest.split_once(':').ok_or_else(bad)?;
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        let addr = addr.trim_start_matches('[').trim_end_matches(']');
+        let addr = addr
+            .parse::<IpAddr>()
+            .map_err(|_| format!("`{text}`: `{addr}` is not an IP address"))?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Resolve {
+            host: host.to_ascii_lowercase(),
+            port,
+            addr,
+        })
+    }
 }
 
 /// Checks a header name (an RFC 9110 token) and value (RFC 9110 field
@@ -40,18 +98,23 @@ pub fn check_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `http://host[:port][/path]` and resolves the host once.
-pub fn parse_target(url: &str, protocol: &dyn Protocol) -> Result<Target, String> {
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") {
-        return Err(
-            "https targets need TLS, which this build does not support yet; use http://".into(),
-        );
+/// Parses `http[s]://host[:port][/path]` and resolves the host once
+/// (unless `resolve` names it).
+pub fn parse_target(
+    url: &str,
+    protocol: &dyn Protocol,
+    resolve: &[Resolve],
+) -> Result<Target, String> {
+    // A fragment is never sent: browsers and curl drop it too.
+    let whole = url.split_once('#').map_or(url, |(before, _)| before);
+    let (rest, tls) = if let Some(rest) = whole.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = whole.strip_prefix("https://") {
+        (rest, true)
     } else {
-        return Err("must start with http://".into());
+        return Err("must start with http:// or https://".into());
     };
-    let (authority, path) = match rest.find('/') {
+    let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
@@ -61,29 +124,80 @@ pub fn parse_target(url: &str, protocol: &dyn Protocol) -> Result<Target, String
     if authority.contains('@') {
         return Err("credentials in the URL are not supported; use --header".into());
     }
-    let (host, port) = split_host_port(authority)?;
-    let path = if path.is_empty() || path == "/" {
-        protocol.default_path().to_string()
-    } else {
-        path.to_string()
-    };
+    let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })?;
+    let (path, note) = request_path(path, protocol);
     if path.contains([' ', '\r', '\n']) {
         return Err("path must not contain spaces or line breaks".into());
     }
-    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if tls {
+        crate::transport::trust::server_name(bare)?;
+    }
+    let (addr, dns) = address(bare, port, resolve)?;
+    Ok(Target {
+        url: crate::secrets::url(whole),
+        addr,
+        host: authority.to_string(),
+        path,
+        tls,
+        server_name: bare.to_string(),
+        dns,
+        note,
+    })
+}
+
+/// The request path for the path part of a URL: the protocol's own when
+/// none is given, and the protocol's path appended to an SDK-style base
+/// URL (`…/v1`), which would otherwise answer every request with a 404.
+fn request_path(path: &str, protocol: &dyn Protocol) -> (String, Option<String>) {
+    let (bare, query) = match path.split_once('?') {
+        Some((bare, query)) => (bare, Some(query)),
+        None => (path, None),
+    };
+    let default = protocol.default_path();
+    let joined = |base: &str| match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base.to_string(),
+    };
+    if bare.is_empty() || bare == "/" {
+        return (joined(default), None);
+    }
+    let base = bare.trim_end_matches('/');
+    match default.strip_prefix("/v1") {
+        Some(tail) if base.ends_with("/v1") => {
+            let full = format!("{base}{tail}");
+            let note = format!("`{bare}` is a base URL (as SDKs take it); requests go to `{full}`");
+            (joined(&full), Some(note))
+        }
+        _ => (path.to_string(), None),
+    }
+}
+
+/// The address to connect to, and how long resolving it took.
+fn address(
+    host: &str,
+    port: u16,
+    resolve: &[Resolve],
+) -> Result<(SocketAddr, Option<Duration>), String> {
+    if let Some(r) = resolve
+        .iter()
+        .find(|r| r.port == port && r.host.eq_ignore_ascii_case(host))
+    {
+        return Ok((SocketAddr::new(r.addr, port), None));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok((SocketAddr::new(ip, port), None));
+    }
+    let started = Instant::now();
+    let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
         .next()
         .ok_or_else(|| format!("`{host}` resolved to no address"))?;
-    Ok(Target {
-        url: crate::secrets::url(url),
-        addr,
-        host: authority.to_string(),
-        path,
-    })
+    Ok((addr, Some(started.elapsed())))
 }
 
-fn split_host_port(authority: &str) -> Result<(&str, u16), String> {
+fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), String> {
     let (host, port) = if authority.starts_with('[') {
         match authority.find("]:") {
             Some(i) => (&authority[..=i], Some(&authority[i + 2..])),
@@ -97,7 +211,7 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), String> {
     };
     let port = match port {
         Some(p) => p.parse::<u16>().map_err(|_| format!("bad port `{p}`"))?,
-        None => 80,
+        None => default_port,
     };
     if host.is_empty() {
         return Err("missing host".into());

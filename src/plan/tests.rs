@@ -7,30 +7,91 @@ use crate::protocol::Auth;
 
 #[test]
 fn targets() {
-    let t = parse_target("http://127.0.0.1:8080", &OpenAiChat).unwrap();
+    let parse = |url: &str| parse_target(url, &OpenAiChat, &[]);
+    let t = parse("http://127.0.0.1:8080").unwrap();
     assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(t.path, "/v1/chat/completions");
     assert_eq!(t.host, "127.0.0.1:8080");
-    let t = parse_target("http://127.0.0.1/gw/v1/chat?x=1", &OpenAiChat).unwrap();
+    assert!(!t.tls && t.dns.is_none() && t.note.is_none());
+    let t = parse("http://127.0.0.1/gw/v1/chat?x=1").unwrap();
     assert_eq!(t.addr.port(), 80);
     assert_eq!(t.path, "/gw/v1/chat?x=1");
-    let t = parse_target("http://[::1]:9000/", &OpenAiChat).unwrap();
+    let t = parse("http://[::1]:9000/").unwrap();
     assert_eq!(t.addr, "[::1]:9000".parse().unwrap());
-    assert!(parse_target("https://x", &OpenAiChat)
-        .unwrap_err()
-        .contains("TLS"));
-    assert!(parse_target("ftp://x", &OpenAiChat)
-        .unwrap_err()
-        .contains("http://"));
-    assert!(parse_target("http://:80", &OpenAiChat)
-        .unwrap_err()
-        .contains("host"));
-    assert!(parse_target("http://h:99999", &OpenAiChat)
-        .unwrap_err()
-        .contains("port"));
-    assert!(parse_target("http://no-such-host.invalid", &OpenAiChat)
+    assert!(parse("ftp://x").unwrap_err().contains("http://"));
+    assert!(parse("http://:80").unwrap_err().contains("host"));
+    assert!(parse("http://h:99999").unwrap_err().contains("port"));
+    assert!(parse("http://no-such-host.invalid")
         .unwrap_err()
         .contains("resolve"));
+}
+
+#[test]
+fn https_targets() {
+    let parse = |url: &str| parse_target(url, &OpenAiChat, &[]);
+    let t = parse("https://127.0.0.1").unwrap();
+    assert!(t.tls);
+    assert_eq!(t.addr.port(), 443);
+    assert_eq!(t.server_name, "127.0.0.1");
+    // IPv6 literals: brackets in Host, none in the certificate's name.
+    let t = parse("https://[::1]:8443/v1/messages").unwrap();
+    assert_eq!(t.addr, "[::1]:8443".parse().unwrap());
+    assert_eq!(
+        (t.host.as_str(), t.server_name.as_str()),
+        ("[::1]:8443", "::1")
+    );
+    // A fragment is never sent.
+    let t = parse("https://127.0.0.1/v1/chat/completions#top").unwrap();
+    assert_eq!(t.path, "/v1/chat/completions");
+    assert_eq!(t, parse("https://127.0.0.1/v1/chat/completions").unwrap());
+    // http and https of one address are different targets.
+    assert_ne!(
+        parse("http://127.0.0.1:443").unwrap(),
+        parse("https://127.0.0.1").unwrap()
+    );
+}
+
+#[test]
+fn sdk_base_urls_get_the_protocol_path() {
+    let t = parse_target("https://127.0.0.1/v1", &OpenAiChat, &[]).unwrap();
+    assert_eq!(t.path, "/v1/chat/completions");
+    assert!(t.note.unwrap().contains("/v1/chat/completions"));
+    let t = parse_target(
+        "http://127.0.0.1/openai/v1/?api-version=2",
+        &OpenAiChat,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(t.path, "/openai/v1/chat/completions?api-version=2");
+    let anthropic = crate::protocol::anthropic::AnthropicMessages;
+    let t = parse_target("http://127.0.0.1/v1", &anthropic, &[]).unwrap();
+    assert_eq!(t.path, "/v1/messages");
+    // A full path is left alone.
+    let t = parse_target("http://127.0.0.1/v1/chat/completions", &OpenAiChat, &[]).unwrap();
+    assert!(t.note.is_none());
+}
+
+#[test]
+fn resolve_sends_a_name_to_a_given_address() {
+    let resolve: Vec<Resolve> = vec!["api.example.com:443:127.0.0.2".parse().unwrap()];
+    let t = parse_target("https://api.example.com/v1", &OpenAiChat, &resolve).unwrap();
+    assert_eq!(t.addr, "127.0.0.2:443".parse().unwrap());
+    assert_eq!(t.server_name, "api.example.com");
+    assert_eq!(t.host, "api.example.com");
+    assert!(t.dns.is_none());
+    // Another port is not covered (and the name does not resolve).
+    assert!(parse_target("https://api.example.com:8443", &OpenAiChat, &resolve).is_err());
+    let v6: Resolve = "h:80:[::1]".parse().unwrap();
+    assert_eq!(v6.addr, "::1".parse::<std::net::IpAddr>().unwrap());
+    for bad in [
+        "h",
+        "h:80",
+        "h:x:127.0.0.1",
+        ":80:127.0.0.1",
+        "h:80:not-an-ip",
+    ] {
+        assert!(bad.parse::<Resolve>().is_err(), "{bad}");
+    }
 }
 
 #[test]

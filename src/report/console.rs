@@ -46,6 +46,22 @@ pub fn run_header(plan: &PlanInfo) -> String {
             s.max_tokens
         );
     }
+    if let Some(tls) = &plan.tls {
+        let _ = writeln!(
+            out,
+            "tls: {}, sessions {}",
+            if tls.verify {
+                format!("certificates verified against {} roots", tls.roots)
+            } else {
+                "certificates NOT verified (--insecure)".to_string()
+            },
+            if tls.resume {
+                "resumed on reconnect"
+            } else {
+                "negotiated in full (--no-tls-resume)"
+            }
+        );
+    }
     let _ = write!(
         out,
         "stages {} ({} loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",

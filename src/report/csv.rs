@@ -40,6 +40,9 @@ pub const CSV_COLUMNS: &[&str] = &[
     "status_codes",
     "errors",
     "stale_retries",
+    "tls_handshakes",
+    "tls_resumed",
+    "tls_p50_ms",
     "stopped",
 ];
 
@@ -102,6 +105,9 @@ pub fn csv(run: &RunSummary) -> String {
                 status_text(m, ";"),
                 errors_text(m, ";"),
                 m.stale_retries.to_string(),
+                m.tls_handshakes.to_string(),
+                m.tls_resumed.to_string(),
+                num(m.tls.percentile_ms(50.0)),
                 match &run.stop {
                     Some(stop) if stage.stopped_early => stop.describe(),
                     _ => String::new(),

@@ -31,10 +31,12 @@ const ACHIEVED: usize = 9;
 const DROPPED: usize = 10;
 const RETRIED: usize = 11;
 const MISSED: usize = 12;
+const HANDSHAKES: usize = 13;
+const RESUMED: usize = 14;
 /// The first summary family; `SUMMARIES` says which histogram each is.
-const FIRST_SUMMARY: usize = 13;
+const FIRST_SUMMARY: usize = 15;
 
-const FAMILIES: [Family; 19] = [
+const FAMILIES: [Family; 22] = [
     family(
         "loadtest_requests_total",
         "counter",
@@ -101,6 +103,16 @@ const FAMILIES: [Family; 19] = [
         "Open loop: arrivals due in the stage that the generator never sent before it ended.",
     ),
     family(
+        "loadtest_tls_handshakes_total",
+        "counter",
+        "TLS handshakes on new connections (https targets), warm-up included.",
+    ),
+    family(
+        "loadtest_tls_resumed_total",
+        "counter",
+        "Of those, sessions resumed rather than negotiated in full.",
+    ),
+    family(
         "loadtest_latency_seconds",
         "summary",
         "Whole-request latency of successful requests, from the actual send.",
@@ -130,18 +142,24 @@ const FAMILIES: [Family; 19] = [
         "summary",
         "Open loop: actual minus intended start of arrivals.",
     ),
+    family(
+        "loadtest_tls_handshake_seconds",
+        "summary",
+        "TLS handshake of each new connection (https targets).",
+    ),
 ];
 
 type Pick = fn(&StageMetrics) -> &Hist;
 
 /// The histogram behind each summary family, from `FIRST_SUMMARY` on.
-const SUMMARIES: [Pick; 6] = [
+const SUMMARIES: [Pick; 7] = [
     |m| &m.latency,
     |m| &m.ttft,
     |m| &m.itl,
     |m| &m.latency_corrected,
     |m| &m.ttft_corrected,
     |m| &m.sched_lag,
+    |m| &m.tls,
 ];
 
 const _: () = assert!(FIRST_SUMMARY + SUMMARIES.len() == FAMILIES.len());
@@ -188,6 +206,10 @@ impl Exposition {
             self.put(MISSED, &labels, "", m.missed_arrivals);
         }
         self.put(RETRIED, &labels, "", m.stale_retries);
+        if m.tls_handshakes > 0 {
+            self.put(HANDSHAKES, &labels, "", m.tls_handshakes);
+            self.put(RESUMED, &labels, "", m.tls_resumed);
+        }
         for (i, pick) in SUMMARIES.iter().enumerate() {
             self.summary(FIRST_SUMMARY + i, &labels, pick(m));
         }

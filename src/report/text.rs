@@ -116,6 +116,21 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
 
 fn aggregate_section(out: &mut String, all: &StageMetrics) {
     let _ = writeln!(out, "\n== aggregate");
+    if all.tls_handshakes > 0 {
+        let ms = |q: f64| {
+            all.tls
+                .percentile_ms(q)
+                .map_or("-".into(), |v| format!("{v:.2}"))
+        };
+        let _ = writeln!(
+            out,
+            "TLS handshakes {} ({} resumed), handshake p50 {} ms p99 {} ms (warm-up included; connect_ms is the TCP connect alone)",
+            all.tls_handshakes,
+            all.tls_resumed,
+            ms(50.0),
+            ms(99.0)
+        );
+    }
     let _ = writeln!(
         out,
         "turns {} (ok {}), conversations started {} completed {} failed {}, prompt tokens {} completion tokens {} (server usage; {} responses without usage, estimated {} / {})",
@@ -335,11 +350,13 @@ mod tests {
         let columns = super::super::console::Columns::of(&run.plan);
         let rows = columns.rows(&run.stages[0], 1).join("\n");
         assert!(rows.contains("http_5xx=4 (retried 3)"), "{rows}");
-        assert!(super::super::csv::csv(&run)
-            .lines()
-            .nth(3)
-            .unwrap()
-            .ends_with(",3,"));
+        let csv = super::super::csv::csv(&run);
+        let row: Vec<&str> = csv.lines().nth(3).unwrap().split(',').collect();
+        let column = super::super::csv::CSV_COLUMNS
+            .iter()
+            .position(|&c| c == "stale_retries")
+            .unwrap();
+        assert_eq!(row[column], "3", "{csv}");
         let prom = super::super::prometheus::prometheus(&run);
         assert!(prom.contains("loadtest_stale_retries_total{stage=\"4:10s\",stage_index=\"0\",scenario=\"all\"} 3"), "{prom}");
     }

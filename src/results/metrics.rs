@@ -26,6 +26,12 @@ pub enum ErrorClass {
     GenFdExhaustion,
     /// Any other connect failure.
     ConnOther,
+    /// The TLS handshake failed (an alert, a timeout, a close, no common
+    /// protocol).
+    TlsHandshake,
+    /// The server's certificate was refused (untrusted, expired, another
+    /// name).
+    TlsCert,
     /// The whole request exceeded its timeout.
     Timeout,
     /// The peer reset the connection.
@@ -34,6 +40,9 @@ pub enum ErrorClass {
     Eof,
     /// Any other socket error after connecting.
     IoOther,
+    /// TLS broke after the handshake: an alert, or a record that is not
+    /// valid TLS.
+    TlsProtocol,
     /// The response head or framing was malformed or too large.
     BadResponse,
     /// A non-streamed body was larger than `limits::BODY_BYTES_MAX`.
@@ -60,16 +69,19 @@ pub enum ErrorClass {
 
 impl ErrorClass {
     /// Every class, in report order.
-    pub const ALL: [ErrorClass; 20] = [
+    pub const ALL: [ErrorClass; 23] = [
         ErrorClass::ConnRefused,
         ErrorClass::ConnTimeout,
         ErrorClass::GenPortExhaustion,
         ErrorClass::GenFdExhaustion,
         ErrorClass::ConnOther,
+        ErrorClass::TlsHandshake,
+        ErrorClass::TlsCert,
         ErrorClass::Timeout,
         ErrorClass::ConnReset,
         ErrorClass::Eof,
         ErrorClass::IoOther,
+        ErrorClass::TlsProtocol,
         ErrorClass::BadResponse,
         ErrorClass::BodyTooLarge,
         ErrorClass::BadJson,
@@ -94,10 +106,13 @@ impl ErrorClass {
             ErrorClass::GenPortExhaustion => "gen_port_exhaustion",
             ErrorClass::GenFdExhaustion => "gen_fd_exhaustion",
             ErrorClass::ConnOther => "conn_other",
+            ErrorClass::TlsHandshake => "tls_handshake",
+            ErrorClass::TlsCert => "tls_cert",
             ErrorClass::Timeout => "timeout",
             ErrorClass::ConnReset => "conn_reset",
             ErrorClass::Eof => "eof",
             ErrorClass::IoOther => "io_other",
+            ErrorClass::TlsProtocol => "tls_protocol",
             ErrorClass::BadResponse => "bad_response",
             ErrorClass::BodyTooLarge => "body_too_large",
             ErrorClass::BadJson => "bad_json",
@@ -132,6 +147,8 @@ impl ErrorClass {
             ErrorClass::ConnRefused
                 | ErrorClass::ConnTimeout
                 | ErrorClass::ConnOther
+                | ErrorClass::TlsHandshake
+                | ErrorClass::TlsCert
                 | ErrorClass::GenPortExhaustion
                 | ErrorClass::GenFdExhaustion
         )
@@ -254,8 +271,11 @@ pub struct StageMetrics {
     pub ttfb: Hist,
     /// Gaps between consecutive content-bearing events.
     pub itl: Hist,
-    /// Time to open a new connection (includes waiting for a connect slot).
+    /// Time to open a new connection (includes waiting for a connect
+    /// slot; TCP only, TLS is `tls`).
     pub connect: Hist,
+    /// TLS handshakes on new connections (https targets).
+    pub tls: Hist,
     /// Open loop: latency from the intended send time (coordinated
     /// omission corrected). Empty in closed-loop stages.
     pub latency_corrected: Hist,
@@ -322,6 +342,11 @@ pub struct StageMetrics {
     pub itl_gaps_dropped: u64,
     /// New connections opened.
     pub connects: u64,
+    /// TLS handshakes completed on them.
+    pub tls_handshakes: u64,
+    /// Of those, sessions resumed (ticket or session id) rather than
+    /// negotiated in full.
+    pub tls_resumed: u64,
     /// Requests retried once on a fresh connection because a reused idle
     /// connection turned out to be closed by the server.
     pub stale_retries: u64,
@@ -346,6 +371,7 @@ impl StageMetrics {
             ttfb: Hist::new(),
             itl: Hist::new(),
             connect: Hist::new(),
+            tls: Hist::new(),
             latency_corrected: Hist::new(),
             ttft_corrected: Hist::new(),
             sched_lag: Hist::new(),
@@ -374,6 +400,8 @@ impl StageMetrics {
             content_bytes: 0,
             itl_gaps_dropped: 0,
             connects: 0,
+            tls_handshakes: 0,
+            tls_resumed: 0,
             stale_retries: 0,
             connections_open: 0,
         }
@@ -466,6 +494,7 @@ impl StageMetrics {
         self.ttfb.merge(&other.ttfb);
         self.itl.merge(&other.itl);
         self.connect.merge(&other.connect);
+        self.tls.merge(&other.tls);
         self.latency_corrected.merge(&other.latency_corrected);
         self.ttft_corrected.merge(&other.ttft_corrected);
         self.sched_lag.merge(&other.sched_lag);
@@ -496,6 +525,8 @@ impl StageMetrics {
         self.content_bytes += other.content_bytes;
         self.itl_gaps_dropped += other.itl_gaps_dropped;
         self.connects += other.connects;
+        self.tls_handshakes += other.tls_handshakes;
+        self.tls_resumed += other.tls_resumed;
         self.stale_retries += other.stale_retries;
         self.connections_open += other.connections_open;
     }

@@ -55,6 +55,8 @@ pub(super) struct MetricsWire {
     ttfb_ms: Hist,
     itl_ms: Hist,
     connect_ms: Hist,
+    #[serde(default = "Hist::new")]
+    tls_ms: Hist,
     latency_corrected_ms: Hist,
     ttft_corrected_ms: Hist,
     sched_lag_ms: Hist,
@@ -81,6 +83,10 @@ pub(super) struct MetricsWire {
     content_bytes: u64,
     itl_gaps_dropped: u64,
     connects: u64,
+    #[serde(default)]
+    tls_handshakes: u64,
+    #[serde(default)]
+    tls_resumed: u64,
     stale_retries: u64,
     connections_open: u64,
 }
@@ -140,6 +146,7 @@ impl From<StageMetrics> for MetricsWire {
             ttfb_ms: m.ttfb,
             itl_ms: m.itl,
             connect_ms: m.connect,
+            tls_ms: m.tls,
             latency_corrected_ms: m.latency_corrected,
             ttft_corrected_ms: m.ttft_corrected,
             sched_lag_ms: m.sched_lag,
@@ -170,6 +177,8 @@ impl From<StageMetrics> for MetricsWire {
             content_bytes: m.content_bytes,
             itl_gaps_dropped: m.itl_gaps_dropped,
             connects: m.connects,
+            tls_handshakes: m.tls_handshakes,
+            tls_resumed: m.tls_resumed,
             stale_retries: m.stale_retries,
             connections_open: m.connections_open,
         }
@@ -227,6 +236,7 @@ impl TryFrom<MetricsWire> for StageMetrics {
         m.ttfb = w.ttfb_ms;
         m.itl = w.itl_ms;
         m.connect = w.connect_ms;
+        m.tls = w.tls_ms;
         m.latency_corrected = w.latency_corrected_ms;
         m.ttft_corrected = w.ttft_corrected_ms;
         m.sched_lag = w.sched_lag_ms;
@@ -254,6 +264,8 @@ impl TryFrom<MetricsWire> for StageMetrics {
         m.content_bytes = w.content_bytes;
         m.itl_gaps_dropped = w.itl_gaps_dropped;
         m.connects = w.connects;
+        m.tls_handshakes = w.tls_handshakes;
+        m.tls_resumed = w.tls_resumed;
         m.stale_retries = w.stale_retries;
         m.connections_open = w.connections_open;
         Ok(m)

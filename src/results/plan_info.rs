@@ -140,6 +140,41 @@ pub struct PlanInfo {
     pub cpus: Vec<usize>,
     /// Distinct target addresses.
     pub target_addresses: usize,
+    /// Each distinct target: its address and how long resolving it took
+    /// (once, at start).
+    #[serde(default)]
+    pub targets: Vec<TargetInfo>,
+    /// How https targets are trusted (`None`: no https target).
+    #[serde(default)]
+    pub tls: Option<TlsInfo>,
+}
+
+/// One target as resolved at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    /// The URL (secrets masked).
+    pub url: String,
+    /// The address connected to.
+    pub address: String,
+    /// Over TLS.
+    pub tls: bool,
+    /// Resolving the host, milliseconds (`None`: an IP literal or
+    /// `--resolve`).
+    pub dns_ms: Option<f64>,
+}
+
+/// How https targets are trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// Certificates are verified (`false`: `--insecure`).
+    pub verify: bool,
+    /// Root certificates trusted (system store, `--cacert`, the
+    /// in-process mock's CA).
+    pub roots: usize,
+    /// `--cacert` files.
+    pub cacert: Vec<String>,
+    /// Sessions are resumed on reconnect (`--no-tls-resume` unset).
+    pub resume: bool,
 }
 
 impl PlanInfo {
@@ -227,6 +262,26 @@ impl PlanInfo {
             shards: plan.cpus.len(),
             cpus: plan.cpus.clone(),
             target_addresses: addresses.len(),
+            targets: plan
+                .targets
+                .iter()
+                .map(|t| TargetInfo {
+                    url: secrets::url(&t.url),
+                    address: t.addr.to_string(),
+                    tls: t.tls,
+                    dns_ms: t.dns.map(|d| d.as_secs_f64() * 1000.0),
+                })
+                .collect(),
+            tls: plan.trust.as_ref().map(|trust| TlsInfo {
+                verify: !plan.insecure,
+                roots: trust.roots,
+                cacert: plan
+                    .cacert
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                resume: plan.tls_resume,
+            }),
         }
     }
 

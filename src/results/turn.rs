@@ -23,8 +23,12 @@ pub struct FinishedTurn<'a> {
     pub error: Option<ErrorClass>,
     /// Status code (0 when no head arrived).
     pub status: u16,
-    /// Time spent opening a new connection for it.
+    /// Time spent opening a new connection for it (TCP).
     pub connect: Option<Duration>,
+    /// The TLS handshake on that new connection.
+    pub tls: Option<Duration>,
+    /// That handshake resumed a session.
+    pub tls_resumed: bool,
     /// It was retried once after a stale keep-alive connection.
     pub stale_retry: bool,
     /// Time to the first response byte.
@@ -113,6 +117,11 @@ impl StageMetrics {
         if let Some(connect) = t.connect {
             self.connects += 1;
             self.connect.record(connect);
+        }
+        if let Some(tls) = t.tls {
+            self.tls_handshakes += 1;
+            self.tls_resumed += u64::from(t.tls_resumed);
+            self.tls.record(tls);
         }
         if t.warmup {
             self.warmup_requests += 1;

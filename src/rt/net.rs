@@ -167,6 +167,38 @@ impl TcpStream {
         .await
     }
 
+    /// Runs `op`, a non-blocking read-side call on this socket (TLS feeds
+    /// its record layer this way), until it stops reporting `WouldBlock`,
+    /// waiting for the socket to become readable between tries.
+    pub async fn read_with<T>(&mut self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        self.ready_with(reactor::Direction::Read, op).await
+    }
+
+    /// As `read_with`, for a write-side call.
+    pub async fn write_with<T>(&mut self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        self.ready_with(reactor::Direction::Write, op).await
+    }
+
+    async fn ready_with<T>(
+        &mut self,
+        direction: reactor::Direction,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
+        std::future::poll_fn(|cx| loop {
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !reactor::wait(fd, slot, direction, cx) {
+                        return std::task::Poll::Pending;
+                    }
+                }
+                done => return std::task::Poll::Ready(done),
+            }
+        })
+        .await
+    }
+
     /// The socket's file descriptor (for the timeout watchdog's shutdown).
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

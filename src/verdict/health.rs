@@ -93,6 +93,12 @@ pub fn cautions(run: &RunSummary) -> Vec<String> {
     let caution_ms = limits::SCHED_LAG_CAUTION.as_secs_f64() * 1000.0;
     let invalid_ms = limits::SCHED_LAG_INVALID.as_secs_f64() * 1000.0;
     let mut out = Vec::new();
+    if run.plan.tls.as_ref().is_some_and(|tls| !tls.verify) {
+        out.push(
+            "TLS certificates were not verified (--insecure): the answers may not have come from the gateway named"
+                .to_string(),
+        );
+    }
     for stage in &run.stages {
         let Some(p99) = stage.total.metrics.sched_lag.percentile_ms(99.0) else {
             continue;

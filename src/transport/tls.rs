@@ -1,0 +1,296 @@
+//! TLS over the shard's own non-blocking socket: a rustls connection
+//! driven by hand.
+//!
+//! rustls keeps no socket; it is handed bytes (`read_tls`) and asked for
+//! bytes (`write_tls`). Here both go straight between its record layer and
+//! the socket through `Fd`, a `Read`/`Write` on the raw descriptor that
+//! never blocks: a `WouldBlock` from it sends the task back to the
+//! reactor until the socket is ready. No extra ciphertext buffer, no
+//! second copy, and whichever reactor runs the socket runs TLS.
+
+use crate::rt;
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+/// A TLS stream, client or server side.
+#[derive(Debug)]
+pub struct TlsStream {
+    tcp: rt::TcpStream,
+    tls: rustls::Connection,
+}
+
+/// Why TLS failed, carried inside an `io::Error` so callers classify it.
+#[derive(Debug)]
+pub struct TlsFailure {
+    /// It happened before the handshake finished.
+    pub handshake: bool,
+    /// What rustls said (`None`: the peer closed or timed out first).
+    pub error: Option<rustls::Error>,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = if self.handshake {
+            "TLS handshake"
+        } else {
+            "TLS"
+        };
+        match &self.error {
+            Some(e) => write!(f, "{when}: {e}"),
+            None => write!(f, "{when}: the peer closed the connection"),
+        }
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+impl TlsFailure {
+    /// The `TlsFailure` inside `error`, if it is one.
+    pub fn of(error: &io::Error) -> Option<&TlsFailure> {
+        error.get_ref()?.downcast_ref::<TlsFailure>()
+    }
+
+    /// Whether the peer's certificate was refused (untrusted, expired,
+    /// wrong name) rather than the handshake failing otherwise.
+    pub fn is_certificate(&self) -> bool {
+        matches!(
+            self.error,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        )
+    }
+
+    fn wrap(handshake: bool, error: Option<rustls::Error>) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, TlsFailure { handshake, error })
+    }
+}
+
+impl TlsStream {
+    /// Runs a client handshake on a connected socket, within `timeout`.
+    pub async fn connect(
+        tcp: rt::TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: std::time::Duration,
+    ) -> io::Result<TlsStream> {
+        let tls = rustls::ClientConnection::new(config, name)
+            .map_err(|e| TlsFailure::wrap(true, Some(e)))?;
+        TlsStream::handshake(tcp, tls.into(), timeout).await
+    }
+
+    /// Runs a server handshake on an accepted socket, within `timeout`.
+    pub async fn accept(
+        tcp: rt::TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        timeout: std::time::Duration,
+    ) -> io::Result<TlsStream> {
+        let tls =
+            rustls::ServerConnection::new(config).map_err(|e| TlsFailure::wrap(true, Some(e)))?;
+        TlsStream::handshake(tcp, tls.into(), timeout).await
+    }
+
+    async fn handshake(
+        tcp: rt::TcpStream,
+        tls: rustls::Connection,
+        timeout: std::time::Duration,
+    ) -> io::Result<TlsStream> {
+        let mut stream = TlsStream { tcp, tls };
+        let steps = async {
+            while stream.tls.is_handshaking() {
+                stream.flush().await?;
+                let wants_read = stream.tls.is_handshaking() && stream.tls.wants_read();
+                if wants_read && stream.fill(true).await? == 0 {
+                    return Err(TlsFailure::wrap(true, None));
+                }
+            }
+            // The client's Finished (or the server's tickets).
+            stream.flush().await
+        };
+        let expiry = async {
+            rt::sleep(timeout).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                TlsFailure {
+                    handshake: true,
+                    error: None,
+                },
+            ))
+        };
+        futures_lite::future::or(steps, expiry).await?;
+        Ok(stream)
+    }
+
+    /// Reads ciphertext from the socket into rustls and decrypts it;
+    /// returns the bytes read (0: the peer closed the socket). A record
+    /// rustls refuses sends its alert (best effort) and fails.
+    async fn fill(&mut self, handshake: bool) -> io::Result<usize> {
+        let fd = self.tcp.raw_fd();
+        let tls = &mut self.tls;
+        let n = self.tcp.read_with(|| tls.read_tls(&mut Fd(fd))).await?;
+        if let Err(error) = self.tls.process_new_packets() {
+            // The alert rustls queued for the peer; the connection is
+            // dead either way, so a socket that cannot take it is ignored.
+            let _ = self.tls.write_tls(&mut Fd(fd));
+            return Err(TlsFailure::wrap(handshake, Some(error)));
+        }
+        Ok(n)
+    }
+
+    /// Sends everything rustls has encrypted.
+    async fn flush(&mut self) -> io::Result<()> {
+        let fd = self.tcp.raw_fd();
+        while self.tls.wants_write() {
+            let tls = &mut self.tls;
+            self.tcp.write_with(|| tls.write_tls(&mut Fd(fd))).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads some plaintext; 0 means the peer closed with `close_notify`,
+    /// `UnexpectedEof` that it closed without.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            self.fill(false).await?;
+            // A key update asks for an answer.
+            if self.tls.wants_write() {
+                self.flush().await?;
+            }
+        }
+    }
+
+    /// Encrypts and sends all of `buf`, in pieces when it is larger than
+    /// rustls' send buffer.
+    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.tls.writer().write(buf)?;
+            if n == 0 && !self.tls.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the socket to have something to read, as
+    /// `rt::TcpStream::readable` does; a following `read` handles records
+    /// that arrive in pieces.
+    pub async fn readable(&mut self) {
+        self.tcp.readable().await
+    }
+
+    /// The socket's file descriptor.
+    pub fn raw_fd(&self) -> RawFd {
+        self.tcp.raw_fd()
+    }
+
+    /// The socket, TLS state dropped (to reset it).
+    pub fn into_tcp(self) -> rt::TcpStream {
+        self.tcp
+    }
+
+    /// Whether the session was resumed (a ticket or session id accepted)
+    /// rather than negotiated in full.
+    pub fn resumed(&self) -> bool {
+        self.tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+}
+
+/// The socket as rustls' `Read`/`Write`: one non-blocking system call each,
+/// `WouldBlock` when the socket has nothing or no room.
+struct Fd(RawFd);
+
+impl io::Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: receives into a live, writable slice of its length.
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl io::Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    /// rustls hands over every queued record at once; one `sendmsg` takes
+    /// them all (MSG_NOSIGNAL: a closed peer is EPIPE, not a signal).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: a zeroed msghdr is valid; it points at `bufs`, live
+        // `IoSlice`s (ABI-compatible with iovec) that outlive the call.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+            libc::sendmsg(self.0, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blocking handshake on the calling thread (the preflight check, before
+/// any shard runs): the negotiated version and suite, or why it failed
+/// (a `TlsFailure` for what rustls refused).
+pub fn probe(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+    timeout: std::time::Duration,
+) -> io::Result<String> {
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let mut tls =
+        rustls::ClientConnection::new(config, name).map_err(|e| TlsFailure::wrap(true, Some(e)))?;
+    while tls.is_handshaking() {
+        match tls.complete_io(&mut tcp) {
+            Ok((0, 0)) if tls.is_handshaking() => return Err(TlsFailure::wrap(true, None)),
+            Ok(_) => {}
+            Err(e) => {
+                // rustls reports its own refusals as InvalidData with the
+                // rustls::Error inside.
+                let inner = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                    .cloned();
+                return Err(match inner {
+                    Some(error) => TlsFailure::wrap(true, Some(error)),
+                    None => e,
+                });
+            }
+        }
+    }
+    let version = tls
+        .protocol_version()
+        .map_or("?".to_string(), |v| format!("{v:?}"));
+    let suite = tls
+        .negotiated_cipher_suite()
+        .map_or("?".to_string(), |s| format!("{:?}", s.suite()));
+    let alpn = tls.alpn_protocol().map_or("no ALPN".to_string(), |p| {
+        String::from_utf8_lossy(p).into_owned()
+    });
+    tls.send_close_notify();
+    let _ = tls.complete_io(&mut tcp);
+    Ok(format!("{version} {suite} {alpn}"))
+}
