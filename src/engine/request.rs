@@ -21,6 +21,12 @@ pub(super) struct Attempt {
     pub(super) t0: Instant,
 }
 
+impl Attempt {
+    fn new(class: ErrorClass, t0: Instant) -> Attempt {
+        Attempt { class, t0 }
+    }
+}
+
 impl Shard {
     /// The TLS configuration and server name of an https target.
     fn tls_for(&self, target: usize) -> Option<(Arc<rustls::ClientConfig>, ServerName<'static>)> {
@@ -29,17 +35,18 @@ impl Shard {
 
     /// Opens a connection, waiting for a connect slot first, and runs the
     /// TLS handshake on it for an https target.
-    pub(super) async fn connect(&self, target: usize) -> Result<Connected, ErrorClass> {
+    pub(super) async fn connect(&self, target: usize) -> Result<Connected, Attempt> {
+        // The connect time includes the wait for a slot.
+        let started = Instant::now();
         let _permit = self
             .connect_slots
             .acquire_permit(1)
             .await
-            .map_err(|_| ErrorClass::ConnOther)?;
-        let started = Instant::now();
+            .map_err(|_| Attempt::new(ErrorClass::ConnOther, started))?;
         let addr = self.plan.targets[target].addr;
         let tcp = rt::TcpStream::connect(addr, self.plan.connect_timeout)
             .await
-            .map_err(|e| connect_class(&e))?;
+            .map_err(|e| Attempt::new(connect_class(&e), started))?;
         let connected = Instant::now();
         let Some((config, name)) = self.tls_for(target) else {
             return Ok(Connected {
@@ -48,14 +55,22 @@ impl Shard {
                 tls: None,
             });
         };
-        let tls = TlsStream::connect(tcp, config, name, self.plan.connect_timeout)
-            .await
-            .map_err(|e| handshake_class(&e))?;
-        Ok(Connected {
-            conn: Conn::new(Stream::Tls(Box::new(tls))),
-            tcp: connected - started,
-            tls: Some(connected.elapsed()),
+        // Boxed, with everything it holds: the handshake's future (its
+        // steps and its timer) is several times the size of the rest of
+        // an open-loop arrival's task, and a handshake is rare next to
+        // requests.
+        let timeout = self.plan.connect_timeout;
+        Box::pin(async move {
+            let tls = TlsStream::connect(tcp, config, name, timeout)
+                .await
+                .map_err(|e| Attempt::new(handshake_class(&e), started))?;
+            Ok(Connected {
+                conn: Conn::new(Stream::Tls(Box::new(tls))),
+                tcp: connected - started,
+                tls: Some(connected.elapsed()),
+            })
         })
+        .await
     }
 
     /// Sends the user's prepared request, connecting or reconnecting as
@@ -85,11 +100,7 @@ impl Shard {
                 user.conn = match pooled {
                     Some(conn) => Some(conn),
                     None => {
-                        let started = Instant::now();
-                        let connected = self
-                            .connect(sc.target)
-                            .await
-                            .map_err(|class| Attempt { class, t0: started })?;
+                        let connected = self.connect(sc.target).await?;
                         user.connect_time = Some(connected.tcp);
                         user.tls_time = connected.tls;
                         user.tls_resumed = connected.conn.stream.resumed() == Some(true);

@@ -122,8 +122,18 @@ impl TcpStream {
 
     /// Reads some bytes; 0 means the peer closed.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read(cx, buf)).await
+    }
+
+    /// The poll behind `read`, for futures that hold a socket of either
+    /// kind (`transport::Stream`).
+    pub fn poll_read(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
         let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
-        std::future::poll_fn(|cx| loop {
+        loop {
             // SAFETY: receives into a live, writable slice of its length.
             let n =
                 unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
@@ -133,19 +143,29 @@ impl TcpStream {
             if let Some(done) = after_failure(fd, slot, reactor::Direction::Read, cx) {
                 return done;
             }
-        })
-        .await
+        }
     }
 
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
         let mut written = 0;
-        std::future::poll_fn(|cx| loop {
-            if written == buf.len() {
+        std::future::poll_fn(|cx| self.poll_write_all(cx, buf, &mut written)).await
+    }
+
+    /// The poll behind `write_all`; `written` carries the progress
+    /// between polls.
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+        written: &mut usize,
+    ) -> std::task::Poll<io::Result<()>> {
+        let (fd, slot) = (self.fd.as_raw_fd(), self.slot);
+        loop {
+            if *written == buf.len() {
                 return std::task::Poll::Ready(Ok(()));
             }
-            let rest = &buf[written..];
+            let rest = &buf[*written..];
             // SAFETY: sends from a live slice of its length; MSG_NOSIGNAL
             // turns a closed peer into EPIPE instead of a signal.
             let n = unsafe {
@@ -157,14 +177,13 @@ impl TcpStream {
                 )
             };
             if n >= 0 {
-                written += n as usize;
+                *written += n as usize;
                 continue;
             }
             if let Some(done) = after_failure(fd, slot, reactor::Direction::Write, cx) {
                 return done;
             }
-        })
-        .await
+        }
     }
 
     /// Runs `op`, a non-blocking read-side call on this socket (TLS feeds
@@ -177,6 +196,23 @@ impl TcpStream {
     /// As `read_with`, for a write-side call.
     pub async fn write_with<T>(&mut self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         self.ready_with(reactor::Direction::Write, op).await
+    }
+
+    /// For a hand-written poll after a non-blocking call found the socket
+    /// with nothing to read: true if an event came in since (try again
+    /// now), else the task's waker is kept for the next event.
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> bool {
+        reactor::wait(self.fd.as_raw_fd(), self.slot, reactor::Direction::Read, cx)
+    }
+
+    /// As `poll_readable`, for a socket with no room to write.
+    pub fn poll_writable(&self, cx: &mut std::task::Context<'_>) -> bool {
+        reactor::wait(
+            self.fd.as_raw_fd(),
+            self.slot,
+            reactor::Direction::Write,
+            cx,
+        )
     }
 
     async fn ready_with<T>(

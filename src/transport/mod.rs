@@ -15,6 +15,7 @@ pub mod tls;
 pub mod trust;
 
 use crate::rt;
+use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -32,28 +33,36 @@ pub enum Stream {
 impl Stream {
     /// Reads some bytes of plaintext; 0 means the peer closed (for TLS, with
     /// `close_notify`; a close without it is `UnexpectedEof`).
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(tcp) => tcp.read(buf).await,
-            Stream::Tls(tls) => tls.read(buf).await,
-        }
+    ///
+    /// One poll over both kinds rather than an `async fn` that awaits
+    /// either: the future stays as small as the plain socket's was, and an
+    /// open-loop arrival's task holds it.
+    pub fn read<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| match self {
+            Stream::Plain(tcp) => tcp.poll_read(cx, buf),
+            Stream::Tls(tls) => tls.poll_read(cx, buf),
+        })
     }
 
     /// Writes all of `buf`.
-    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Stream::Plain(tcp) => tcp.write_all(buf).await,
-            Stream::Tls(tls) => tls.write_all(buf).await,
-        }
+    pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+        let mut done = 0;
+        std::future::poll_fn(move |cx| match self {
+            Stream::Plain(tcp) => tcp.poll_write_all(cx, buf, &mut done),
+            Stream::Tls(tls) => tls.poll_write_all(cx, buf, &mut done),
+        })
     }
 
     /// Waits until the socket has something to read (see
-    /// `rt::TcpStream::readable`); at once when TLS holds plaintext
-    /// already.
-    pub async fn readable(&mut self) {
+    /// `rt::TcpStream::readable`). For TLS too it is the socket that is
+    /// waited on: right after a request is sent, rustls holds nothing yet.
+    pub fn readable(&mut self) -> rt::Readable<'_> {
         match self {
-            Stream::Plain(tcp) => tcp.readable().await,
-            Stream::Tls(tls) => tls.readable().await,
+            Stream::Plain(tcp) => tcp.readable(),
+            Stream::Tls(tls) => tls.readable(),
         }
     }
 

@@ -148,39 +148,101 @@ impl TlsStream {
 
     /// Reads some plaintext; 0 means the peer closed with `close_notify`,
     /// `UnexpectedEof` that it closed without.
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    ///
+    /// Read and write are hand-written polls rather than `async fn`s: an
+    /// open-loop arrival's task holds these futures, and nested `async
+    /// fn`s (each keeping its own arguments) grew it past the size the
+    /// allocator's per-thread cache serves.
+    pub fn read<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl std::future::Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| self.poll_read(cx, buf))
+    }
+
+    /// The poll behind `read`.
+    pub fn poll_read(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        let fd = self.tcp.raw_fd();
         loop {
             match self.tls.reader().read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                done => return done,
+                done => return Poll::Ready(done),
             }
-            self.fill(false).await?;
-            // A key update asks for an answer.
-            if self.tls.wants_write() {
-                self.flush().await?;
+            match self.tls.read_tls(&mut Fd(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.tcp.poll_readable(cx) {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
             }
+            if let Err(error) = self.tls.process_new_packets() {
+                let _ = self.tls.write_tls(&mut Fd(fd));
+                return Poll::Ready(Err(TlsFailure::wrap(false, Some(error))));
+            }
+            // A key update asks for an answer; one that finds no room now
+            // stays queued for the next write.
+            while self.tls.wants_write() && self.tls.write_tls(&mut Fd(fd)).is_ok() {}
         }
     }
 
     /// Encrypts and sends all of `buf`, in pieces when it is larger than
     /// rustls' send buffer.
-    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = self.tls.writer().write(buf)?;
-            if n == 0 && !self.tls.wants_write() {
-                return Err(io::ErrorKind::WriteZero.into());
+    pub fn write_all<'a>(
+        &'a mut self,
+        buf: &'a [u8],
+    ) -> impl std::future::Future<Output = io::Result<()>> + 'a {
+        let mut taken = 0;
+        std::future::poll_fn(move |cx| self.poll_write_all(cx, buf, &mut taken))
+    }
+
+    /// The poll behind `write_all`; `taken` carries the progress between
+    /// polls.
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+        taken: &mut usize,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        let fd = self.tcp.raw_fd();
+        loop {
+            while self.tls.wants_write() {
+                match self.tls.write_tls(&mut Fd(fd)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if !self.tcp.poll_writable(cx) {
+                            return Poll::Pending;
+                        }
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
             }
-            buf = &buf[n..];
-            self.flush().await?;
+            if *taken == buf.len() {
+                return Poll::Ready(Ok(()));
+            }
+            let n = self.tls.writer().write(&buf[*taken..])?;
+            if n == 0 && !self.tls.wants_write() {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *taken += n;
         }
-        Ok(())
     }
 
     /// Waits for the socket to have something to read, as
     /// `rt::TcpStream::readable` does; a following `read` handles records
     /// that arrive in pieces.
-    pub async fn readable(&mut self) {
-        self.tcp.readable().await
+    pub fn readable(&mut self) -> rt::Readable<'_> {
+        self.tcp.readable()
     }
 
     /// The socket's file descriptor.
