@@ -152,6 +152,29 @@ fn two_shards_merge_into_one_stage() {
     assert!(stage.connections_open_ok());
 }
 
+#[test]
+fn a_host_with_several_addresses_gets_connections_on_each_in_turn() {
+    // Two mocks stand for two addresses of one name (as a DNS round robin
+    // or a dual-stack host gives them).
+    let a = start_mock(|c| c.tokens = Some(8));
+    let b = start_mock(|c| c.tokens = Some(8));
+    let mut plan = plan(r#"{"stages":"4:400ms","warmup":"0s"}"#, &a, cpus().0);
+    let (addr_a, addr_b) = (a.addr().to_string(), b.addr().to_string());
+    plan.targets[0].addrs = vec![a.addr(), b.addr()];
+    let result = run(&plan);
+    let (served_a, served_b) = (a.stop().unwrap(), b.stop().unwrap());
+    // Four users, four connections, alternating.
+    assert_eq!((served_a.connections, served_b.connections), (2, 2));
+    let stage = &result.stages[0];
+    let by = &stage.requests_by_address;
+    let (n_a, n_b) = (by[&addr_a], by[&addr_b]);
+    assert_eq!(n_a + n_b, stage.total.metrics.requests);
+    assert!(n_a > 0 && n_b > 0, "{by:?}");
+    // Each mock answered every request counted for its address.
+    assert_eq!(n_a, served_a.chat_responses, "{by:?} {served_a:?}");
+    assert_eq!(n_b, served_b.chat_responses, "{by:?} {served_b:?}");
+}
+
 trait OpenCheck {
     fn connections_open_ok(&self) -> bool;
 }

@@ -192,6 +192,9 @@ pub(super) struct User {
     pub(super) tls_time: Option<Duration>,
     /// That handshake resumed a session.
     pub(super) tls_resumed: bool,
+    /// The address of the current request's connection (an index into
+    /// `Plan::addresses`).
+    pub(super) address: usize,
     /// The current request was retried after a stale connection.
     pub(super) stale_retry: bool,
 }
@@ -215,6 +218,7 @@ impl User {
             connect_time: None,
             tls_time: None,
             tls_resumed: false,
+            address: 0,
             stale_retry: false,
         }
     }

@@ -145,6 +145,7 @@ struct Collector<'a> {
     started_unix_ms: u64,
     scenarios: Vec<StageMetrics>,
     connections_open: u64,
+    requests_by_address: Vec<u64>,
     inflight_peak: u64,
     shard_cpu_s: Vec<f64>,
     /// Each shard's scheduling in this stage (`None`: unknown).
@@ -173,6 +174,7 @@ impl<'a> Collector<'a> {
             started_unix_ms,
             scenarios: plan.scenarios.iter().map(|_| StageMetrics::new()).collect(),
             connections_open: 0,
+            requests_by_address: vec![0; plan.addresses().len()],
             inflight_peak: 0,
             shard_cpu_s: vec![0.0; shards],
             shard_sched: Some(vec![ThreadSched::default(); shards]),
@@ -277,6 +279,13 @@ impl<'a> Collector<'a> {
             merged.merge(theirs);
         }
         self.connections_open += report.connections_open;
+        for (sum, n) in self
+            .requests_by_address
+            .iter_mut()
+            .zip(&report.requests_by_address)
+        {
+            *sum += n;
+        }
         self.inflight_peak += report.inflight_peak;
         self.abandoned += report.abandoned;
         self.received += 1;
@@ -335,6 +344,13 @@ impl<'a> Collector<'a> {
                 .collect(),
             steal_pct: steal_pct(self.steal_at_start, &self.plan.cpus),
             connections_open: vec![self.connections_open],
+            requests_by_address: self
+                .plan
+                .addresses()
+                .into_iter()
+                .zip(&self.requests_by_address)
+                .map(|((_, addr), &n)| (addr.to_string(), n))
+                .collect(),
             open_loop: None,
             total: Stats::new("all", total),
             scenarios: self

@@ -33,13 +33,16 @@ pub struct Conn {
     /// Whether a response has already been read on it (a reused connection
     /// may have been closed by the server while idle).
     pub reused: bool,
+    /// The address it goes to (an index into `Plan::addresses`).
+    pub address: usize,
 }
 
 impl Conn {
     /// Wraps a freshly connected stream.
-    pub fn new(stream: Stream) -> Self {
+    pub fn new(stream: Stream, address: usize) -> Self {
         Conn {
             stream,
+            address,
             buf: vec![0; limits::READ_BUFFER_BYTES].into_boxed_slice(),
             reused: false,
         }

@@ -76,6 +76,7 @@ pub async fn run(ctx: ShardContext) {
             start,
             shard.plan.warmup,
             shard.plan.scenarios.len(),
+            shard.addresses.len(),
         ));
         let ticker = rt::spawn(tick_loop(shard.clone(), run.clone(), ctx.reports.clone()));
         let stage_future = run_stage(&shard, &run, index);
@@ -107,6 +108,7 @@ pub async fn run(ctx: ShardContext) {
             stage: index,
             scenarios: run.metrics.replace(fresh),
             connections_open: shard.open_connections.get(),
+            requests_by_address: run.address_requests.take(),
             inflight_peak: shard.inflight_peak.get(),
             cpu_s: crate::host::thread_cpu_seconds(),
             sched: crate::host::thread_sched(),
@@ -168,6 +170,9 @@ pub(super) struct StageRun {
     pub(super) measure_from: Instant,
     /// What this shard measured, per scenario.
     pub(super) metrics: RefCell<Vec<StageMetrics>>,
+    /// Requests in the measured window per target address (indexed as
+    /// `Plan::addresses`).
+    pub(super) address_requests: RefCell<Vec<u64>>,
     /// What finished since the last tick.
     pub(super) window: RefCell<Window>,
     /// Ticks sent so far.
@@ -183,6 +188,7 @@ impl StageRun {
         start: Instant,
         warmup: Duration,
         scenarios: usize,
+        addresses: usize,
     ) -> Self {
         StageRun {
             index,
@@ -191,6 +197,7 @@ impl StageRun {
             stopped: Cell::new(false),
             measure_from: start + warmup,
             metrics: RefCell::new((0..scenarios).map(|_| StageMetrics::new()).collect()),
+            address_requests: RefCell::new(vec![0; addresses]),
             window: RefCell::new(Window::default()),
             ticks: Cell::new(0),
             done: Cell::new(false),

@@ -70,6 +70,8 @@ pub struct Report {
     pub scenarios: Vec<StageMetrics>,
     /// Connections it had open at the end of the stage.
     pub connections_open: u64,
+    /// Measured requests per target address (`Plan::addresses`).
+    pub requests_by_address: Vec<u64>,
     /// Open loop: most conversations it had in flight.
     pub inflight_peak: u64,
     /// The shard thread's CPU seconds so far.

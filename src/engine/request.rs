@@ -35,7 +35,18 @@ impl Shard {
 
     /// Opens a connection, waiting for a connect slot first, and runs the
     /// TLS handshake on it for an https target.
-    pub(super) async fn connect(&self, target: usize) -> Result<Connected, Attempt> {
+    /// The address the next new connection to `target` goes to (an index
+    /// into `addresses`): each of the target's addresses in turn.
+    pub(super) fn next_address(&self, target: usize) -> usize {
+        let (first, turn) = &self.address_turn[target];
+        let n = turn.get();
+        turn.set(n.wrapping_add(1));
+        first + n % self.plan.targets[target].addrs.len()
+    }
+
+    /// Opens a connection to address `address` (an index into
+    /// `addresses`).
+    pub(super) async fn connect(&self, address: usize) -> Result<Connected, Attempt> {
         // The connect time includes the wait for a slot.
         let started = Instant::now();
         let _permit = self
@@ -43,14 +54,14 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|_| Attempt::new(ErrorClass::ConnOther, started))?;
-        let addr = self.plan.targets[target].addr;
+        let addr = self.addresses[address].1;
         let tcp = rt::TcpStream::connect(addr, self.plan.connect_timeout)
             .await
             .map_err(|e| Attempt::new(connect_class(&e), started))?;
         let connected = Instant::now();
-        let Some((config, name)) = self.tls_for(target) else {
+        let Some((config, name)) = self.tls_for(self.addresses[address].0) else {
             return Ok(Connected {
-                conn: Conn::new(Stream::Plain(tcp)),
+                conn: Conn::new(Stream::Plain(tcp), address),
                 tcp: connected - started,
                 tls: None,
             });
@@ -65,7 +76,7 @@ impl Shard {
                 .await
                 .map_err(|e| Attempt::new(handshake_class(&e), started))?;
             Ok(Connected {
-                conn: Conn::new(Stream::Tls(Box::new(tls))),
+                conn: Conn::new(Stream::Tls(Box::new(tls)), address),
                 tcp: connected - started,
                 tls: Some(connected.elapsed()),
             })
@@ -100,7 +111,8 @@ impl Shard {
                 user.conn = match pooled {
                     Some(conn) => Some(conn),
                     None => {
-                        let connected = self.connect(sc.target).await?;
+                        user.address = self.next_address(sc.target);
+                        let connected = self.connect(user.address).await?;
                         user.connect_time = Some(connected.tcp);
                         user.tls_time = connected.tls;
                         user.tls_resumed = connected.conn.stream.resumed() == Some(true);
@@ -115,11 +127,13 @@ impl Shard {
                 scratch,
                 observed,
                 request: own,
+                address,
                 ..
             } = &mut *user;
             let Some(conn) = conn.as_mut() else {
                 unreachable!("a connection was just ensured");
             };
+            *address = conn.address;
             let bytes: &[u8] = match source {
                 Source::Template(i) => &self.scenarios[scenario].templates[i].bytes,
                 Source::Own => own,

@@ -37,6 +37,12 @@ pub(super) struct Shard {
     /// Per target: the TLS configuration (this shard's own session cache)
     /// and the name to verify, for an https target.
     pub(super) tls: Vec<Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>>,
+    /// Every target address (`Plan::addresses`): (target, address).
+    pub(super) addresses: Vec<(usize, std::net::SocketAddr)>,
+    /// Per target: the index in `addresses` of its first address, and the
+    /// count of connections opened to it (the next goes to the address
+    /// after), so a host with several addresses gets connections on all.
+    pub(super) address_turn: Vec<(usize, Cell<usize>)>,
     /// Idle keep-alive connections, per target.
     pub(super) idle: Vec<RefCell<Vec<Conn>>>,
     /// Bounds concurrent connects (see `limits::CONNECTS_IN_FLIGHT_PER_SHARD_MAX`).
@@ -93,10 +99,20 @@ impl Shard {
                 Some((config, name))
             })
             .collect();
+        let addresses = plan.addresses();
+        let address_turn = (0..plan.targets.len())
+            .map(|t| {
+                let first = addresses.iter().position(|&(at, _)| at == t).unwrap_or(0);
+                // Shards start on different addresses.
+                (first, Cell::new(index))
+            })
+            .collect();
         Shard {
             index,
             count,
             tls,
+            addresses,
+            address_turn,
             idle: plan
                 .targets
                 .iter()
@@ -208,6 +224,11 @@ impl Shard {
                 start: t0,
             };
             sink.send(Record::of(key, &turn, &mut self.itl_scratch.borrow_mut()));
+        }
+        if !turn.warmup {
+            if let Some(n) = run.address_requests.borrow_mut().get_mut(user.address) {
+                *n += 1;
+            }
         }
         run.window.borrow_mut().record_turn(&turn);
         run.metrics.borrow_mut()[at.scenario].record_turn(&turn)

@@ -141,6 +141,16 @@ pub struct Overrides {
 }
 
 impl Plan {
+    /// Every target address, target by target: an address's index here is
+    /// how shards count requests per address.
+    pub fn addresses(&self) -> Vec<(usize, std::net::SocketAddr)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .flat_map(|(t, target)| target.addrs.iter().map(move |&a| (t, a)))
+            .collect()
+    }
+
     /// The fixed start of every request of scenario `index`: request line
     /// and headers up to (not including) the correlation header and
     /// Content-Length.

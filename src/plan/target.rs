@@ -12,8 +12,11 @@ pub struct Target {
     /// The URL as given, query values masked (`secrets::url`): it is only
     /// ever shown.
     pub url: String,
-    /// The resolved address (or the one `--resolve` gave).
+    /// The first resolved address (or the one `--resolve` gave).
     pub addr: SocketAddr,
+    /// Every address the host resolved to, in the resolver's order;
+    /// connections go to them in turn.
+    pub addrs: Vec<SocketAddr>,
     /// The `Host` header value.
     pub host: String,
     /// Request path (with query).
@@ -133,10 +136,11 @@ pub fn parse_target(
     if tls {
         crate::transport::trust::server_name(bare)?;
     }
-    let (addr, dns) = address(bare, port, resolve)?;
+    let (addrs, dns) = addresses(bare, port, resolve)?;
     Ok(Target {
         url: crate::secrets::url(whole),
-        addr,
+        addr: addrs[0],
+        addrs,
         host: authority.to_string(),
         path,
         tls,
@@ -173,28 +177,37 @@ fn request_path(path: &str, protocol: &dyn Protocol) -> (String, Option<String>)
     }
 }
 
-/// The address to connect to, and how long resolving it took.
-fn address(
+/// The addresses to connect to (at least one), and how long resolving
+/// them took.
+fn addresses(
     host: &str,
     port: u16,
     resolve: &[Resolve],
-) -> Result<(SocketAddr, Option<Duration>), String> {
+) -> Result<(Vec<SocketAddr>, Option<Duration>), String> {
     if let Some(r) = resolve
         .iter()
         .find(|r| r.port == port && r.host.eq_ignore_ascii_case(host))
     {
-        return Ok((SocketAddr::new(r.addr, port), None));
+        return Ok((vec![SocketAddr::new(r.addr, port)], None));
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok((SocketAddr::new(ip, port), None));
+        return Ok((vec![SocketAddr::new(ip, port)], None));
     }
     let started = Instant::now();
-    let addr = (host, port)
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    let resolved = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
-        .next()
-        .ok_or_else(|| format!("`{host}` resolved to no address"))?;
-    Ok((addr, Some(started.elapsed())))
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?;
+    for addr in resolved {
+        // getaddrinfo lists an address once per socket type.
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("`{host}` resolved to no address"));
+    }
+    Ok((addrs, Some(started.elapsed())))
 }
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(&str, u16), String> {

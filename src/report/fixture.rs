@@ -105,6 +105,7 @@ fn fixed_stage(
         shard_wait_per_run_ms: vec![0.002],
         steal_pct: Some(0.0),
         connections_open: vec![4],
+        requests_by_address: [("127.0.0.1:1".to_string(), 8)].into(),
         open_loop: None,
         total: Stats::new("all", total),
         scenarios,

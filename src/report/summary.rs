@@ -150,7 +150,8 @@ mod tests {
                     for (k, v) in map {
                         let under_counts = at.ends_with("status_codes")
                             || at.ends_with("errors")
-                            || at.ends_with("headers");
+                            || at.ends_with("headers")
+                            || at.ends_with("requests_by_address");
                         assert!(
                             under_counts
                                 || k.chars().all(|c| c.is_ascii_lowercase()

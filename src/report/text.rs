@@ -112,6 +112,14 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
     if let Some(line) = open_loop_line(stage, max_inflight) {
         let _ = writeln!(out, "{line}");
     }
+    if stage.requests_by_address.len() > 1 {
+        let spread: Vec<String> = stage
+            .requests_by_address
+            .iter()
+            .map(|(address, n)| format!("{address} {n}"))
+            .collect();
+        let _ = writeln!(out, "  requests by address: {}", spread.join(", "));
+    }
 }
 
 fn aggregate_section(out: &mut String, all: &StageMetrics) {

@@ -123,6 +123,9 @@ fn merge_stage(mine: &mut StageSummary, theirs: StageSummary) {
         (a, b) => a.or(b),
     };
     mine.connections_open.extend(theirs.connections_open);
+    for (address, n) in theirs.requests_by_address {
+        *mine.requests_by_address.entry(address).or_default() += n;
+    }
     mine.series = merge_series(
         std::mem::take(&mut mine.series),
         theirs.series,

@@ -198,6 +198,10 @@ pub struct StageSummary {
     /// Connections open at the end, per host (in `RunSummary::hosts`
     /// order).
     pub connections_open: Vec<u64>,
+    /// Measured requests per target address (a host that resolved to
+    /// several gets connections on each in turn).
+    #[serde(default)]
+    pub requests_by_address: std::collections::BTreeMap<String, u64>,
     /// Open loop: offered against achieved. Derived.
     #[serde(default, skip_deserializing)]
     pub open_loop: Option<OpenLoop>,
