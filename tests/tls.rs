@@ -320,12 +320,26 @@ fn the_run_command_verifies_certificates_and_says_when_it_does_not() {
         "{}",
         stderr(&wrong)
     );
-    // A --cacert that is not PEM.
-    let junk = write(&dir, "junk.pem", "not a certificate");
-    let bad = run(&["--target", &target, "--cacert", junk.to_str().unwrap()]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("junk.pem"), "{}", stderr(&bad));
     mock.stop().unwrap();
+}
+
+#[test]
+fn a_cacert_that_is_not_pem_is_a_usage_error_naming_the_file() {
+    let dir = temp_dir("tls-junk");
+    let junk = write(&dir, "junk.pem", "not a certificate");
+    let profile = write(&dir, "p.json", r#"{"stages":"1:1s"}"#);
+    let bad = bin()
+        .args(["validate", "--target", "https://127.0.0.1:1", "--cacert"])
+        .arg(&junk)
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let said = stderr(&bad);
+    assert!(
+        said.contains("--cacert") && said.contains("junk.pem"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -19,10 +19,7 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     // Before the mock, the engine or the writer start a thread.
     super::signals::install();
     let facts = Facts::gather();
-    let (mock, mock_target) = match start_mock(&args, &facts)? {
-        Some((server, target)) => (Some(server), Some(target)),
-        None => (None, None),
-    };
+    let (mock, mock_target) = start_mock(&args, &facts)?.unzip();
     let setup = setup::plan(
         &args.config,
         &args.overrides,

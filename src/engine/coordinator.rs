@@ -291,6 +291,16 @@ impl<'a> Collector<'a> {
         self.received += 1;
     }
 
+    /// Measured requests per target address, by the address as text.
+    fn by_address(&self) -> std::collections::BTreeMap<String, u64> {
+        self.plan
+            .addresses()
+            .into_iter()
+            .zip(&self.requests_by_address)
+            .map(|((_, addr), &n)| (addr.to_string(), n))
+            .collect()
+    }
+
     fn finish(mut self, elapsed: Duration) -> StageSummary {
         // Seconds not every shard reported (the last, partial one, or a
         // tick dropped on a full channel) go in as they are.
@@ -319,6 +329,7 @@ impl<'a> Collector<'a> {
                 0.0
             }
         };
+        let requests_by_address = self.by_address();
         let mut summary = StageSummary {
             index: self.index,
             label: stage.label(),
@@ -344,13 +355,7 @@ impl<'a> Collector<'a> {
                 .collect(),
             steal_pct: steal_pct(self.steal_at_start, &self.plan.cpus),
             connections_open: vec![self.connections_open],
-            requests_by_address: self
-                .plan
-                .addresses()
-                .into_iter()
-                .zip(&self.requests_by_address)
-                .map(|((_, addr), &n)| (addr.to_string(), n))
-                .collect(),
+            requests_by_address,
             open_loop: None,
             total: Stats::new("all", total),
             scenarios: self

@@ -46,7 +46,8 @@ pub const CSV_COLUMNS: &[&str] = &[
     "stopped",
 ];
 
-/// The whole CSV file.
+/// The whole CSV file. A list of the columns' values, one line each, and
+/// longer than 70 lines for that reason only.
 pub fn csv(run: &RunSummary) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push('\n');

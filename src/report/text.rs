@@ -112,14 +112,22 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
     if let Some(line) = open_loop_line(stage, max_inflight) {
         let _ = writeln!(out, "{line}");
     }
-    if stage.requests_by_address.len() > 1 {
-        let spread: Vec<String> = stage
-            .requests_by_address
-            .iter()
-            .map(|(address, n)| format!("{address} {n}"))
-            .collect();
-        let _ = writeln!(out, "  requests by address: {}", spread.join(", "));
+    if let Some(line) = address_line(stage) {
+        let _ = writeln!(out, "{line}");
     }
+}
+
+/// Requests per target address, when there was more than one address.
+fn address_line(stage: &StageSummary) -> Option<String> {
+    if stage.requests_by_address.len() < 2 {
+        return None;
+    }
+    let spread: Vec<String> = stage
+        .requests_by_address
+        .iter()
+        .map(|(address, n)| format!("{address} {n}"))
+        .collect();
+    Some(format!("  requests by address: {}", spread.join(", ")))
 }
 
 fn aggregate_section(out: &mut String, all: &StageMetrics) {
