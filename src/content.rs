@@ -507,6 +507,44 @@ pub fn shared_prefix(seed: u64, tokens: u64) -> String {
     text
 }
 
+/// One request's id, as the correlation header carries it: the
+/// conversation's UUID, `-t` and the turn's number from 1
+/// (`0b5e2c1a-…-000000000001-t3`), so a server row names both its
+/// conversation and its turn, and a prefix match finds the conversation.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId {
+    bytes: [u8; UUID_LEN + 2 + 20],
+    len: usize,
+}
+
+impl RequestId {
+    /// The id of turn `number` (from 1) of conversation `uuid`.
+    pub fn new(uuid: &[u8; UUID_LEN], number: u64) -> RequestId {
+        let mut bytes = [0u8; UUID_LEN + 2 + 20];
+        bytes[..UUID_LEN].copy_from_slice(uuid);
+        bytes[UUID_LEN..UUID_LEN + 2].copy_from_slice(b"-t");
+        // The digits, least significant first, then reversed in place.
+        let start = UUID_LEN + 2;
+        let mut len = start;
+        let mut n = number;
+        loop {
+            bytes[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        bytes[start..len].reverse();
+        RequestId { bytes, len }
+    }
+
+    /// The id's text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,6 +242,8 @@ struct Names {
     /// An instant and the same moment as time since the Unix epoch.
     anchor: (Instant, Duration),
     run: String,
+    /// Requests carry an id in the correlation header (`request_id`).
+    request_ids: bool,
 }
 
 fn json_string(text: &str) -> String {
@@ -267,6 +269,7 @@ impl Names {
                 .iter()
                 .map(|s| json_string(&s.label()))
                 .collect(),
+            request_ids: plan.correlation_header.is_some(),
             anchor: (
                 Instant::now(),
                 SystemTime::now()
@@ -347,6 +350,14 @@ fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"conv_uuid\":\"");
     out.extend_from_slice(&record.conv_uuid);
     out.extend_from_slice(b"\",");
+    if names.request_ids {
+        let id = crate::content::RequestId::new(&record.conv_uuid, u64::from(record.turn));
+        out.extend_from_slice(b"\"request_id\":\"");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\",");
+    } else {
+        out.extend_from_slice(b"\"request_id\":null,");
+    }
     raw(out, b"\"scenario\":", scenario);
     raw(out, b"\"protocol\":", protocol);
     uint(out, b"\"turn\":", Some(u64::from(record.turn)));
@@ -543,7 +554,13 @@ mod tests {
             v["start_us"].as_u64().unwrap() - v["intended_start_us"].as_u64().unwrap(),
             250
         );
-        assert_eq!(v.as_object().unwrap().len(), 26);
+        assert_eq!(v.as_object().unwrap().len(), 27);
+        // The profile keeps the default correlation header, so each turn
+        // has its own id: the conversation and the turn number.
+        assert_eq!(
+            v["request_id"],
+            format!("{}-t{}", v["conv_uuid"].as_str().unwrap(), v["turn"])
+        );
     }
 
     #[test]

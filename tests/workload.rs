@@ -154,12 +154,19 @@ fn messages(body: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// Requests grouped by conversation (x-request-id), in arrival order.
+/// A request id (`<conversation UUID>-t<turn>`) as its two parts.
+fn split_request_id(id: &str) -> (String, u64) {
+    let (conv, turn) = id.rsplit_once("-t").expect("a request id ends in -t<turn>");
+    (conv.to_string(), turn.parse().expect("a turn number"))
+}
+
+/// Requests grouped by conversation (from x-request-id), in arrival order.
 fn conversations(log: &[Captured]) -> Vec<Vec<Captured>> {
     let mut order: Vec<String> = Vec::new();
     let mut by_id: BTreeMap<String, Vec<Captured>> = BTreeMap::new();
     for c in log {
-        let id = c.headers.get("x-request-id").cloned().unwrap_or_default();
+        let header = c.headers.get("x-request-id").cloned().unwrap_or_default();
+        let id = split_request_id(&header).0;
         if !by_id.contains_key(&id) {
             order.push(id.clone());
         }
@@ -192,7 +199,14 @@ fn multi_turn_conversations_feed_replies_back() {
     let convs = conversations(&log);
     let mut ids = std::collections::HashSet::new();
     for conv in convs.iter().filter(|c| c.len() == 3) {
-        let id = conv[0].headers["x-request-id"].clone();
+        // Each turn has its own request id: the conversation's UUID and
+        // the turn's number.
+        let turns: Vec<(String, u64)> = conv
+            .iter()
+            .map(|c| split_request_id(&c.headers["x-request-id"]))
+            .collect();
+        assert_eq!(turns.iter().map(|t| t.1).collect::<Vec<_>>(), [1, 2, 3]);
+        let id = turns[0].0.clone();
         assert!(ids.insert(id.clone()), "UUID {id} reused");
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
         let last = messages(&conv[2].body);
@@ -293,7 +307,7 @@ fn content_modes_and_cache_modes_shape_the_prompt() {
     let texts: Vec<String> = log.iter().map(|c| messages(&c.body)[0].1.clone()).collect();
     for (c, text) in log.iter().zip(&texts) {
         assert!((1150..1300).contains(&text.len()), "{}", text.len());
-        let id = &c.headers["x-trace"];
+        let (id, _) = split_request_id(&c.headers["x-trace"]);
         assert!(text.starts_with(&format!("[{id}] ")));
     }
     let distinct: std::collections::HashSet<_> =
@@ -313,7 +327,8 @@ fn content_modes_and_cache_modes_shape_the_prompt() {
     assert!(preamble.len() >= 350, "{}", preamble.len());
     for c in &log {
         let text = &messages(&c.body)[0].1;
-        let id = &c.headers["x-request-id"];
+        let (id, turn) = split_request_id(&c.headers["x-request-id"]);
+        assert_eq!(turn, 1);
         assert_eq!(*text, format!("{preamble}[{id}] q"));
     }
 }

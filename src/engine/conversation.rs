@@ -286,6 +286,7 @@ impl Shard {
             .then_some(user.response_id.as_str());
         let turn = workload::Turn {
             uuid: &user.uuid,
+            number: turn + 1,
             messages: &user.history,
             previous_response_id: previous,
         };

@@ -33,8 +33,6 @@ impl Shard {
         self.tls[target].clone()
     }
 
-    /// Opens a connection, waiting for a connect slot first, and runs the
-    /// TLS handshake on it for an https target.
     /// The address the next new connection to `target` goes to (an index
     /// into `addresses`): each of the target's addresses in turn.
     pub(super) fn next_address(&self, target: usize) -> usize {
@@ -45,7 +43,8 @@ impl Shard {
     }
 
     /// Opens a connection to address `address` (an index into
-    /// `addresses`).
+    /// `addresses`), waiting for a connect slot first, and runs the TLS
+    /// handshake on it for an https target.
     pub(super) async fn connect(&self, address: usize) -> Result<Connected, Attempt> {
         // The connect time includes the wait for a slot.
         let started = Instant::now();

@@ -15,7 +15,7 @@ use crate::plan::{CacheMode, Content, Plan, Scenario};
 use crate::protocol::{Message, Role, TurnRequest};
 use crate::rng::Rng;
 
-pub use crate::content::UUID_LEN;
+pub use crate::content::{RequestId, UUID_LEN};
 
 /// Stands in for the conversation UUID while a template is serialized;
 /// 36 characters that JSON never escapes and no prompt plausibly holds.
@@ -92,6 +92,7 @@ impl ScenarioState {
                 &self.head_prefix,
                 Turn {
                     uuid: SLOT,
+                    number: 1,
                     messages: &messages,
                     previous_response_id: None,
                 },
@@ -173,6 +174,8 @@ pub fn prompt_bytes(scenario: &Scenario, messages: &[Message]) -> u64 {
 pub struct Turn<'a> {
     /// The conversation's UUID.
     pub uuid: &'a [u8; UUID_LEN],
+    /// The turn's number in its conversation, from 1.
+    pub number: u64,
     /// The messages to send (the whole history, or only the new message
     /// when the server keeps the history).
     pub messages: &'a [Message],
@@ -190,7 +193,7 @@ pub fn build_request(
     body: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) {
-    let uuid = turn.uuid;
+    let id = RequestId::new(turn.uuid, turn.number);
     let turn = TurnRequest {
         model: &scenario.model,
         system: scenario.system.as_deref(),
@@ -204,7 +207,7 @@ pub fn build_request(
     let correlation = plan
         .correlation_header
         .as_deref()
-        .map(|name| (name, &uuid[..]));
+        .map(|name| (name, id.as_bytes()));
     crate::http::request::write(out, head_prefix, correlation, body);
 }
 
@@ -280,6 +283,7 @@ mod tests {
                     &state.head_prefix,
                     Turn {
                         uuid: &uuid,
+                        number: 1,
                         messages: &messages,
                         previous_response_id: None,
                     },
@@ -290,7 +294,7 @@ mod tests {
                 assert_eq!(fresh, filled, "{mode}");
                 let text = String::from_utf8(filled).unwrap();
                 let uuid = std::str::from_utf8(&uuid).unwrap();
-                assert!(text.contains(&format!("x-request-id: {uuid}\r\n")));
+                assert!(text.contains(&format!("x-request-id: {uuid}-t1\r\n")));
                 assert_eq!(
                     text.contains(&format!("[{uuid}] ")),
                     mode != "natural",
@@ -298,6 +302,15 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn request_ids_are_the_conversation_and_the_turn() {
+        let uuid = *b"0b5e2c1a-0000-4000-8000-000000000001";
+        let id = |n| String::from_utf8(RequestId::new(&uuid, n).as_bytes().to_vec()).unwrap();
+        assert_eq!(id(1), "0b5e2c1a-0000-4000-8000-000000000001-t1");
+        assert_eq!(id(12), "0b5e2c1a-0000-4000-8000-000000000001-t12");
+        assert!(id(u64::MAX).ends_with("-t18446744073709551615"));
     }
 
     #[test]
