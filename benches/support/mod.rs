@@ -34,6 +34,7 @@ pub fn request_bytes(config: &str, target: &str) -> Vec<u8> {
         &plan.request_head_prefix(0),
         workload::Turn {
             uuid: &uuid,
+            number: 1,
             messages: &messages,
             previous_response_id: None,
         },
