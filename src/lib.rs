@@ -18,7 +18,8 @@
 //!   `merge`, `report`, `mock`); planning in one place for `validate` and
 //!   `run`; stop signals; the only place that prints and picks the exit
 //!   code.
-//! - `compare`: a baseline summary against a new one.
+//! - `compare`: a baseline summary against a new one; `join`: the
+//!   per-turn log against a server's own rows.
 //! - `report`: the console lines and every output file, rendered from a
 //!   `RunSummary` and its `Verdict`; no measuring, no judging.
 //! - `engine`: the coordinator and the shards (lifecycle, closed-loop
@@ -38,6 +39,8 @@
 //! - `protocol`: wire-format adapters (OpenAI Chat Completions, Anthropic
 //!   Messages) and the JSON skimmer.
 //! - `http`: request serialization, the response and SSE push parsers.
+//! - `transport`: plain TCP or TLS (rustls driven by hand) over a shard's
+//!   socket, the client's trust and the mock's certificates.
 //! - `rt`: the runtime seam (executors, the epoll reactor, sockets), the
 //!   only module that names glommio; `host`: process and kernel facts.
 //! - `content`, `stage`, `rng`: prompt text, stage strings, the seeded RNG.
@@ -53,6 +56,7 @@ pub mod content;
 pub mod engine;
 pub mod host;
 pub mod http;
+pub mod join;
 pub mod limits;
 pub mod mock;
 pub mod plan;

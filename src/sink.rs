@@ -329,6 +329,19 @@ fn raw(out: &mut Vec<u8>, key: &[u8], json: &str) {
     out.push(b',');
 }
 
+/// The `request_id` field: the id the correlation header carried (null
+/// when none was sent).
+fn request_id(out: &mut Vec<u8>, names: &Names, record: &Record) {
+    if names.request_ids {
+        let id = crate::content::RequestId::new(&record.conv_uuid, u64::from(record.turn));
+        out.extend_from_slice(b"\"request_id\":\"");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\",");
+    } else {
+        out.extend_from_slice(b"\"request_id\":null,");
+    }
+}
+
 /// Formats one record as a JSON line (with the newline), by hand: the
 /// writer handles tens of thousands of lines a second per shard, and
 /// building a `serde_json::Value` per line cost several times more.
@@ -350,14 +363,7 @@ fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"conv_uuid\":\"");
     out.extend_from_slice(&record.conv_uuid);
     out.extend_from_slice(b"\",");
-    if names.request_ids {
-        let id = crate::content::RequestId::new(&record.conv_uuid, u64::from(record.turn));
-        out.extend_from_slice(b"\"request_id\":\"");
-        out.extend_from_slice(id.as_bytes());
-        out.extend_from_slice(b"\",");
-    } else {
-        out.extend_from_slice(b"\"request_id\":null,");
-    }
+    request_id(out, names, record);
     raw(out, b"\"scenario\":", scenario);
     raw(out, b"\"protocol\":", protocol);
     uint(out, b"\"turn\":", Some(u64::from(record.turn)));

@@ -31,6 +31,49 @@ pub enum Command {
     /// Serve the built-in mock upstream (OpenAI Chat Completions, OpenAI
     /// Responses and Anthropic Messages).
     Mock(MockArgs),
+    /// Join a run's per-turn log with a server's own request rows (CSV or
+    /// JSONL): time inside the server's handler against time outside it.
+    Join(JoinArgs),
+}
+
+/// `loadtest join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The run's results-<id>.jsonl.
+    pub results: PathBuf,
+    /// The server's rows: CSV with a header row, or JSONL (e.g. the mock's
+    /// --log-requests, or `\copy (SELECT …) TO 'rows.csv' CSV HEADER`).
+    pub server_rows: PathBuf,
+    /// Match on each request's id, or on the conversation UUID (a
+    /// conversation's turns in order against its rows in file order).
+    #[arg(long, value_enum, default_value = "request-id")]
+    pub key: JoinKey,
+    /// The server column holding the key. Default: `request_id` or
+    /// `conv_uuid`, as --key says.
+    #[arg(long, value_name = "COL")]
+    pub server_key: Option<String>,
+    /// The server column with the time inside the handler, in ms.
+    #[arg(long, value_name = "COL", default_value = "latency_ms")]
+    pub server_latency: String,
+    /// The server column with its time to first response byte, in ms.
+    #[arg(long, value_name = "COL", default_value = "ttfb_ms")]
+    pub server_ttfb: String,
+    /// The server column with the time it waited on its own upstream, in
+    /// ms (absent columns are left empty).
+    #[arg(long, value_name = "COL", default_value = "upstream_ms")]
+    pub server_upstream: String,
+    /// Also write the matched rows as CSV to this file.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `loadtest join --key`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum JoinKey {
+    /// `request_id` (`<conversation UUID>-t<turn>`).
+    RequestId,
+    /// `conv_uuid`.
+    ConvUuid,
 }
 
 /// Command-line values that override a profile (`run` and `validate`).
@@ -238,6 +281,10 @@ pub struct RunArgs {
     /// that only this run trusts.
     #[arg(long, requires = "mock")]
     pub mock_tls: bool,
+    /// In-process mock: append one JSONL row per answered request to this
+    /// file (see `loadtest mock --log-requests`).
+    #[arg(long, value_name = "FILE", requires = "mock")]
+    pub mock_log_requests: Option<PathBuf>,
 }
 
 const MOCK_HELP: &str = "\
@@ -314,4 +361,10 @@ pub struct MockArgs {
     /// --cacert.
     #[arg(long, value_name = "CA.pem", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
+    /// Append one JSONL row per answered request to this file: its
+    /// x-request-id, the conversation UUID, when it was received and when
+    /// its first and last bytes went out, status and tokens (for
+    /// `loadtest join`; one write per request).
+    #[arg(long, value_name = "FILE")]
+    pub log_requests: Option<PathBuf>,
 }

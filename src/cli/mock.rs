@@ -20,6 +20,7 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     let tls = server_tls(&args)?;
     let config = MockConfig {
         tls: tls.as_ref().map(|t| t.config.clone()),
+        log: request_log("log-requests", args.log_requests.as_deref())?,
         latency: delay_flag("latency", &args.latency)?,
         ttft: delay_flag("ttft", &args.ttft)?,
         itl: delay_flag("itl", &args.itl)?,
@@ -75,6 +76,17 @@ fn server_tls(args: &MockArgs) -> Result<Option<ServerTls>, Failure> {
         ca_path.display()
     );
     Ok(Some(tls))
+}
+
+/// The request log a flag asks for, opened for appending.
+pub fn request_log(
+    flag: &str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<mock::RequestLog>, Failure> {
+    path.map(|p| {
+        mock::RequestLog::open(p).map_err(|e| usage(format!("--{flag} {}: {e}", p.display())))
+    })
+    .transpose()
 }
 
 /// A delay flag: fixed, a range or a log-normal (`mock::Delay`).

@@ -55,6 +55,7 @@ pub fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Merge(args) => summaries::merge(args),
         Command::Report(args) => summaries::report(args),
         Command::Mock(args) => mock::serve(args),
+        Command::Join(args) => summaries::join(args),
     }
 }
 

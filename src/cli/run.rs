@@ -108,6 +108,7 @@ fn start_mock(
         faults: super::mock::faults_flag("mock-faults", args.mock_faults.as_deref())?,
         seed: args.overrides.seed.unwrap_or(1),
         tls: None,
+        log: super::mock::request_log("mock-log-requests", args.mock_log_requests.as_deref())?,
     };
     let tls = match args.mock_tls {
         true => Some(ServerTls::self_signed().map_err(usage)?),

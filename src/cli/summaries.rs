@@ -1,7 +1,7 @@
 //! The commands that work on plans and finished summaries without
 //! generating load: `validate`, `compare`, `merge` and `report`.
 
-use super::args::{ReportArgs, ReportFormat};
+use super::args::{JoinArgs, JoinKey, ReportArgs, ReportFormat};
 use super::setup;
 use super::{usage, CompareArgs, Failure, MergeArgs, ValidateArgs};
 use crate::host::Facts;
@@ -31,6 +31,46 @@ pub fn validate(args: ValidateArgs) -> Result<Exit, Failure> {
         eprintln!("loadtest: {warning}");
     }
     eprintln!("{}: ok", args.profile.display());
+    Ok(Exit::Pass)
+}
+
+/// `loadtest join`: prints the table, writes the matched rows when asked.
+pub fn join(args: JoinArgs) -> Result<Exit, Failure> {
+    use crate::join::{Columns, Key};
+    let key = match args.key {
+        JoinKey::RequestId => Key::RequestId,
+        JoinKey::ConvUuid => Key::ConvUuid,
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))
+    };
+    let client = read(&args.results)?;
+    let server = read(&args.server_rows)?;
+    let columns = Columns {
+        key: args.server_key.unwrap_or_else(|| key.name().to_string()),
+        latency: args.server_latency,
+        ttfb: args.server_ttfb,
+        upstream: args.server_upstream,
+    };
+    let joined = crate::join::join(&client, &server, key, &columns).map_err(|e| {
+        let file = if e.starts_with("client") {
+            &args.results
+        } else {
+            &args.server_rows
+        };
+        usage(format!("{}: {e}", file.display()))
+    })?;
+    say!("{}", joined.table(key).trim_end());
+    if joined.client_faster() > 0 {
+        eprintln!(
+            "loadtest: warning: {} matched rows have a client latency below the server's: the server column may not be a latency in ms, or the rows not the same requests",
+            joined.client_faster()
+        );
+    }
+    if let Some(out) = &args.out {
+        crate::report::summary::replace(out, &joined.csv(key))
+            .map_err(|e| usage(format!("-o {}: {e}", out.display())))?;
+    }
     Ok(Exit::Pass)
 }
 

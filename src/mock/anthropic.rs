@@ -3,19 +3,19 @@
 //! deltas, `content_block_stop`, `message_delta`, `message_stop`).
 
 use super::generate::{generation, push_word, Generation};
+use super::log::Wire;
 use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
 use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
-use crate::transport::Stream;
 use std::io;
 
 /// Answers a Messages request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn messages(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -24,6 +24,7 @@ pub(super) async fn messages(
     keep_alive: bool,
 ) -> io::Result<bool> {
     let g = generation(shared, knobs, request, timing.fault);
+    stream.tokens = Some(g.sent);
     let model = request.model.unwrap_or(b"mock");
     if request.stream {
         return stream_reply(stream, bufs, &g, model, timing, keep_alive).await;
@@ -61,7 +62,7 @@ fn stop_reason(g: &Generation) -> &'static [u8] {
 
 /// The streamed reply, in the API's event order.
 async fn stream_reply(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     g: &Generation,
     model: &[u8],

@@ -40,6 +40,8 @@ const WORDS: &[&str] = &[
 pub(super) struct Generation {
     pub(super) id: u64,
     pub(super) tokens: u64,
+    /// Tokens actually sent (a stream cut halfway sends half).
+    pub(super) sent: u64,
     pub(super) hit_cap: bool,
     pub(super) prompt_tokens: u64,
 }
@@ -79,6 +81,7 @@ pub(super) fn generation(
     Generation {
         id,
         tokens,
+        sent,
         // The request's cap cut the reply (a model that never stops early
         // always reaches it): `length` / `max_tokens`, as the APIs say.
         hit_cap: tokens == cap,

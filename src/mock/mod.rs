@@ -41,6 +41,7 @@
 mod anthropic;
 mod faults;
 mod generate;
+mod log;
 mod openai;
 mod request;
 mod responses;
@@ -49,6 +50,7 @@ mod timing;
 mod wire;
 
 pub use faults::{Fault, FaultRates};
+pub use log::RequestLog;
 pub use timing::Delay;
 
 use crate::limits;
@@ -86,6 +88,8 @@ pub struct MockConfig {
     pub seed: u64,
     /// Serve TLS with this configuration (`None`: plain HTTP).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Write a row per answered request here (`--log-requests`).
+    pub log: Option<RequestLog>,
 }
 
 impl Default for MockConfig {
@@ -100,6 +104,7 @@ impl Default for MockConfig {
             faults: FaultRates::default(),
             seed: 0x6d6f_636b,
             tls: None,
+            log: None,
         }
     }
 }

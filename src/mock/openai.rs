@@ -2,20 +2,20 @@
 //! stream of `chat.completion.chunk` events ending in `[DONE]`.
 
 use super::generate::{generation, push_word, Generation};
+use super::log::Wire;
 use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
 use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply};
 use crate::http::push_decimal;
 use crate::rt;
-use crate::transport::Stream;
 use std::io;
 use std::time::SystemTime;
 
 /// Answers a chat request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn chat(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -24,6 +24,7 @@ pub(super) async fn chat(
     keep_alive: bool,
 ) -> io::Result<bool> {
     let g = generation(shared, knobs, request, timing.fault);
+    stream.tokens = Some(g.sent);
     let chunk_at = object_prefix(&mut bufs.prefix, g.id, request.model.unwrap_or(b"mock"));
     if !request.stream {
         if !timing.latency.is_zero() {
@@ -89,7 +90,7 @@ fn finish(g: &Generation) -> &'static [u8] {
 /// The streamed reply: a role event, the tokens, the finish event, the
 /// usage event when asked for, and `[DONE]`.
 async fn stream_reply(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     g: &Generation,
     timing: Timing,

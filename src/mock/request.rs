@@ -26,6 +26,8 @@ pub(super) struct RequestHead {
     pub(super) keep_alive: bool,
     /// It carried `anthropic-version` (an Anthropic client).
     pub(super) anthropic: bool,
+    /// Where in the head the `x-request-id` value is, if it came.
+    pub(super) request_id: Option<std::ops::Range<usize>>,
     pub(super) knobs: Knobs,
 }
 
@@ -66,6 +68,7 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
         route,
         keep_alive: request.version != Some(0),
         anthropic: false,
+        request_id: None,
         knobs: Knobs::default(),
     };
     for h in request.headers.iter() {
@@ -80,6 +83,10 @@ pub(super) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, &'st
             head.keep_alive = !value.eq_ignore_ascii_case("close");
         } else if name.eq_ignore_ascii_case("anthropic-version") {
             head.anthropic = true;
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            // The value is a slice of `buf`: keep where it is.
+            let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+            head.request_id = Some(at..at + h.value.len());
         } else if name.eq_ignore_ascii_case("x-mock-latency-ms") {
             head.knobs.latency_ms = number();
         } else if name.eq_ignore_ascii_case("x-mock-ttft-ms") {

@@ -15,20 +15,20 @@
 
 use super::faults::Fault;
 use super::generate::{generation, push_word, Generation};
+use super::log::Wire;
 use super::request::{ChatRequest, Knobs};
 use super::server::{Buffers, Shared};
 use super::timing::Timing;
 use super::wire::{push_chunk, stream_head, stream_tokens, write_reply, write_simple};
 use crate::http::push_decimal;
 use crate::rt;
-use crate::transport::Stream;
 use std::io;
 use std::time::SystemTime;
 
 /// Answers a Responses request; returns true when the connection must be
 /// dropped (a stream cut on purpose).
 pub(super) async fn respond(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     knobs: &Knobs,
@@ -51,6 +51,7 @@ pub(super) async fn respond(
         }
     }
     let g = generation(shared, knobs, request, timing.fault);
+    stream.tokens = Some(g.sent);
     shared.response_ids.borrow_mut().remember(g.id);
     let reply = Reply {
         g: &g,
@@ -209,7 +210,7 @@ const OPENING_EVENTS: u64 = 4;
 
 /// The streamed reply, in the API's event order.
 async fn stream_reply(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     reply: &Reply<'_>,
@@ -315,6 +316,7 @@ mod tests {
         Generation {
             id: 7,
             tokens,
+            sent: tokens,
             hit_cap,
             prompt_tokens: 5,
         }

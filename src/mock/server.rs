@@ -3,6 +3,7 @@
 
 use super::faults::Fault;
 use super::generate::TextCache;
+use super::log::Wire;
 use super::request::{parse_chat, parse_request_head, ChatRequest, RequestHead, Route};
 use super::timing::Timing;
 use super::wire::{self, write_error, write_simple, Flavor};
@@ -113,7 +114,8 @@ async fn secure(tcp: rt::TcpStream, shared: &Shared) -> Option<Stream> {
 }
 
 /// Serves requests on one connection until it closes.
-async fn serve_connection(mut stream: Stream, shared: &Shared) -> io::Result<()> {
+async fn serve_connection(stream: Stream, shared: &Shared) -> io::Result<()> {
+    let mut stream = Wire::new(stream, shared.config.log.is_some());
     let mut buf = vec![0u8; limits::READ_BUFFER_BYTES];
     let mut filled = 0;
     let mut bufs = Buffers::default();
@@ -150,7 +152,15 @@ async fn serve_connection(mut stream: Stream, shared: &Shared) -> io::Result<()>
         }
         let keep_alive = head.keep_alive && !head.knobs.close;
         let body = &buf[head.head_bytes..total];
-        match respond(&mut stream, &mut bufs, shared, &head, body, keep_alive).await? {
+        let received = Instant::now();
+        stream.begin();
+        let answer = respond(&mut stream, &mut bufs, shared, &head, body, keep_alive).await?;
+        if let Some(log) = &shared.config.log {
+            let id = head.request_id.clone();
+            let id = id.and_then(|at| std::str::from_utf8(&buf[at]).ok());
+            log.row(&stream, received, id, body);
+        }
+        match answer {
             Answer::Reset => {
                 stream.reset();
                 return Ok(());
@@ -175,7 +185,7 @@ async fn serve_connection(mut stream: Stream, shared: &Shared) -> io::Result<()>
 
 /// Writes the response; returns true when the connection must be dropped.
 async fn respond(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     head: &RequestHead,
@@ -239,7 +249,7 @@ async fn respond(
 /// Writes the route's reply to a request; true when the connection must
 /// then be dropped (a stream cut on purpose).
 async fn reply(
-    stream: &mut Stream,
+    stream: &mut Wire,
     bufs: &mut Buffers,
     shared: &Shared,
     head: &RequestHead,
@@ -267,7 +277,7 @@ async fn reply(
 /// Answers the routes that generate nothing (health, the model list, an
 /// unknown route, a wrong method); `None` for a request to generate for.
 async fn plain_route(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     head: &RequestHead,
     flavor: Flavor,
@@ -320,7 +330,7 @@ fn count_fault(shared: &Shared, fault: Fault) {
 /// The faults that break the HTTP exchange itself, done (and counted)
 /// here; `None` for the others (answered by the route, or not a fault).
 async fn break_framing(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     flavor: Flavor,
     fault: Fault,

@@ -2,10 +2,10 @@
 //! token pacing with faults, and error bodies in each API's shape.
 
 use super::faults::Fault;
+use super::log::Wire;
 use super::timing::Timing;
 use crate::http::{push_decimal, push_hex};
 use crate::rt;
-use crate::transport::Stream;
 use std::io;
 
 /// Which API a response imitates.
@@ -44,7 +44,7 @@ impl Flavor {
 /// write unless a delay separates them. Returns true when the stream was
 /// cut (the connection must then be dropped).
 pub(super) async fn stream_tokens(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     events: &mut Vec<u8>,
     tokens: u64,
@@ -90,7 +90,7 @@ pub(super) fn stream_head(out: &mut Vec<u8>, keep_alive: bool) {
 
 /// Writes what is buffered (head and pending events) now.
 pub(super) async fn flush_events(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     events: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -135,7 +135,7 @@ pub(super) fn simple_response(out: &mut Vec<u8>, status: u16, body: &[u8], keep_
 
 /// Writes a whole response with a JSON body.
 pub(super) async fn write_simple(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     status: u16,
     body: &[u8],
@@ -149,7 +149,7 @@ pub(super) async fn write_simple(
 /// only its head and half its body. Returns true when the connection
 /// must then be dropped.
 pub(super) async fn write_reply(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     body: &[u8],
     keep_alive: bool,
@@ -167,7 +167,7 @@ pub(super) async fn write_reply(
 
 /// Writes an error in the API's shape and closes the connection after it.
 pub(super) async fn write_error(
-    stream: &mut Stream,
+    stream: &mut Wire,
     out: &mut Vec<u8>,
     flavor: Flavor,
     status: u16,

@@ -123,7 +123,7 @@ pub fn csv(run: &RunSummary) -> String {
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).
-fn field(text: &str) -> String {
+pub fn field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
