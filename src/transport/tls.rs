@@ -110,10 +110,7 @@ impl TlsStream {
             rt::sleep(timeout).await;
             Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                TlsFailure {
-                    handshake: true,
-                    error: None,
-                },
+                "the TLS handshake did not finish within the connect timeout",
             ))
         };
         futures_lite::future::or(steps, expiry).await?;
