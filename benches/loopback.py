@@ -91,9 +91,11 @@ def ms(text):
     return float(text)
 
 
-def run_wrk(url, conns, seconds, lua):
+def run_wrk(url, conns, seconds, lua, extra=()):
+    """wrk -t1 on GEN_CPU; `extra` flags go before the script (e.g. a
+    header). `errors` counts wrk's socket errors."""
     out, cpu = timed(["taskset", "-c", GEN_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-                      "--latency", "-s", lua, url])
+                      "--latency", *extra, "-s", lua, url])
     rps = float(out.split("Requests/sec:")[1].split()[0])
     total = int(out.split(" requests in ")[0].split()[-1])
     lat = {}
@@ -101,7 +103,11 @@ def run_wrk(url, conns, seconds, lua):
         parts = line.split()
         if len(parts) == 2 and parts[0] in ("50%", "99%"):
             lat[parts[0]] = ms(parts[1])
-    return dict(rps=rps, requests=total, p50=lat.get("50%"), p99=lat.get("99%"), cpu=cpu)
+    errors = 0
+    for line in out.splitlines():
+        if "Socket errors" in line:
+            errors = sum(int(x.split()[-1]) for x in line.split(":", 1)[1].split(","))
+    return dict(rps=rps, requests=total, p50=lat.get("50%"), p99=lat.get("99%"), cpu=cpu, errors=errors)
 
 
 def run_oha(url, conns, seconds, body_path):
@@ -170,11 +176,14 @@ def start_mock(port, wrap=()):
                             stdout=subprocess.DEVNULL)
 
 
-def wait_port(port, deadline=10.0):
+def wait_port(port, deadline=10.0, tls=None):
+    """Waits until GET /health answers; `tls`: an ssl context to speak
+    HTTPS with."""
     end = time.time() + deadline
     while time.time() < end:
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c = (http.client.HTTPSConnection("127.0.0.1", port, timeout=1, context=tls) if tls
+                 else http.client.HTTPConnection("127.0.0.1", port, timeout=1))
             c.request("GET", "/health")
             c.getresponse().read()
             return

@@ -101,20 +101,9 @@ http {{
     return p, int(kids[0]) if kids else p.pid
 
 
-def wait_tls(port, ca, deadline=10.0):
+def wait_tls(port, ca):
     import ssl
-    import http.client
-    ctx = ssl.create_default_context(cafile=ca)
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            c = http.client.HTTPSConnection("127.0.0.1", port, timeout=1, context=ctx)
-            c.request("GET", "/health")
-            c.getresponse().read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing answered TLS on port {port}")
+    lb.wait_port(port, tls=ssl.create_default_context(cafile=ca))
 
 
 def reused_counts(tmp):
@@ -131,17 +120,7 @@ def reused_counts(tmp):
 
 
 def run_wrk(url, conns, seconds, lua, close):
-    extra = ["-H", "Connection: close"] if close else []
-    out, cpu = lb.timed(["taskset", "-c", lb.GEN_CPU, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s",
-                         "--latency", *extra, "-s", lua, url])
-    total = int(out.split(" requests in ")[0].split()[-1])
-    rps = float(out.split("Requests/sec:")[1].split()[0])
-    errors = 0
-    if "Non-2xx" in out or "Socket errors" in out:
-        for line in out.splitlines():
-            if "Socket errors" in line:
-                errors = sum(int(x.split()[-1]) for x in line.split(":", 1)[1].split(","))
-    return dict(rps=rps, requests=total, cpu=cpu, errors=errors)
+    return lb.run_wrk(url, conns, seconds, lua, ["-H", "Connection: close"] if close else [])
 
 
 def run_loadtest(url, conns, seconds, outdir, profile, ca, resume):

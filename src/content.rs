@@ -523,20 +523,20 @@ impl RequestId {
         let mut bytes = [0u8; UUID_LEN + 2 + 20];
         bytes[..UUID_LEN].copy_from_slice(uuid);
         bytes[UUID_LEN..UUID_LEN + 2].copy_from_slice(b"-t");
-        // The digits, least significant first, then reversed in place.
-        let start = UUID_LEN + 2;
-        let mut len = start;
-        let mut n = number;
-        loop {
-            bytes[len] = b'0' + (n % 10) as u8;
-            len += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        bytes[start..len].reverse();
+        // Formatted into the array (20 bytes hold any u64): no allocation.
+        let mut digits = &mut bytes[UUID_LEN + 2..];
+        let room = digits.len();
+        let _ = std::io::Write::write_fmt(&mut digits, format_args!("{number}"));
+        let len = UUID_LEN + 2 + room - digits.len();
         RequestId { bytes, len }
+    }
+
+    /// The conversation UUID of a request id in this format, or `None`
+    /// for an id of another shape.
+    pub fn conversation(id: &str) -> Option<&str> {
+        let (conv, turn) = id.rsplit_once("-t")?;
+        let is_uuid = conv.len() == UUID_LEN && uuid::Uuid::try_parse(conv).is_ok();
+        (is_uuid && !turn.is_empty() && turn.bytes().all(|b| b.is_ascii_digit())).then_some(conv)
     }
 
     /// The id's text.

@@ -1,10 +1,42 @@
 //! Facts about this process and kernel that planning and judging need:
 //! the CPUs we may run on, the open-files limit, the local port range,
-//! CPU time used, and growing the descriptor table up front. Gathered in
+//! CPU time used, growing the descriptor table up front, and the wall
+//! clock as seen from the monotonic one (`UnixClock`). Gathered in
 //! one place (`Facts::gather`), so `validate` and `run` plan with the same
 //! values.
 
 use crate::limits;
+
+/// The wall clock read once and carried by the monotonic clock: instants
+/// taken on any thread become Unix times that never jump with an NTP step
+/// during the run (the per-turn log and the mock's request log).
+#[derive(Debug, Clone, Copy)]
+pub struct UnixClock {
+    instant: std::time::Instant,
+    since_epoch: std::time::Duration,
+}
+
+impl UnixClock {
+    /// Anchored now.
+    pub fn now() -> UnixClock {
+        UnixClock {
+            instant: std::time::Instant::now(),
+            since_epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `at` as microseconds since the Unix epoch.
+    pub fn unix_us(&self, at: std::time::Instant) -> u64 {
+        let at = if at >= self.instant {
+            self.since_epoch + (at - self.instant)
+        } else {
+            self.since_epoch.saturating_sub(self.instant - at)
+        };
+        at.as_micros() as u64
+    }
+}
 
 /// What planning needs to know about this host.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// One finished turn, as a shard hands it over. Copy, no heap.
 #[derive(Debug, Clone, Copy)]
@@ -239,8 +239,8 @@ impl Drop for Sink {
 struct Names {
     scenarios: Vec<(String, String, bool)>,
     stages: Vec<String>,
-    /// An instant and the same moment as time since the Unix epoch.
-    anchor: (Instant, Duration),
+    /// Turns the records' instants into Unix time.
+    clock: crate::host::UnixClock,
     run: String,
     /// Requests carry an id in the correlation header (`request_id`).
     request_ids: bool,
@@ -270,24 +270,13 @@ impl Names {
                 .map(|s| json_string(&s.label()))
                 .collect(),
             request_ids: plan.correlation_header.is_some(),
-            anchor: (
-                Instant::now(),
-                SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default(),
-            ),
+            clock: crate::host::UnixClock::now(),
             run: json_string(run_id),
         }
     }
 
     fn unix_us(&self, at: Instant) -> u64 {
-        let (instant, since_epoch) = self.anchor;
-        let at = if at >= instant {
-            since_epoch + (at - instant)
-        } else {
-            since_epoch.saturating_sub(instant - at)
-        };
-        at.as_micros() as u64
+        self.clock.unix_us(at)
     }
 }
 

@@ -222,27 +222,14 @@ fn against_hostile(behaviour: Hostile) -> loadtest::results::StageMetrics {
 #[test]
 fn hostile_tls_servers_give_classified_errors() {
     let _serial = serial();
-    let m = against_hostile(Hostile::Garbage);
-    assert_eq!(
-        m.error_count(ErrorClass::TlsProtocol),
-        m.requests,
-        "{:?}",
-        m.error_counts()
-    );
-    let m = against_hostile(Hostile::AlertMidStream);
-    assert_eq!(
-        m.error_count(ErrorClass::TlsProtocol),
-        m.requests,
-        "{:?}",
-        m.error_counts()
-    );
-    let m = against_hostile(Hostile::CloseMidBody);
-    assert_eq!(
-        m.error_count(ErrorClass::TruncatedStream),
-        m.requests,
-        "{:?}",
-        m.error_counts()
-    );
+    for (behaviour, class) in [
+        (Hostile::Garbage, ErrorClass::TlsProtocol),
+        (Hostile::AlertMidStream, ErrorClass::TlsProtocol),
+        (Hostile::CloseMidBody, ErrorClass::TruncatedStream),
+    ] {
+        let m = against_hostile(behaviour);
+        assert_eq!(m.error_count(class), m.requests, "{:?}", m.error_counts());
+    }
 }
 
 #[test]

@@ -217,11 +217,11 @@ pub async fn exchange(
             .stream
             .read(&mut conn.buf[..])
             .await
-            .map_err(|e| match cut {
-                // TLS that broke is named as such, not as a short stream.
-                Some(_) if TlsFailure::of(&e).is_some() => ErrorClass::TlsProtocol,
-                Some(class) => class,
-                None => io_class(&e),
+            // TLS that broke is named as such (`io_class`), not as a
+            // short stream.
+            .map_err(|e| {
+                cut.filter(|_| TlsFailure::of(&e).is_none())
+                    .unwrap_or_else(|| io_class(&e))
             })?;
         now = Instant::now();
         if n == 0 {

@@ -311,6 +311,10 @@ mod tests {
         assert_eq!(id(1), "0b5e2c1a-0000-4000-8000-000000000001-t1");
         assert_eq!(id(12), "0b5e2c1a-0000-4000-8000-000000000001-t12");
         assert!(id(u64::MAX).ends_with("-t18446744073709551615"));
+        let conv = "0b5e2c1a-0000-4000-8000-000000000001";
+        assert_eq!(RequestId::conversation(&id(3)), Some(conv));
+        assert_eq!(RequestId::conversation(&format!("{conv}-t")), None);
+        assert_eq!(RequestId::conversation("gateway-row-17-t3"), None);
     }
 
     #[test]

@@ -21,8 +21,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct RequestLog {
     file: Arc<File>,
-    /// An instant and the same moment in Unix microseconds.
-    anchor: (Instant, u64),
+    clock: crate::host::UnixClock,
 }
 
 impl RequestLog {
@@ -34,19 +33,8 @@ impl RequestLog {
             .open(path)?;
         Ok(RequestLog {
             file: Arc::new(file),
-            anchor: (
-                Instant::now(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_micros() as u64,
-            ),
+            clock: crate::host::UnixClock::now(),
         })
-    }
-
-    fn unix_us(&self, at: Instant) -> u64 {
-        let (instant, unix) = self.anchor;
-        unix + at.saturating_duration_since(instant).as_micros() as u64
     }
 
     /// Writes one row for the request `wire` just answered, read whole at
@@ -60,16 +48,15 @@ impl RequestLog {
     ) {
         let done = Instant::now();
         let conv = request_id
-            .and_then(|id| id.rsplit_once("-t").map(|(conv, _)| conv))
-            .filter(|conv| is_uuid(conv.as_bytes()))
+            .and_then(crate::content::RequestId::conversation)
             .or_else(|| bracketed_uuid(body));
         let ms = |at: Instant| at.saturating_duration_since(received).as_secs_f64() * 1000.0;
         let row = serde_json::json!({
             "request_id": request_id,
             "conv_uuid": conv,
-            "received_us": self.unix_us(received),
-            "first_byte_us": wire.first_write.map(|at| self.unix_us(at)),
-            "last_byte_us": self.unix_us(done),
+            "received_us": self.clock.unix_us(received),
+            "first_byte_us": wire.first_write.map(|at| self.clock.unix_us(at)),
+            "last_byte_us": self.clock.unix_us(done),
             "ttfb_ms": wire.first_write.map(ms),
             "latency_ms": ms(done),
             "status": wire.status,
@@ -136,23 +123,13 @@ impl Wire {
     }
 }
 
-/// Whether `text` is a hyphenated UUID.
-fn is_uuid(text: &[u8]) -> bool {
-    text.len() == 36
-        && text.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
-
 /// The first `[<uuid>]` in a body (the conversation UUID the generator
 /// puts at the start of a conversation's first message).
 fn bracketed_uuid(body: &[u8]) -> Option<&str> {
     memchr::memchr_iter(b'[', body).find_map(|at| {
-        let inner = body.get(at + 1..at + 37)?;
-        (body.get(at + 37) == Some(&b']') && is_uuid(inner))
-            .then(|| std::str::from_utf8(inner).ok())
-            .flatten()
+        // A hyphenated UUID is 36 bytes.
+        let inner = std::str::from_utf8(body.get(at + 1..at + 37)?).ok()?;
+        (body.get(at + 37) == Some(&b']') && uuid::Uuid::try_parse(inner).is_ok()).then_some(inner)
     })
 }
 
@@ -168,7 +145,9 @@ mod tests {
             Some("0b5e2c1a-0000-4000-8000-000000000001")
         );
         assert_eq!(bracketed_uuid(b"[not-a-uuid] [x]"), None);
-        assert!(is_uuid(b"0b5e2c1a-0000-4000-8000-000000000001"));
-        assert!(!is_uuid(b"0b5e2c1a-0000-4000-8000-00000000000g"));
+        assert_eq!(
+            bracketed_uuid(b"[0b5e2c1a-0000-4000-8000-00000000000g]"),
+            None
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! CA and a leaf certificate made at start (`run --mock-tls`), whose CA
 //! only that run trusts.
 
-use super::trust::{pem_error, provider};
+use super::trust::{pem_certificates, pem_error, provider};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
@@ -32,14 +32,7 @@ const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 impl ServerTls {
     /// From a certificate chain and a private key in PEM files.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerTls, String> {
-        let shown = cert.display();
-        let chain = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| format!("--tls-cert {shown}: {}", pem_error(e)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("--tls-cert {shown}: {}", pem_error(e)))?;
-        if chain.is_empty() {
-            return Err(format!("--tls-cert {shown}: no PEM certificate in it"));
-        }
+        let chain = pem_certificates("tls-cert", cert)?;
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| format!("--tls-key {}: {}", key.display(), pem_error(e)))?;
         Ok(ServerTls {

@@ -74,11 +74,10 @@ impl Trust {
             )
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.resumption = if options.resume {
-            Resumption::in_memory_sessions(SESSION_CACHE_ENTRIES)
-        } else {
-            Resumption::disabled()
-        };
+        // With resumption, each shard's `config` gets a cache of its own.
+        if !options.resume {
+            config.resumption = Resumption::disabled();
+        }
         Ok(Trust {
             base: Arc::new(config),
             resume: options.resume,
@@ -106,14 +105,7 @@ fn roots(options: &TlsOptions) -> Result<(RootCertStore, usize), String> {
     unusable += system.errors.len();
     for path in &options.cacert {
         let shown = path.display();
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("--cacert {shown}: {}", pem_error(e)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("--cacert {shown}: {}", pem_error(e)))?;
-        if certs.is_empty() {
-            return Err(format!("--cacert {shown}: no PEM certificate in it"));
-        }
-        for cert in certs {
+        for cert in pem_certificates("cacert", path)? {
             store
                 .add(cert)
                 .map_err(|e| format!("--cacert {shown}: not a usable CA certificate: {e}"))?;
@@ -125,6 +117,22 @@ fn roots(options: &TlsOptions) -> Result<(RootCertStore, usize), String> {
             .map_err(|e| format!("TLS: the mock's CA certificate is not usable: {e}"))?;
     }
     Ok((store, unusable))
+}
+
+/// The certificates in a PEM file (at least one), or an error naming
+/// `--flag` and the file.
+pub fn pem_certificates(
+    flag: &str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--{flag} {shown}: {}", pem_error(e)))?;
+    if certs.is_empty() {
+        return Err(format!("--{flag} {shown}: no PEM certificate in it"));
+    }
+    Ok(certs)
 }
 
 /// A PEM reading error in a few words.
