@@ -369,3 +369,58 @@ fn mock_tls_runs_a_profile_end_to_end_with_handshake_times() {
     let total = &summary["stages"][0]["total"]["metrics"];
     assert_eq!(total["tls_handshakes"], total["connects"]);
 }
+
+/// A mock serving a certificate that expired in 2021 (self-signed, so it
+/// is its own root), and that certificate as PEM.
+fn expired_mock() -> (loadtest::mock::MockServer, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let config =
+        rustls::ServerConfig::builder_with_provider(loadtest::transport::trust::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], der.into())
+            .unwrap();
+    let mock = start_mock(|c| c.tls = Some(Arc::new(config)));
+    (mock, cert.pem())
+}
+
+#[test]
+fn an_expired_certificate_is_refused_at_preflight_and_counted_mid_run() {
+    let _serial = serial();
+    let (mock, pem) = expired_mock();
+    let dir = temp_dir("tls-expired");
+    let ca = write(&dir, "expired.pem", &pem);
+    let profile = write(&dir, "p.json", r#"{"stages":"1:200ms","warmup":"0s"}"#);
+    let refused = bin()
+        .args(["run", "--quiet", "--no-jsonl", "--config"])
+        .arg(&profile)
+        .args(["--target", &format!("https://{}", mock.addr()), "--cacert"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("expired"), "{}", stderr(&refused));
+    // Past the preflight (the engine alone), every request is `tls_cert`.
+    let target = format!("https://{}", mock.addr());
+    let result = run(r#"{"stages":"1:200ms","warmup":"0s"}"#, &target, &[], |o| {
+        o.tls_roots.clear();
+        o.cacert = vec![ca.clone()];
+    });
+    let m = &result.stages[0].total.metrics;
+    assert!(m.requests > 0);
+    assert_eq!(
+        m.error_count(ErrorClass::TlsCert),
+        m.requests,
+        "{:?}",
+        m.error_counts()
+    );
+    mock.stop().unwrap();
+}
