@@ -25,6 +25,13 @@ pub struct Profile {
     pub defaults: Scenario,
     /// The traffic blend.
     pub scenarios: Option<Vec<Scenario>>,
+    /// Gateways compared in one window: every scenario runs against each.
+    pub services: Option<Vec<Service>>,
+    /// The service the others are compared with (default: the fastest by
+    /// TTFT p50 in each round).
+    pub baseline: Option<String>,
+    /// Times the stage list runs, rotating the services' order.
+    pub rounds: Option<u32>,
     /// Stages: `"1:10s,100:60s"` or `[{"concurrency": 1, "duration": "10s"}]`.
     pub stages: Option<Value>,
     /// Warm-up at the start of each stage, excluded from statistics.
@@ -97,6 +104,24 @@ pub struct Scenario {
     /// only): `resend` (default: every turn sends it) or
     /// `previous_response_id` (the server keeps it).
     pub history: Option<String>,
+}
+
+/// One service of a comparison: a gateway (or the upstream itself) that
+/// every scenario also runs against, in the same window.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Name in reports (`direct`, `gw`).
+    pub name: Option<String>,
+    /// Its URL, as a scenario's `target`.
+    pub target: Option<String>,
+    /// Model name for this service (a gateway's own spelling).
+    pub model: Option<String>,
+    /// Headers added to every request to this service.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// The environment variable holding this service's key (never the key
+    /// itself), placed as each scenario's `auth` says.
+    pub key_env: Option<String>,
 }
 
 /// What the user says in each turn.

@@ -220,6 +220,18 @@ pub const HISTOGRAM_SIGFIG: u8 = 3;
 /// all stream cost ~60 MiB per shard per stage at most.
 pub const SCENARIOS_MAX: usize = 64;
 
+/// Most services in one comparison.
+pub const SERVICES_MAX: usize = 16;
+
+/// Most scenario × service pairs (lanes) in one run: each is measured on
+/// its own, so it costs what a scenario costs (above), and 128 lanes that
+/// all stream cost ~120 MiB per shard per stage at most.
+pub const LANES_MAX: usize = 128;
+
+/// Most rounds of a comparison (`--rounds`); rounds × stages stays within
+/// `STAGES_MAX`.
+pub const ROUNDS_MAX: u32 = 100;
+
 /// Most turns in one conversation.
 ///
 /// The history is resent every turn, so request size grows with the turn;

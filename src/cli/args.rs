@@ -135,6 +135,21 @@ pub struct OverrideArgs {
     /// received the POST twice).
     #[arg(long)]
     pub no_retry: bool,
+    /// A service to compare, NAME=URL[,model=M][,key_env=VAR][,header=K:V]
+    /// (repeatable; replaces the profile's `services`). Every scenario runs
+    /// against every service in the same stages and window, each stage's
+    /// load going to each service; key_env names the variable holding its
+    /// key.
+    #[arg(long = "service", value_name = "NAME=URL[,…]")]
+    pub services: Vec<String>,
+    /// The service the others' deltas are taken against. Default: the
+    /// fastest by TTFT p50 (latency p50 if not streamed) in each round.
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// Run the stage list this many times, rotating which service each
+    /// user and arrival starts on; deltas are shown per round and over all.
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u32>,
 }
 
 /// Where the generator runs (`run` and `validate`, so both resolve the

@@ -100,6 +100,14 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
         tls_roots: Vec::new(),
         max_inflight: args.max_inflight,
         no_retry: args.no_retry,
+        services: args
+            .services
+            .iter()
+            .map(|text| plan::parse_service(text).map_err(usage))
+            .collect::<Result<_, _>>()?,
+        baseline: args.baseline.clone(),
+        rounds: args.rounds,
+        target_from: None,
     })
 }
 
@@ -208,12 +216,14 @@ pub fn warnings(plan: &Plan, facts: &Facts) -> Vec<String> {
 fn port_range_warnings(plan: &Plan, (low, high): (u32, u32)) -> Vec<String> {
     let half = half_port_range((low, high));
     let mut out = Vec::new();
-    for stage in &plan.stages {
+    for stage in plan.round_stages() {
         let stage::Load::Closed { users } = stage.load else {
             continue;
         };
+        let split = plan.split_users(users);
         let mut per_address: Vec<(std::net::SocketAddr, u64)> = Vec::new();
-        for (scenario, n) in plan.scenarios.iter().zip(plan.split_users(users)) {
+        for scenario in &plan.scenarios {
+            let n = split[scenario.base];
             let addr = plan.targets[scenario.target].addr;
             match per_address.iter_mut().find(|(a, _)| *a == addr) {
                 Some((_, total)) => *total += n,
@@ -234,11 +244,12 @@ fn port_range_warnings(plan: &Plan, (low, high): (u32, u32)) -> Vec<String> {
 /// users because the stage has too few for the blend.
 fn zero_user_scenarios(plan: &Plan) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for stage in &plan.stages {
+    for stage in plan.round_stages() {
         let stage::Load::Closed { users } = stage.load else {
             continue;
         };
-        for (scenario, n) in plan.scenarios.iter().zip(plan.split_users(users)) {
+        let blend = plan.scenarios.iter().step_by(plan.service_count());
+        for (scenario, n) in blend.zip(plan.split_users(users)) {
             if n == 0 && scenario.weight > 0.0 {
                 out.push((stage.label(), scenario.name.clone()));
             }

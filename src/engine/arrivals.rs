@@ -106,6 +106,11 @@ impl Blend {
         }
     }
 
+    /// How many scenarios it picks among.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
     /// The scenario of the next arrival.
     pub fn pick(&mut self) -> usize {
         let mut best = 0;

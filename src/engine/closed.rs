@@ -13,15 +13,29 @@ use std::rc::Rc;
 use std::time::Instant;
 
 /// The users of a stage that run on shard `index`, as (user number,
-/// scenario): the stage's users are split over scenarios by weight, listed
-/// scenario by scenario, and dealt to the shards in turn.
-pub fn users_of_shard(plan: &Plan, users: u64, index: usize, count: usize) -> Vec<(u64, usize)> {
+/// scenario lane): the stage's users are split over the profile's
+/// scenarios by weight, listed scenario by scenario, and dealt to the
+/// shards in turn. With services, every user number is run once per
+/// service, on the same shard with the same seed, so each service gets the
+/// same users; the service each group starts with rotates with the user
+/// number and the round, so none is always spawned first.
+pub fn users_of_shard(
+    plan: &Plan,
+    users: u64,
+    index: usize,
+    count: usize,
+    round: usize,
+) -> Vec<(u64, usize)> {
+    let services = plan.service_count();
     let mut mine = Vec::new();
     let mut user = 0u64;
-    for (scenario, n) in plan.split_users(users).into_iter().enumerate() {
+    for (base, n) in plan.split_users(users).into_iter().enumerate() {
         for _ in 0..n {
             if user % count as u64 == index as u64 {
-                mine.push((user, scenario));
+                for j in 0..services {
+                    let service = (user as usize + round + j) % services;
+                    mine.push((user, plan.lane(base, service)));
+                }
             }
             user += 1;
         }
@@ -51,7 +65,7 @@ pub fn share_of(total: u64, index: usize, count: usize) -> u64 {
 pub(super) async fn closed_user(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, seed: u64) {
     let plan = shard.plan.clone();
     let sc = &plan.scenarios[scenario];
-    let mut user = User::new(seed, plan.run_nonce, !sc.single_turn());
+    let mut user = User::new(seed, plan.run_nonce, sc.service, !sc.single_turn());
     // The clock is read twice per request (send, and each read), because
     // on this VM `clock_gettime` showed up at 4 % of the engine's CPU when
     // it was read four times. The previous response's completion instant

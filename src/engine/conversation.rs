@@ -200,7 +200,11 @@ pub(super) struct User {
 }
 
 impl User {
-    pub(super) fn new(seed: u64, nonce: u64, keep_content: bool) -> Self {
+    /// A user whose choices follow `seed` and whose conversation UUIDs
+    /// follow `seed`, the run's nonce and its service: users of the same
+    /// seed on two services say the same things under different UUIDs, so
+    /// neither service's requests can hit a cache the other's warmed.
+    pub(super) fn new(seed: u64, nonce: u64, service: usize, keep_content: bool) -> Self {
         let mut scratch = Scratch::default();
         scratch.reply.keep_content = keep_content;
         User {
@@ -213,7 +217,7 @@ impl User {
             uuid: [b'0'; UUID_LEN],
             prompt_bytes: 0,
             rng: Rng::new(seed),
-            ids: Rng::new(seed ^ nonce),
+            ids: Rng::new(ids_seed(seed, nonce, service)),
             observed: Observed::default(),
             connect_time: None,
             tls_time: None,
@@ -221,6 +225,13 @@ impl User {
             address: 0,
             stale_retry: false,
         }
+    }
+
+    /// Starts over from `seed`, as `new` would (a pooled open-loop user
+    /// taking a new arrival).
+    pub(super) fn reseed(&mut self, seed: u64, nonce: u64, service: usize) {
+        self.rng = Rng::new(seed);
+        self.ids = Rng::new(ids_seed(seed, nonce, service));
     }
 
     /// A think time drawn from the scenario's range.
@@ -231,6 +242,12 @@ impl User {
         let span = (max - min).as_micros() as u64;
         min + Duration::from_micros(self.rng.below(span + 1))
     }
+}
+
+/// The seed of a user's conversation UUIDs (service 0's is what it was
+/// before services existed).
+fn ids_seed(seed: u64, nonce: u64, service: usize) -> u64 {
+    seed ^ nonce ^ (service as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)
 }
 
 /// Where the bytes of a request are.

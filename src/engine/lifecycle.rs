@@ -225,7 +225,8 @@ async fn run_stage(shard: &Rc<Shard>, run: &Rc<StageRun>, index: usize) {
     };
     let watchdog = rt::spawn(watchdog(shard.clone(), run.clone()));
     let mut tasks = Vec::with_capacity(share_of(users, shard.index, shard.count) as usize);
-    for (user, scenario) in users_of_shard(&shard.plan, users, shard.index, shard.count) {
+    let round = shard.plan.round_of(index) as usize - 1;
+    for (user, scenario) in users_of_shard(&shard.plan, users, shard.index, shard.count, round) {
         let seed = user_seed(shard.plan.seed, index, user);
         tasks.push(rt::spawn(closed_user(
             shard.clone(),

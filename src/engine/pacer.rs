@@ -8,6 +8,7 @@ use super::conversation::conversation;
 use super::lifecycle::StageRun;
 use super::shard::Shard;
 use crate::limits;
+use crate::rng::Rng;
 use crate::rt;
 use std::rc::Rc;
 use std::time::Instant;
@@ -38,8 +39,14 @@ pub(super) async fn pacer(
     let plan = &shard.plan;
     let seed = plan.seed ^ (stage as u64).wrapping_mul(0x2545_F491_4F6C_DD1D);
     let mut schedule = Schedule::new(rate, poisson, shard.index, shard.count, seed);
-    let weights: Vec<f64> = plan.scenarios.iter().map(|s| s.weight).collect();
-    let mut blend = Blend::new(&weights);
+    let mut blend = Blend::new(&plan.blend_weights());
+    // With services, each arrival of the schedule is one per service, at
+    // the same intended instant and with the same content seed; which
+    // service goes first rotates arrival by arrival and round by round.
+    let services = plan.service_count();
+    let round = plan.round_of(stage) as usize - 1;
+    let mut tick = 0usize;
+    let mut seeds = Rng::new(seed ^ (shard.index as u64).wrapping_mul(0x9E6C_63D0_676A_9A99));
     let limit = share_of(plan.max_inflight, shard.index, shard.count).max(1);
     let mut pass = PacerPass::new(plan.targets.len());
     // The next arrival's instant, converted from the schedule once per
@@ -62,34 +69,42 @@ pub(super) async fn pacer(
             let intended = due;
             schedule.advance();
             due = run.start + schedule.peek();
-            let scenario = blend.pick();
+            let base = blend.pick();
+            let seed = seeds.next_u64();
+            let first = (tick + round) % services;
+            tick += 1;
             let measured = intended >= run.measure_from;
-            if measured {
-                run.metrics.borrow_mut()[scenario].arrivals += 1;
-            }
-            if shard.open_inflight.get() >= limit {
+            for j in 0..services {
+                let scenario = plan.lane(base, (first + j) % services);
                 if measured {
-                    run.metrics.borrow_mut()[scenario].dropped_arrivals += 1;
+                    run.metrics.borrow_mut()[scenario].arrivals += 1;
                 }
-                continue;
+                if shard.open_inflight.get() >= limit {
+                    if measured {
+                        run.metrics.borrow_mut()[scenario].dropped_arrivals += 1;
+                    }
+                    continue;
+                }
+                // An arrival past this pass's connect budget waits until
+                // the answers already received have been read and their
+                // connections pooled. It is held, not dropped: its
+                // intended instant stays, and the wait shows as its
+                // scheduler lag. The wait is for this shard's own CPU,
+                // never for the server.
+                let target = plan.scenarios[scenario].target;
+                while !pass.admit(target, shard.idle[target].borrow().len()) {
+                    rt::after_socket_poll().await;
+                    pass.reset();
+                    now = Instant::now();
+                }
+                let inflight = shard.open_inflight.get() + 1;
+                shard.open_inflight.set(inflight);
+                shard
+                    .inflight_peak
+                    .set(shard.inflight_peak.get().max(inflight));
+                let arrival = open_arrival(shard.clone(), run.clone(), scenario, intended, seed);
+                rt::spawn(arrival).detach();
             }
-            // An arrival past this pass's connect budget waits until the
-            // answers already received have been read and their
-            // connections pooled. It is held, not dropped: its intended
-            // instant stays, and the wait shows as its scheduler lag. The
-            // wait is for this shard's own CPU, never for the server.
-            let target = plan.scenarios[scenario].target;
-            while !pass.admit(target, shard.idle[target].borrow().len()) {
-                rt::after_socket_poll().await;
-                pass.reset();
-                now = Instant::now();
-            }
-            let inflight = shard.open_inflight.get() + 1;
-            shard.open_inflight.set(inflight);
-            shard
-                .inflight_peak
-                .set(shard.inflight_peak.get().max(inflight));
-            rt::spawn(open_arrival(shard.clone(), run.clone(), scenario, intended)).detach();
             // A long catch-up (the shard lost the CPU for a while) must
             // not keep it: answers that came in meanwhile would be read,
             // and their latency stamped, only after the whole backlog, and
@@ -122,9 +137,12 @@ fn miss_the_rest(run: &StageRun, schedule: &mut Schedule, blend: &mut Blend) {
         return;
     }
     let mut metrics = run.metrics.borrow_mut();
-    for (m, n) in metrics.iter_mut().zip(blend.split(missed)) {
-        m.arrivals += n;
-        m.missed_arrivals += n;
+    let services = metrics.len() / blend.len();
+    for (lanes, n) in metrics.chunks_mut(services).zip(blend.split(missed)) {
+        for m in lanes {
+            m.arrivals += n;
+            m.missed_arrivals += n;
+        }
     }
 }
 
@@ -172,7 +190,13 @@ impl PacerPass {
 
 /// One open-loop arrival: a conversation on a pooled user, then the user
 /// and its connection go back to the shard's pools.
-async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, intended: Instant) {
+async fn open_arrival(
+    shard: Rc<Shard>,
+    run: Rc<StageRun>,
+    scenario: usize,
+    intended: Instant,
+    seed: u64,
+) {
     // Released on drop, so even a panic outside the per-request guard
     // cannot leave the pacer waiting for a conversation that is gone.
     struct InFlight<'a>(&'a Shard);
@@ -192,7 +216,7 @@ async fn open_arrival(shard: Rc<Shard>, run: Rc<StageRun>, scenario: usize, inte
         }
         return;
     }
-    let mut user = shard.take_user(scenario);
+    let mut user = shard.take_user(scenario, seed);
     if now >= run.measure_from {
         let m = &mut run.metrics.borrow_mut()[scenario];
         m.arrivals_sent += 1;

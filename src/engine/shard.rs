@@ -64,8 +64,6 @@ pub(super) struct Shard {
         reason = "an arrival moves a pointer out of the pool, not 520 bytes"
     )]
     pub(super) users: RefCell<Vec<Box<User>>>,
-    /// Seeds users created for open-loop arrivals.
-    pub(super) user_seeds: RefCell<Rng>,
     /// Open loop: conversations in flight now.
     pub(super) open_inflight: Cell<u64>,
     /// Open loop: most conversations in flight in this stage.
@@ -125,7 +123,6 @@ impl Shard {
             watchdog_stop: Cell::new(false),
             open_connections: Rc::new(Cell::new(0)),
             users: RefCell::new(Vec::new()),
-            user_seeds: RefCell::new(Rng::new(seed)),
             open_inflight: Cell::new(0),
             inflight_peak: Cell::new(0),
             sink,
@@ -151,13 +148,19 @@ impl Shard {
         }
     }
 
-    /// An idle user for an open-loop arrival of `scenario`.
-    pub(super) fn take_user(&self, scenario: usize) -> Box<User> {
-        let keep = !self.plan.scenarios[scenario].single_turn();
-        let mut user = self.users.borrow_mut().pop().unwrap_or_else(|| {
-            let seed = self.user_seeds.borrow_mut().next_u64();
-            Box::new(User::new(seed, self.plan.run_nonce, keep))
-        });
+    /// An idle user for an open-loop arrival of `scenario`, seeded by the
+    /// arrival (the same arrival on each service draws the same content).
+    pub(super) fn take_user(&self, scenario: usize, seed: u64) -> Box<User> {
+        let sc = &self.plan.scenarios[scenario];
+        let keep = !sc.single_turn();
+        let nonce = self.plan.run_nonce;
+        let mut user = match self.users.borrow_mut().pop() {
+            Some(mut user) => {
+                user.reseed(seed, nonce, sc.service);
+                user
+            }
+            None => Box::new(User::new(seed, nonce, sc.service, keep)),
+        };
         user.scratch.reply.keep_content = keep;
         user
     }

@@ -8,12 +8,14 @@
 //! `target` the URLs and headers, `stages` the profile's stage list.
 
 mod scenario;
+mod services;
 mod stages;
 mod target;
 #[cfg(test)]
 mod tests;
 
 pub use scenario::{Content, Scenario, DEFAULT_PROMPTS};
+pub use services::{parse_flag as parse_service, Service};
 pub use target::{check_header, parse_target, Resolve, Target};
 
 use crate::config::{self, Profile};
@@ -57,7 +59,16 @@ pub struct Plan {
     pub scenarios: Vec<Scenario>,
     /// Distinct targets the scenarios use.
     pub targets: Vec<Target>,
-    /// Stages, in order.
+    /// Services compared in one window (empty: no comparison). Each
+    /// scenario of the profile runs against each: `scenarios` holds them
+    /// scenario by scenario, service by service (`lane`).
+    pub services: Vec<Service>,
+    /// The service deltas are taken against (`None`: the fastest by TTFT
+    /// p50 in each round).
+    pub baseline: Option<usize>,
+    /// Times the profile's stage list runs (`stages` holds every round's).
+    pub rounds: u32,
+    /// Stages, in order, every round's.
     pub stages: Vec<Stage>,
     /// Warm-up at the start of each stage.
     pub warmup: Duration,
@@ -138,6 +149,14 @@ pub struct Overrides {
     pub max_inflight: Option<u64>,
     /// `--no-retry`.
     pub no_retry: bool,
+    /// `--service`, in order (replaces the profile's `services`).
+    pub services: Vec<config::Service>,
+    /// `--baseline`.
+    pub baseline: Option<String>,
+    /// `--rounds`.
+    pub rounds: Option<u32>,
+    /// Where `target` came from, for errors (`None`: `--target`).
+    pub target_from: Option<String>,
 }
 
 impl Plan {
@@ -166,24 +185,53 @@ impl Plan {
         )
     }
 
-    /// Most connections any stage may need: its users (closed loop) or
-    /// `max_inflight` (open loop).
+    /// Most connections any stage may need: its users on every service
+    /// (closed loop) or `max_inflight` (open loop).
     pub fn users_max(&self) -> u64 {
         self.stages
             .iter()
             .map(|s| match s.load {
-                stage::Load::Closed { users } => users,
+                stage::Load::Closed { users } => users * self.service_count() as u64,
                 stage::Load::Open { .. } => self.max_inflight,
             })
             .max()
             .unwrap_or(0)
     }
 
-    /// Each scenario's share of `users`: largest-remainder split by weight,
-    /// so the counts add up to `users` exactly.
+    /// Each profile scenario's share of `users`: largest-remainder split
+    /// by weight, so the counts add up to `users` exactly. With services,
+    /// each service gets these users.
     pub fn split_users(&self, users: u64) -> Vec<u64> {
-        let weights: Vec<f64> = self.scenarios.iter().map(|s| s.weight).collect();
-        split_by_weight(users, &weights)
+        split_by_weight(users, &self.blend_weights())
+    }
+
+    /// The weights of the profile's scenarios (one per blend entry, not
+    /// per service).
+    pub fn blend_weights(&self) -> Vec<f64> {
+        let step = self.service_count();
+        self.scenarios.iter().step_by(step).map(|s| s.weight).collect()
+    }
+
+    /// Services the scenarios run against (1 without a comparison).
+    pub fn service_count(&self) -> usize {
+        self.services.len().max(1)
+    }
+
+    /// The index in `scenarios` of profile scenario `base` run against
+    /// service `service`.
+    pub fn lane(&self, base: usize, service: usize) -> usize {
+        base * self.service_count() + service
+    }
+
+    /// One round's stages: the profile's stage list as written.
+    pub fn round_stages(&self) -> &[Stage] {
+        &self.stages[..self.stages.len() / self.rounds.max(1) as usize]
+    }
+
+    /// The round (1-based) stage `index` belongs to.
+    pub fn round_of(&self, index: usize) -> u32 {
+        let per_round = (self.stages.len() / self.rounds.max(1) as usize).max(1);
+        (index / per_round) as u32 + 1
     }
 }
 
@@ -228,7 +276,9 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     if cpus.is_empty() {
         return Err("no CPUs selected for the generator".into());
     }
-    let (stages, warmup) = stages_and_warmup(profile, overrides)?;
+    let specs = services::specs(profile, overrides, &|var| std::env::var(var).ok())?;
+    let rounds = rounds(profile, overrides, specs.len())?;
+    let (stages, warmup) = stages_and_warmup(profile, overrides, rounds)?;
     let connect_timeout = duration_field("connect_timeout", profile.connect_timeout.as_deref())?
         .unwrap_or(limits::CONNECT_TIMEOUT_DEFAULT);
     if connect_timeout.is_zero() {
@@ -236,7 +286,12 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     }
     let cache = cache_settings(profile)?;
     let seed = overrides.seed.or(profile.seed).unwrap_or(0x5eed);
-    let (scenarios, targets) = scenarios(profile, overrides)?;
+    let (scenarios, targets) = scenarios(profile, overrides, &specs)?;
+    let services: Vec<Service> = specs.into_iter().map(|s| s.service).collect();
+    let baseline = match (&overrides.baseline, &profile.baseline) {
+        (Some(name), _) => services::baseline(Some(name), "--baseline", &services)?,
+        (None, name) => services::baseline(name.as_deref(), "baseline", &services)?,
+    };
     let insecure = overrides.insecure || profile.insecure_skip_verify.unwrap_or(false);
     let trust = if targets.iter().any(|t| t.tls) {
         let options = crate::transport::trust::TlsOptions {
@@ -252,6 +307,9 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     let plan = Plan {
         scenarios,
         targets,
+        services,
+        baseline,
+        rounds,
         stages,
         warmup,
         connect_timeout,
@@ -284,6 +342,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
 fn stages_and_warmup(
     profile: &Profile,
     overrides: &Overrides,
+    rounds: u32,
 ) -> Result<(Vec<Stage>, Duration), String> {
     let stages = match (&overrides.stages, &profile.stages) {
         (Some(text), _) => stage::parse_stages(text).map_err(|e| format!("--stages: {e}"))?,
@@ -293,8 +352,11 @@ fn stages_and_warmup(
     if stages.is_empty() {
         return Err("stages: empty".into());
     }
-    if stages.len() > limits::STAGES_MAX {
-        return Err(format!("stages: more than {}", limits::STAGES_MAX));
+    if stages.len() * rounds as usize > limits::STAGES_MAX {
+        return Err(format!(
+            "stages: more than {} (over {rounds} rounds)",
+            limits::STAGES_MAX
+        ));
     }
     let warmup = duration_field(
         "warmup",
@@ -311,7 +373,26 @@ fn stages_and_warmup(
             ));
         }
     }
-    Ok((stages, warmup))
+    Ok((stages.repeat(rounds as usize), warmup))
+}
+
+/// `--rounds` (or the profile's `rounds`): how many times the stage list
+/// runs; more than one only means something with services.
+fn rounds(profile: &Profile, overrides: &Overrides, services: usize) -> Result<u32, String> {
+    let (rounds, at) = match (overrides.rounds, profile.rounds) {
+        (Some(n), _) => (n, "--rounds"),
+        (None, Some(n)) => (n, "rounds"),
+        (None, None) => return Ok(1),
+    };
+    if rounds == 0 || rounds > limits::ROUNDS_MAX {
+        return Err(format!("{at}: must be between 1 and {}", limits::ROUNDS_MAX));
+    }
+    if rounds > 1 && services == 0 {
+        return Err(format!(
+            "{at}: rounds rotate services, and there are none (add --service NAME=URL)"
+        ));
+    }
+    Ok(rounds)
 }
 
 /// How prompts are made (un)cacheable and correlated.
@@ -379,10 +460,12 @@ fn max_inflight(profile: &Profile, overrides: &Overrides) -> Result<u64, String>
     }
 }
 
-/// The blend: each scenario resolved, with the distinct targets they use.
+/// The blend: each scenario resolved (once per service, when there are
+/// services), with the distinct targets they use.
 fn scenarios(
     profile: &Profile,
     overrides: &Overrides,
+    services: &[services::Spec],
 ) -> Result<(Vec<Scenario>, Vec<Target>), String> {
     let implicit = [config::Scenario::default()];
     let (raw, base): (&[config::Scenario], &str) = match &profile.scenarios {
@@ -400,14 +483,29 @@ fn scenarios(
             limits::SCENARIOS_MAX
         ));
     }
-    let inherited = scenario::Inherited {
+    if raw.len() * services.len().max(1) > limits::LANES_MAX {
+        return Err(format!(
+            "services: {} scenarios × {} services is more than {} pairs",
+            raw.len(),
+            services.len(),
+            limits::LANES_MAX
+        ));
+    }
+    let timeout = duration_field("timeout", profile.timeout.as_deref())?;
+    let think = profile
+        .think_time
+        .as_ref()
+        .map(|v| scenario::think_value("think_time", v))
+        .transpose()?;
+    let inherit = |overrides| scenario::Inherited {
         overrides,
-        timeout: duration_field("timeout", profile.timeout.as_deref())?,
-        think: profile
-            .think_time
-            .as_ref()
-            .map(|v| scenario::think_value("think_time", v))
-            .transpose()?,
+        timeout,
+        think,
+    };
+    let inherited: Vec<scenario::Inherited<'_>> = if services.is_empty() {
+        vec![inherit(overrides)]
+    } else {
+        services.iter().map(|s| inherit(&s.overrides)).collect()
     };
     let explicit = profile.scenarios.is_some();
     let mut targets: Vec<Target> = Vec::new();
@@ -418,19 +516,22 @@ fn scenarios(
         } else {
             base.to_string()
         };
-        let scenario = scenario::resolve(
-            &at,
-            i,
-            &profile.defaults,
-            own,
-            explicit,
-            &inherited,
-            &mut targets,
-        )?;
-        if scenarios.iter().any(|s: &Scenario| s.name == scenario.name) {
-            return Err(format!("{at}.name: `{}` is used twice", scenario.name));
+        for (service, inherited) in inherited.iter().enumerate() {
+            let mut scenario = scenario::resolve(
+                &at,
+                i,
+                &profile.defaults,
+                own,
+                explicit,
+                inherited,
+                &mut targets,
+            )?;
+            if service == 0 && scenarios.iter().any(|s: &Scenario| s.name == scenario.name) {
+                return Err(format!("{at}.name: `{}` is used twice", scenario.name));
+            }
+            scenario.service = service;
+            scenarios.push(scenario);
         }
-        scenarios.push(scenario);
     }
     if scenarios.iter().all(|s| s.weight == 0.0) {
         return Err(format!(
@@ -445,7 +546,7 @@ fn scenarios(
 fn check_request_sizes(plan: &Plan, explicit: bool) -> Result<(), String> {
     for (i, scenario) in plan.scenarios.iter().enumerate() {
         let at = if explicit {
-            format!("scenarios[{i}]")
+            format!("scenarios[{}]", scenario.base)
         } else {
             "defaults".to_string()
         };

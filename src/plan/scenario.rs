@@ -63,6 +63,12 @@ pub struct Scenario {
     pub protocol: &'static dyn Protocol,
     /// Index into `Plan::targets`.
     pub target: usize,
+    /// Index into `Plan::services` (0 when there are none).
+    pub service: usize,
+    /// The scenario of the profile this is (its index in the blend): with
+    /// services, each is run once per service, and `Plan::scenarios` holds
+    /// every scenario × service pair.
+    pub base: usize,
     /// Model name.
     pub model: String,
     /// System prompt.
@@ -197,6 +203,8 @@ pub(super) fn resolve(
         weight,
         protocol,
         target,
+        service: 0,
+        base: index,
         model,
         system: layers.pick("system", |s| &s.system).0.cloned(),
         max_tokens,
@@ -278,7 +286,13 @@ fn target_of(
     targets: &mut Vec<Target>,
 ) -> Result<usize, String> {
     let (url, pointer) = match (&overrides.target, layers.pick("target", |s| &s.target)) {
-        (Some(url), _) => (url.clone(), "--target".to_string()),
+        (Some(url), _) => (
+            url.clone(),
+            overrides
+                .target_from
+                .clone()
+                .unwrap_or_else(|| "--target".to_string()),
+        ),
         (None, (Some(url), pointer)) => (url.clone(), pointer),
         (None, (None, pointer)) => {
             return Err(format!("{pointer}: missing (or pass --target URL)"))
