@@ -205,6 +205,7 @@ fn drive(
                 line_open = false;
             }
             print_rows(&columns, stage, info.max_inflight);
+            print_comparison(stage, info.baseline.as_deref());
         }
     };
     engine::run_with_sink(plan, sink, |progress| {
@@ -237,6 +238,13 @@ fn print_rows(columns: &Columns, stage: &StageSummary, max_inflight: u64) {
     }
 }
 
+/// A finished stage's services side by side (comparisons only).
+fn print_comparison(stage: &StageSummary, baseline: Option<&str>) {
+    if let Some(compared) = crate::results::StageComparison::of_stage(stage, baseline) {
+        say!("{}", crate::report::comparison::stage_table(&compared).trim_end());
+    }
+}
+
 /// The final results: (when quiet) the stage table, the per-turn table,
 /// the verdict and where the files are.
 fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &OutputFiles) {
@@ -245,6 +253,13 @@ fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &Outpu
         say!("{}", columns.header());
         for stage in &summary.stages {
             print_rows(&columns, stage, summary.plan.max_inflight);
+            print_comparison(stage, summary.plan.baseline.as_deref());
+        }
+    }
+    if let Some(comparison) = &summary.comparison {
+        let overall = crate::report::comparison::overall_tables(comparison);
+        if !overall.is_empty() {
+            say!("\nservices over all {} rounds:\n{}", comparison.rounds, overall.trim_end());
         }
     }
     let turns = crate::report::text::turn_table(summary);

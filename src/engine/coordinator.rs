@@ -336,6 +336,7 @@ impl<'a> Collector<'a> {
             load: stage.load,
             duration_s: stage.duration.as_secs_f64(),
             started_unix_ms: self.started_unix_ms,
+            round: self.plan.round_of(self.index),
             measured_s: measured.as_secs_f64(),
             elapsed_s: wall,
             stopped_early: self.stopped_early,
@@ -363,8 +364,12 @@ impl<'a> Collector<'a> {
                 .scenarios
                 .iter()
                 .zip(self.scenarios)
-                .map(|(s, m)| Stats::new(s.name.clone(), m))
+                .map(|(s, m)| Stats {
+                    service: self.plan.services.get(s.service).map(|v| v.name.clone()),
+                    ..Stats::new(s.name.clone(), m)
+                })
                 .collect(),
+            services: Vec::new(),
             series: self.series,
         };
         summary.derive();

@@ -21,7 +21,7 @@ pub fn run_header(plan: &PlanInfo) -> String {
         plan.cache_mode,
         plan.seed
     );
-    let width = name_width(plan.scenarios.iter().map(|s| s.name.as_str()));
+    let width = plan.label_width();
     for s in &plan.scenarios {
         let range = |min: String, max: String| {
             if min == max {
@@ -34,7 +34,7 @@ pub fn run_header(plan: &PlanInfo) -> String {
         let _ = writeln!(
             out,
             "  {:<width$} {:>5.1}%  {} {} model={} stream={} turns={} think={} content={} max_tokens={}",
-            s.name,
+            s.label(),
             s.share_pct,
             s.protocol,
             s.target,
@@ -62,6 +62,7 @@ pub fn run_header(plan: &PlanInfo) -> String {
             }
         );
     }
+    services_lines(&mut out, plan);
     let _ = write!(
         out,
         "stages {} ({} loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
@@ -70,6 +71,24 @@ pub fn run_header(plan: &PlanInfo) -> String {
         crate::stage::format_duration(std::time::Duration::from_secs_f64(plan.warmup_s))
     );
     out
+}
+
+/// The services of a comparison, and how they are compared.
+fn services_lines(out: &mut String, plan: &PlanInfo) {
+    if plan.services.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "services {} in one window, each stage's load on each; baseline {}; {} round{}",
+        names.join(", "),
+        plan.baseline
+            .as_deref()
+            .unwrap_or("the fastest by TTFT p50 in each round"),
+        plan.rounds,
+        if plan.rounds == 1 { "" } else { "s" }
+    );
 }
 
 /// Column widths of the console table, fitted to the plan's stage
@@ -86,7 +105,7 @@ impl Columns {
         Columns {
             // One more for the `*` of a stage stopped early.
             stage: name_width(plan.stages.iter().map(String::as_str)) + 1,
-            scenario: name_width(plan.scenarios.iter().map(|s| s.name.as_str())),
+            scenario: plan.label_width(),
         }
     }
 
@@ -141,7 +160,7 @@ impl Columns {
         format!(
             "{:<sw$} {:<nw$} {:>9} {:>10.1} {:>7.2} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10.1}  {}",
             label,
-            stats.name,
+            stats.label(),
             m.requests,
             stats.rates.rps,
             stats.rates.ok_pct,

@@ -96,6 +96,7 @@ fn fixed_stage(
         load: stage.load,
         duration_s: stage.duration.as_secs_f64(),
         started_unix_ms: 1_795_305_600_000 + 10_000 * index as u64,
+        round: 1,
         measured_s: 9.0,
         elapsed_s: 10.0,
         stopped_early: false,
@@ -109,6 +110,7 @@ fn fixed_stage(
         open_loop: None,
         total: Stats::new("all", total),
         scenarios,
+        services: Vec::new(),
         series: (1..=3).map(|second| point(second, index)).collect(),
     }
 }

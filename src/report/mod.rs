@@ -7,6 +7,7 @@
 //! own. Percentiles come from the merged HDR histograms (3 significant
 //! digits), never from sorted samples.
 
+pub mod comparison;
 pub mod console;
 pub mod csv;
 pub mod html;

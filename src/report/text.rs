@@ -3,7 +3,7 @@
 //! generator health, thresholds and the knee.
 
 use super::console::{open_loop_line, run_header};
-use super::{errors_text, ms, name_width, pct, scenario_across_stages, status_text};
+use super::{errors_text, ms, pct, scenario_across_stages, status_text};
 use crate::results::{from_unix_ms, rfc3339, RunSummary, StageMetrics, StageSummary};
 use crate::verdict::{knee_line, Verdict};
 use std::fmt::Write as _;
@@ -28,9 +28,19 @@ pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
             run.merged_from.join(", ")
         );
     }
-    let width = name_width(run.plan.scenarios.iter().map(|s| s.name.as_str()));
+    let width = run.plan.label_width();
     for stage in &run.stages {
         stage_section(&mut out, stage, width, run.plan.max_inflight);
+        let compared = run.comparison.as_ref().and_then(|c| c.stages.get(stage.index));
+        if let Some(compared) = compared {
+            let _ = write!(out, "{}", super::comparison::stage_table(compared));
+        }
+    }
+    if let Some(comparison) = &run.comparison {
+        let overall = super::comparison::overall_tables(comparison);
+        if !overall.is_empty() {
+            let _ = write!(out, "\n== services over all {} rounds\n{overall}", comparison.rounds);
+        }
     }
     let turns = turn_table(run);
     if !turns.is_empty() {
@@ -73,7 +83,7 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
         let _ = writeln!(
             out,
             "{:<width$} {:>9} {:>10.1} {:>7.2} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10.1}",
-            stats.name,
+            stats.label(),
             m.requests,
             stats.rates.rps,
             stats.rates.ok_pct,
@@ -96,7 +106,7 @@ fn stage_section(out: &mut String, stage: &StageSummary, width: usize, max_infli
         let _ = write!(
             out,
             "  {}: status {}; errors {}",
-            stats.name,
+            stats.label(),
             if statuses.is_empty() { "-" } else { &statuses },
             if errors.is_empty() { "none" } else { &errors }
         );
@@ -291,7 +301,7 @@ pub fn shard_busy_pct_max(run: &RunSummary) -> f64 {
 /// scenario has more than one turn.
 pub fn turn_table(run: &RunSummary) -> String {
     let mut out = String::new();
-    let width = name_width(run.plan.scenarios.iter().map(|s| s.name.as_str()));
+    let width = run.plan.label_width();
     for (i, scenario) in run.plan.scenarios.iter().enumerate() {
         if scenario.turns.max == 1 {
             continue;
@@ -324,7 +334,7 @@ pub fn turn_table(run: &RunSummary) -> String {
             let _ = writeln!(
                 out,
                 "{:<width$} {:>5} {:>9} {:>7.2} {:>14} {:>12} {:>12}",
-                scenario.name,
+                scenario.label(),
                 turn,
                 row.requests,
                 ok_pct,

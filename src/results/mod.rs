@@ -10,6 +10,7 @@
 //! merged summary cannot carry a stale figure.
 
 mod clock;
+mod comparison;
 mod hist;
 mod merge;
 pub mod metrics;
@@ -18,10 +19,11 @@ mod plan_info;
 mod turn;
 
 pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
+pub use comparison::{Comparison, ServiceRow, Spread, StageComparison};
 pub use hist::{Hist, PackedHist};
 pub use merge::merge;
 pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
-pub use plan_info::{ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo};
+pub use plan_info::{ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo, ServiceInfo};
 pub use turn::FinishedTurn;
 
 use crate::stage::Load;
@@ -69,11 +71,15 @@ fn per_second(count: u64, seconds: f64) -> f64 {
     }
 }
 
-/// One scenario's figures in a stage (or the stage total, named `all`).
+/// One scenario's figures in a stage (or the stage total, named `all`, or
+/// one service's total, named after the service).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     /// Scenario name, or `all` for the stage total.
     pub name: String,
+    /// The service this scenario ran against (comparisons only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Derived rates.
     #[serde(default, skip_deserializing)]
     pub rates: Rates,
@@ -86,8 +92,18 @@ impl Stats {
     pub fn new(name: impl Into<String>, metrics: StageMetrics) -> Stats {
         Stats {
             name: name.into(),
+            service: None,
             rates: Rates::default(),
             metrics,
+        }
+    }
+
+    /// The name a table shows: `chat`, or `chat@gw` for a scenario run
+    /// against a service.
+    pub fn label(&self) -> String {
+        match &self.service {
+            Some(service) => format!("{}@{service}", self.name),
+            None => self.name.clone(),
         }
     }
 }
@@ -170,6 +186,9 @@ pub struct StageSummary {
     pub duration_s: f64,
     /// Wall-clock start (Unix milliseconds).
     pub started_unix_ms: u64,
+    /// The round it belongs to (1 unless `--rounds`).
+    #[serde(default = "first_round")]
+    pub round: u32,
     /// Length of the measured window, seconds (stage less warm-up, or
     /// less when stopped early); the window starts `warmup_s` after the
     /// start.
@@ -207,10 +226,19 @@ pub struct StageSummary {
     pub open_loop: Option<OpenLoop>,
     /// All scenarios together.
     pub total: Stats,
-    /// Per scenario, in plan order.
+    /// Per scenario, in plan order (with services: per scenario and
+    /// service, each scenario's services together).
     pub scenarios: Vec<Stats>,
+    /// Per service, all its scenarios together (comparisons only).
+    /// Derived.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Stats>,
     /// Per second.
     pub series: Vec<SeriesPoint>,
+}
+
+fn first_round() -> u32 {
+    1
 }
 
 impl StageSummary {
@@ -232,22 +260,39 @@ impl StageSummary {
         self.target_rate().is_some()
     }
 
-    /// The rows a table shows: each scenario's when there are several,
-    /// then the total.
+    /// The rows a table shows: each scenario's when there are several
+    /// (with services: each scenario × service when there are several
+    /// scenarios, then each service's total), then the total.
     pub fn rows(&self) -> Vec<&Stats> {
         let mut rows: Vec<&Stats> = Vec::new();
-        if self.scenarios.len() > 1 {
+        if self.scenarios.len() > self.services.len().max(1) {
             rows.extend(&self.scenarios);
         }
+        rows.extend(&self.services);
         rows.push(&self.total);
         rows
+    }
+
+    /// Each service's statistics: its scenarios merged, in the order the
+    /// services first appear.
+    fn by_service(&self) -> Vec<Stats> {
+        let mut services: Vec<Stats> = Vec::new();
+        for lane in &self.scenarios {
+            let Some(name) = &lane.service else { continue };
+            match services.iter_mut().find(|s| &s.name == name) {
+                Some(have) => have.metrics.merge(&lane.metrics),
+                None => services.push(Stats::new(name.clone(), lane.metrics.clone())),
+            }
+        }
+        services
     }
 
     /// Computes the derived figures.
     pub fn derive(&mut self) {
         let measured = self.measured_s;
         self.total.rates = Rates::of(&self.total.metrics, measured);
-        for s in &mut self.scenarios {
+        self.services = self.by_service();
+        for s in self.scenarios.iter_mut().chain(&mut self.services) {
             s.rates = Rates::of(&s.metrics, measured);
         }
         self.open_loop = self.target_rate().map(|target| {
@@ -437,6 +482,10 @@ pub struct RunSummary {
     /// The files a merge was made from.
     #[serde(default)]
     pub merged_from: Vec<String>,
+    /// Services side by side with their deltas (comparisons only).
+    /// Derived.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
 }
 
 impl RunSummary {
@@ -456,6 +505,7 @@ impl RunSummary {
             hosts: vec![host],
             stop: run.stop,
             merged_from: Vec::new(),
+            comparison: None,
         };
         summary.derive();
         summary
@@ -466,6 +516,11 @@ impl RunSummary {
         for stage in &mut self.stages {
             stage.derive();
         }
+        self.comparison = Comparison::of(
+            &self.stages,
+            self.plan.baseline.as_deref(),
+            self.plan.rounds,
+        );
     }
 
     /// All stages together (the report's aggregate line).

@@ -56,6 +56,9 @@ impl ContentInfo {
 pub struct ScenarioInfo {
     /// Name in reports.
     pub name: String,
+    /// The service it runs against (comparisons only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Relative weight.
     pub weight: f64,
     /// Its share of users or arrivals, percent.
@@ -147,6 +150,33 @@ pub struct PlanInfo {
     /// How https targets are trusted (`None`: no https target).
     #[serde(default)]
     pub tls: Option<TlsInfo>,
+    /// Services compared in one window (empty: no comparison).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceInfo>,
+    /// The service deltas are taken against (`None`: the fastest in each
+    /// stage and round).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// Times the stage list ran (`stages` lists every round's).
+    #[serde(default = "one")]
+    pub rounds: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One service of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Name in reports.
+    pub name: String,
+    /// Its URL, secrets masked.
+    pub url: String,
+    /// The model it is sent, when it names its own.
+    pub model: Option<String>,
+    /// The environment variable its key came from (never the key).
+    pub key_env: Option<String>,
 }
 
 /// One target as resolved at start.
@@ -177,7 +207,27 @@ pub struct TlsInfo {
     pub resume: bool,
 }
 
+impl ScenarioInfo {
+    /// The name a table shows: `chat`, or `chat@gw` with a service.
+    pub fn label(&self) -> String {
+        match &self.service {
+            Some(service) => format!("{}@{service}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 impl PlanInfo {
+    /// Width of a scenario column: the longest label, at least 14.
+    pub fn label_width(&self) -> usize {
+        self.scenarios
+            .iter()
+            .map(|s| s.label().chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(14)
+    }
+
     /// Describes `plan`. A field list, one line per field (hence its
     /// length).
     pub fn of(plan: &Plan) -> PlanInfo {
@@ -189,6 +239,7 @@ impl PlanInfo {
                 let target = &plan.targets[s.target];
                 ScenarioInfo {
                     name: s.name.clone(),
+                    service: plan.services.get(s.service).map(|v| v.name.clone()),
                     weight: s.weight,
                     share_pct: 100.0 * s.weight / total,
                     protocol: s.protocol.name().to_string(),
@@ -282,6 +333,18 @@ impl PlanInfo {
                     .collect(),
                 resume: plan.tls_resume,
             }),
+            services: plan
+                .services
+                .iter()
+                .map(|s| ServiceInfo {
+                    name: s.name.clone(),
+                    url: s.url.clone(),
+                    model: s.model.clone(),
+                    key_env: s.key_env.clone(),
+                })
+                .collect(),
+            baseline: plan.baseline.map(|i| plan.services[i].name.clone()),
+            rounds: plan.rounds,
         }
     }
 
