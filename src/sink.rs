@@ -237,7 +237,9 @@ impl Drop for Sink {
 /// What the writer needs to turn indices into names and instants into
 /// Unix time; names are stored already JSON-encoded (quoted, escaped).
 struct Names {
-    scenarios: Vec<(String, String, bool)>,
+    /// Per scenario lane: name, protocol, streamed, service (`null`
+    /// without one).
+    scenarios: Vec<(String, String, bool, String)>,
     stages: Vec<String>,
     /// Turns the records' instants into Unix time.
     clock: crate::host::UnixClock,
@@ -261,6 +263,9 @@ impl Names {
                         json_string(&s.name),
                         json_string(s.protocol.name()),
                         s.stream,
+                        plan.services
+                            .get(s.service)
+                            .map_or("null".to_string(), |v| json_string(&v.name)),
                     )
                 })
                 .collect(),
@@ -335,12 +340,15 @@ fn request_id(out: &mut Vec<u8>, names: &Names, record: &Record) {
 /// writer handles tens of thousands of lines a second per shard, and
 /// building a `serde_json::Value` per line cost several times more.
 fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
-    let (scenario, protocol, stream) = names
+    let (scenario, protocol, stream, service) = names
         .scenarios
         .get(usize::from(record.scenario))
-        .map_or(("\"?\"", "\"?\"", false), |(name, protocol, stream)| {
-            (name.as_str(), protocol.as_str(), *stream)
-        });
+        .map_or(
+            ("\"?\"", "\"?\"", false, "null"),
+            |(name, protocol, stream, service)| {
+                (name.as_str(), protocol.as_str(), *stream, service.as_str())
+            },
+        );
     let stage = names
         .stages
         .get(usize::from(record.stage))
@@ -354,6 +362,7 @@ fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",");
     request_id(out, names, record);
     raw(out, b"\"scenario\":", scenario);
+    raw(out, b"\"service\":", service);
     raw(out, b"\"protocol\":", protocol);
     uint(out, b"\"turn\":", Some(u64::from(record.turn)));
     uint(out, b"\"turns\":", Some(u64::from(record.turns)));

@@ -1,18 +1,22 @@
 //! `report-<id>.csv`: a header and one row per stage × scenario (and the
-//! stage total as scenario `all`).
+//! stage total as scenario `all`); with services, one per stage ×
+//! scenario × service, then each service's total (scenario `all`) with its
+//! deltas against the baseline.
 
 use super::{errors_text, status_text};
-use crate::results::RunSummary;
+use crate::results::{RunSummary, StageSummary, Stats};
 use crate::stage::Load;
 
 /// The columns, in order.
 pub const CSV_COLUMNS: &[&str] = &[
     "stage_index",
     "stage",
+    "round",
     "kind",
     "users",
     "target_rate",
     "scenario",
+    "service",
     "requests",
     "ok",
     "ok_pct",
@@ -44,6 +48,10 @@ pub const CSV_COLUMNS: &[&str] = &[
     "tls_resumed",
     "tls_p50_ms",
     "stopped",
+    "ttft_p50_delta_ms",
+    "ttft_p95_delta_ms",
+    "latency_p50_delta_ms",
+    "latency_p95_delta_ms",
 ];
 
 /// The whole CSV file. A list of the columns' values, one line each, and
@@ -68,13 +76,16 @@ pub fn csv(run: &RunSummary) -> String {
         for stats in stage.rows() {
             let m = &stats.metrics;
             let total = std::ptr::eq(stats, &stage.total);
+            let (scenario, service, deltas) = service_cells(run, stage, stats);
             let fields = [
                 stage.index.to_string(),
                 stage.label.clone(),
+                stage.round.to_string(),
                 kind.to_string(),
                 users.clone(),
                 rate.clone(),
-                stats.name.clone(),
+                scenario,
+                service,
                 m.requests.to_string(),
                 m.ok.to_string(),
                 format!("{:.3}", stats.rates.ok_pct),
@@ -113,6 +124,10 @@ pub fn csv(run: &RunSummary) -> String {
                     Some(stop) if stage.stopped_early => stop.describe(),
                     _ => String::new(),
                 },
+                deltas[0].clone(),
+                deltas[1].clone(),
+                deltas[2].clone(),
+                deltas[3].clone(),
             ];
             let line: Vec<String> = fields.iter().map(|f| field(f)).collect();
             out.push_str(&line.join(","));
@@ -120,6 +135,33 @@ pub fn csv(run: &RunSummary) -> String {
         }
     }
     out
+}
+
+/// A row's scenario and service, and (for a service's total) its deltas
+/// against the baseline: a scenario run against a service is
+/// (`chat`, `gw`), a service's total (`all`, `gw`), the stage total
+/// (`all`, empty).
+fn service_cells(run: &RunSummary, stage: &StageSummary, stats: &Stats) -> (String, String, [String; 4]) {
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    let mut deltas: [String; 4] = Default::default();
+    if !stage.services.iter().any(|s| std::ptr::eq(s, stats)) {
+        let service = stats.service.clone().unwrap_or_default();
+        return (stats.name.clone(), service, deltas);
+    }
+    let row = run
+        .comparison
+        .as_ref()
+        .and_then(|c| c.stages.iter().find(|c| c.index == stage.index))
+        .and_then(|c| c.services.iter().find(|r| r.service == stats.name));
+    if let Some(row) = row {
+        deltas = [
+            num(row.ttft_ms_p50_delta),
+            num(row.ttft_ms_p95_delta),
+            num(row.latency_ms_p50_delta),
+            num(row.latency_ms_p95_delta),
+        ];
+    }
+    ("all".to_string(), stats.name.clone(), deltas)
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).

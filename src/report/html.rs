@@ -38,6 +38,22 @@ pub fn html_report(run: &RunSummary, verdict: &Verdict) -> String {
     timeline_section(&mut out, run);
     for stage in &run.stages {
         stage_section(&mut out, stage, run.plan.max_inflight);
+        let compared = run.comparison.as_ref().and_then(|c| c.stages.get(stage.index));
+        if let Some(compared) = compared {
+            let table = super::comparison::stage_table(compared);
+            let _ = writeln!(out, "<pre>{}</pre>", escape(&table));
+        }
+    }
+    if let Some(comparison) = &run.comparison {
+        let overall = super::comparison::overall_tables(comparison);
+        if !overall.is_empty() {
+            let _ = writeln!(
+                out,
+                "<h2>Services over all {} rounds</h2>\n<pre>{}</pre>",
+                comparison.rounds,
+                escape(&overall)
+            );
+        }
     }
     knee_section(&mut out, run, verdict);
     let turns = turn_table(run);
@@ -208,7 +224,7 @@ fn stage_section(out: &mut String, stage: &StageSummary, max_inflight: u64) {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.2}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td></tr>",
-            escape(&stats.name),
+            escape(&stats.label()),
             m.requests,
             stats.rates.rps,
             stats.rates.ok_pct,

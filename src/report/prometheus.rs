@@ -4,7 +4,9 @@
 //! latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
 //! 0.999, in seconds.
 
-use crate::results::{Hist, RunSummary, StageMetrics, StageSummary, Stats, Stop};
+use crate::results::{
+    Hist, RunSummary, StageComparison, StageMetrics, StageSummary, Stats, Stop,
+};
 use std::fmt::Write as _;
 
 /// One metric family: name, type and help, in output order.
@@ -33,10 +35,11 @@ const RETRIED: usize = 11;
 const MISSED: usize = 12;
 const HANDSHAKES: usize = 13;
 const RESUMED: usize = 14;
+const DELTA: usize = 15;
 /// The first summary family; `SUMMARIES` says which histogram each is.
-const FIRST_SUMMARY: usize = 15;
+const FIRST_SUMMARY: usize = 16;
 
-const FAMILIES: [Family; 22] = [
+const FAMILIES: [Family; 23] = [
     family(
         "loadtest_requests_total",
         "counter",
@@ -113,6 +116,11 @@ const FAMILIES: [Family; 22] = [
         "Of those, sessions resumed rather than negotiated in full.",
     ),
     family(
+        "loadtest_service_delta_seconds",
+        "gauge",
+        "Comparisons: a service's percentile minus the baseline's, in the same stage and window (figure: ttft_p50, ttft_p95, latency_p50, latency_p95).",
+    ),
+    family(
         "loadtest_latency_seconds",
         "summary",
         "Whole-request latency of successful requests, from the actual send.",
@@ -177,12 +185,24 @@ impl Exposition {
 
     fn row(&mut self, stage: &StageSummary, stats: &Stats) {
         let m = &stats.metrics;
-        let labels = format!(
-            "stage=\"{}\",stage_index=\"{}\",scenario=\"{}\"",
+        let mut labels = format!(
+            "stage=\"{}\",stage_index=\"{}\"",
             label(&stage.label),
             stage.index,
-            label(&stats.name)
         );
+        // With services, every sample names one: a scenario run against a
+        // service, a service's total (`scenario="all"`), or all services.
+        let service_total = stage.services.iter().any(|s| std::ptr::eq(s, stats));
+        let (scenario, service) = match (&stats.service, service_total) {
+            (_, true) => ("all", Some(stats.name.as_str())),
+            (Some(service), false) => (stats.name.as_str(), Some(service.as_str())),
+            (None, false) if !stage.services.is_empty() => (stats.name.as_str(), Some("all")),
+            (None, false) => (stats.name.as_str(), None),
+        };
+        let _ = write!(labels, ",scenario=\"{}\"", label(scenario));
+        if let Some(service) = service {
+            let _ = write!(labels, ",service=\"{}\"", label(service));
+        }
         self.put(REQUESTS, &labels, "", m.requests);
         self.put(OK, &labels, "", m.ok);
         for (class, n) in m.error_counts() {
@@ -212,6 +232,28 @@ impl Exposition {
         }
         for (i, pick) in SUMMARIES.iter().enumerate() {
             self.summary(FIRST_SUMMARY + i, &labels, pick(m));
+        }
+    }
+
+    fn deltas(&mut self, compared: &StageComparison) {
+        for row in &compared.services {
+            let labels = format!(
+                "stage=\"{}\",stage_index=\"{}\",service=\"{}\"",
+                label(&compared.stage),
+                compared.index,
+                label(&row.service)
+            );
+            for (figure, delta) in [
+                ("ttft_p50", row.ttft_ms_p50_delta),
+                ("ttft_p95", row.ttft_ms_p95_delta),
+                ("latency_p50", row.latency_ms_p50_delta),
+                ("latency_p95", row.latency_ms_p95_delta),
+            ] {
+                if let Some(ms) = delta {
+                    let figure = format!(",figure=\"{figure}\"");
+                    self.put(DELTA, &labels, &figure, ms / 1000.0);
+                }
+            }
         }
     }
 
@@ -247,6 +289,9 @@ pub fn prometheus(run: &RunSummary) -> String {
         for stats in stage.rows() {
             exposition.row(stage, stats);
         }
+    }
+    for compared in run.comparison.iter().flat_map(|c| &c.stages) {
+        exposition.deltas(compared);
     }
     let mut out = String::new();
     if let Some(Stop::Interrupted { signal, abandoned }) = &run.stop {
