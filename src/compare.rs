@@ -3,7 +3,8 @@
 //!
 //! Stages pair by position and label (the same stage list twice pairs
 //! each stage with its own counterpart); within a pair, scenarios pair by
-//! name, plus the stage totals. A stage or scenario present on one side
+//! name (`chat@gw` with services), each service's total by its name
+//! (`all@gw`), plus the stage totals. A stage or scenario present on one side
 //! only is reported as such, never skipped in silence.
 
 use crate::report::html::{nines, nines_label, LADDER, STYLE};
@@ -118,32 +119,45 @@ fn notes(old: &RunSummary, new: &RunSummary) -> Vec<String> {
     notes
 }
 
+/// The rows of a stage that pair with the other run's, by key: each
+/// scenario's (`chat`, or `chat@gw` with services; only when there are
+/// several), and each service's total (`all@gw`).
+fn keyed(stage: &StageSummary) -> Vec<(String, &Stats)> {
+    let mut rows: Vec<(String, &Stats)> = Vec::new();
+    if stage.scenarios.len() > stage.services.len().max(1) || stage.services.is_empty() {
+        rows.extend(stage.scenarios.iter().map(|s| (s.label(), s)));
+    }
+    rows.extend(stage.services.iter().map(|s| (format!("all@{}", s.name), s)));
+    rows
+}
+
 fn compare_stage(out: &mut Comparison, a: &StageSummary, b: &StageSummary) {
-    let mut pairs: Vec<(&Stats, &Stats)> = vec![(&a.total, &b.total)];
+    let mut pairs: Vec<(String, &Stats, &Stats)> = vec![("all".into(), &a.total, &b.total)];
     let several = a.scenarios.len() > 1 || b.scenarios.len() > 1;
-    for s in &a.scenarios {
-        match b.scenarios.iter().find(|n| n.name == s.name) {
-            Some(n) if several => pairs.push((s, n)),
+    let (old_rows, new_rows) = (keyed(a), keyed(b));
+    for (key, s) in &old_rows {
+        match new_rows.iter().find(|(k, _)| k == key) {
+            Some((_, n)) if several => pairs.push((key.clone(), s, n)),
             Some(_) => {}
             None => out.one_sided.push(OneSided {
                 side: "old",
                 stage_index: a.index,
                 stage: a.label.clone(),
-                scenario: Some(s.name.clone()),
+                scenario: Some(key.clone()),
             }),
         }
     }
-    for n in &b.scenarios {
-        if !a.scenarios.iter().any(|s| s.name == n.name) {
+    for (key, _) in &new_rows {
+        if !old_rows.iter().any(|(k, _)| k == key) {
             out.one_sided.push(OneSided {
                 side: "new",
                 stage_index: b.index,
                 stage: b.label.clone(),
-                scenario: Some(n.name.clone()),
+                scenario: Some(key.clone()),
             });
         }
     }
-    for (o, n) in pairs {
+    for (key, o, n) in pairs {
         for (metric, old, new, higher_is_worse) in figures(o, n) {
             let (Some(old), Some(new)) = (old, new) else {
                 continue;
@@ -167,7 +181,7 @@ fn compare_stage(out: &mut Comparison, a: &StageSummary, b: &StageSummary) {
             out.deltas.push(Delta {
                 stage: a.label.clone(),
                 stage_index: a.index,
-                scenario: o.name.clone(),
+                scenario: key.clone(),
                 metric,
                 old,
                 new,

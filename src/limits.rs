@@ -228,6 +228,16 @@ pub const SERVICES_MAX: usize = 16;
 /// all stream cost ~120 MiB per shard per stage at most.
 pub const LANES_MAX: usize = 128;
 
+/// A service whose error rate exceeds the best service's in the same
+/// stage by more than this many percentage points is flagged: its delta
+/// is then not an overhead.
+pub const FAIRNESS_ERROR_POINTS: f64 = 5.0;
+
+/// Open loop: a service sent this share fewer arrivals than another in the
+/// same stage is flagged (the schedule gives each the same arrivals, so a
+/// shortfall is drops at `max_inflight` or arrivals missed).
+pub const FAIRNESS_SHORTFALL: f64 = 0.05;
+
 /// Most rounds of a comparison (`--rounds`); rounds × stages stays within
 /// `STAGES_MAX`.
 pub const ROUNDS_MAX: u32 = 100;

@@ -320,6 +320,9 @@ pub fn print_verdict(verdict: &Verdict) {
     for failure in &verdict.no_success {
         say!("FAIL: {failure}");
     }
+    for flag in &verdict.fairness {
+        say!("comparison: UNFAIR: {flag}");
+    }
     if let Some(knee) = &verdict.knee {
         say!("{}", knee_line(knee));
     }

@@ -47,11 +47,11 @@ pub const CSV_COLUMNS: &[&str] = &[
     "tls_handshakes",
     "tls_resumed",
     "tls_p50_ms",
-    "stopped",
     "ttft_p50_delta_ms",
     "ttft_p95_delta_ms",
     "latency_p50_delta_ms",
     "latency_p95_delta_ms",
+    "stopped",
 ];
 
 /// The whole CSV file. A list of the columns' values, one line each, and
@@ -120,14 +120,14 @@ pub fn csv(run: &RunSummary) -> String {
                 m.tls_handshakes.to_string(),
                 m.tls_resumed.to_string(),
                 num(m.tls.percentile_ms(50.0)),
-                match &run.stop {
-                    Some(stop) if stage.stopped_early => stop.describe(),
-                    _ => String::new(),
-                },
                 deltas[0].clone(),
                 deltas[1].clone(),
                 deltas[2].clone(),
                 deltas[3].clone(),
+                match &run.stop {
+                    Some(stop) if stage.stopped_early => stop.describe(),
+                    _ => String::new(),
+                },
             ];
             let line: Vec<String> = fields.iter().map(|f| field(f)).collect();
             out.push_str(&line.join(","));

@@ -129,6 +129,9 @@ fn header_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
     for failure in &verdict.no_success {
         let _ = write!(out, "<li class=\"bad\">{}</li>", escape(failure));
     }
+    for flag in &verdict.fairness {
+        let _ = write!(out, "<li class=\"bad\">comparison unfair: {}</li>", escape(flag));
+    }
     if let Some(knee) = &verdict.knee {
         let _ = write!(out, "<li>{}</li>", escape(&knee_line(knee)));
     }

@@ -52,6 +52,12 @@ pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
     aggregate_section(&mut out, &run.all_stages());
     health_section(&mut out, run, verdict);
     thresholds_section(&mut out, verdict);
+    if !verdict.fairness.is_empty() {
+        let _ = writeln!(out, "\n== comparison fairness");
+        for flag in &verdict.fairness {
+            let _ = writeln!(out, "UNFAIR: {flag}");
+        }
+    }
     if let Some(knee) = &verdict.knee {
         let _ = writeln!(out, "\n== knee\n{}", knee_line(knee));
     }

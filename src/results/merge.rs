@@ -67,7 +67,7 @@ fn check_fits(
         s.plan
             .scenarios
             .iter()
-            .map(|x| x.name.clone())
+            .map(|x| x.label())
             .collect::<Vec<_>>()
     };
     if scenarios(other) != scenarios(merged) {

@@ -4,9 +4,11 @@
 //! `run`, `merge` and `compare` all judge through here, so a merged
 //! summary is judged by the same rules as a single host's.
 
+mod fairness;
 mod health;
 mod knee;
 
+pub use fairness::fairness;
 pub use health::{cautions, half_port_range, validity, Validity};
 pub use knee::{knee, knee_line, open_loop_flag, BrokenStage, Knee, KneeStage};
 
@@ -82,6 +84,11 @@ pub struct Verdict {
     pub no_success: Vec<String>,
     /// Generator validity.
     pub generator: Validity,
+    /// Comparisons: services whose delta is not an overhead (their error
+    /// rate stands out, or they were offered less load), readable. They
+    /// warn; they do not fail the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fairness: Vec<String>,
     /// How the process ends.
     pub exit: Exit,
 }
@@ -105,6 +112,7 @@ pub fn judge(run: &RunSummary) -> Verdict {
         knee: knee(run),
         no_success,
         generator,
+        fairness: fairness(run),
         exit,
     }
 }
@@ -205,24 +213,37 @@ pub fn thresholds(run: &RunSummary) -> Vec<ThresholdCheck> {
     }
     let mut out = Vec::new();
     for stage in &run.stages {
-        if stage.scenarios.len() > 1 {
+        if stage.scenarios.len() > stage.services.len().max(1) {
             for (info, stats) in run.plan.scenarios.iter().zip(&stage.scenarios) {
                 if stats.metrics.requests == 0 && info.weight == 0.0 {
                     continue;
                 }
-                out.push(check(stage, stats, t, false));
+                out.push(check(stage, stats, stats.label(), t, false));
             }
         }
-        out.push(check(stage, &stage.total, t, true));
+        // With services each is held to the limits on its own: the stage
+        // total would mix gateways.
+        for service in &stage.services {
+            out.push(check(stage, service, format!("all@{}", service.name), t, true));
+        }
+        if stage.services.is_empty() {
+            out.push(check(stage, &stage.total, stage.total.label(), t, true));
+        }
     }
     out
 }
 
-fn check(stage: &StageSummary, stats: &Stats, t: &Thresholds, total: bool) -> ThresholdCheck {
+fn check(
+    stage: &StageSummary,
+    stats: &Stats,
+    name: String,
+    t: &Thresholds,
+    total: bool,
+) -> ThresholdCheck {
     let failures = check_thresholds(t, &Figures::of(stats), total);
     ThresholdCheck {
         stage: stage.label.clone(),
-        scenario: stats.name.clone(),
+        scenario: name,
         pass: failures.is_empty(),
         failures,
     }
