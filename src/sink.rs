@@ -558,7 +558,8 @@ mod tests {
             v["start_us"].as_u64().unwrap() - v["intended_start_us"].as_u64().unwrap(),
             250
         );
-        assert_eq!(v.as_object().unwrap().len(), 27);
+        assert_eq!(v.as_object().unwrap().len(), 28);
+        assert_eq!(v["service"], serde_json::Value::Null);
         // The profile keeps the default correlation header, so each turn
         // has its own id: the conversation and the turn number.
         assert_eq!(
