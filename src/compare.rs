@@ -127,7 +127,12 @@ fn keyed(stage: &StageSummary) -> Vec<(String, &Stats)> {
     if stage.scenarios.len() > stage.services.len().max(1) || stage.services.is_empty() {
         rows.extend(stage.scenarios.iter().map(|s| (s.label(), s)));
     }
-    rows.extend(stage.services.iter().map(|s| (format!("all@{}", s.name), s)));
+    rows.extend(
+        stage
+            .services
+            .iter()
+            .map(|s| (format!("all@{}", s.name), s)),
+    );
     rows
 }
 

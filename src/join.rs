@@ -49,6 +49,8 @@ pub struct Columns {
 struct ClientRow {
     key: String,
     scenario: String,
+    /// The service it ran against (comparisons only).
+    service: Option<String>,
     turn: u64,
     start_us: u64,
     latency_ms: Option<f64>,
@@ -117,6 +119,7 @@ fn client_rows(text: &str, key: Key) -> Result<Vec<ClientRow>, String> {
         rows.push(ClientRow {
             key: k.to_string(),
             scenario: v["scenario"].as_str().unwrap_or("?").to_string(),
+            service: v["service"].as_str().map(str::to_string),
             turn: v["turn"].as_u64().unwrap_or(0),
             start_us: v["start_us"].as_u64().unwrap_or(0),
             latency_ms: v["latency_ms"].as_f64(),
@@ -337,16 +340,24 @@ impl Joined {
             "outside ms p50/p95/p99/max",
             "upstream ms p50/p95/p99"
         );
-        let mut scenarios: BTreeMap<&str, Vec<&Pair>> = BTreeMap::new();
+        // Per scenario (`chat@gw` with services), per service (`all@gw`)
+        // and over everything.
+        let mut scenarios: BTreeMap<String, Vec<&Pair>> = BTreeMap::new();
         for pair in &self.pairs {
-            scenarios
-                .entry(&pair.client.scenario)
-                .or_default()
-                .push(pair);
-            scenarios.entry("all").or_default().push(pair);
+            let client = &pair.client;
+            let scenario = match &client.service {
+                Some(service) => {
+                    let all = format!("all@{service}");
+                    scenarios.entry(all).or_default().push(pair);
+                    format!("{}@{service}", client.scenario)
+                }
+                None => client.scenario.clone(),
+            };
+            scenarios.entry(scenario).or_default().push(pair);
+            scenarios.entry("all".into()).or_default().push(pair);
         }
-        for (name, pairs) in scenarios {
-            let _ = writeln!(out, "{}", scenario_line(name, &pairs));
+        for (name, pairs) in &scenarios {
+            let _ = writeln!(out, "{}", scenario_line(name, pairs));
         }
         out
     }
@@ -354,7 +365,7 @@ impl Joined {
     /// The matched rows as CSV, one per pair.
     pub fn csv(&self, key: Key) -> String {
         let mut out = format!(
-            "{},scenario,turn,error,client_latency_ms,client_ttft_ms,server_latency_ms,server_ttfb_ms,server_upstream_ms,outside_ms\n",
+            "{},scenario,service,turn,error,client_latency_ms,client_ttft_ms,server_latency_ms,server_ttfb_ms,server_upstream_ms,outside_ms\n",
             key.name()
         );
         let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
@@ -366,9 +377,10 @@ impl Joined {
                 .map(|(c, s)| c - s);
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{}",
                 crate::report::csv::field(&p.client.key),
                 crate::report::csv::field(&p.client.scenario),
+                crate::report::csv::field(p.client.service.as_deref().unwrap_or("")),
                 p.client.turn,
                 p.client.error.as_deref().unwrap_or(""),
                 num(p.client.latency_ms),

@@ -340,10 +340,8 @@ fn request_id(out: &mut Vec<u8>, names: &Names, record: &Record) {
 /// writer handles tens of thousands of lines a second per shard, and
 /// building a `serde_json::Value` per line cost several times more.
 fn format(record: &Record, names: &Names, out: &mut Vec<u8>) {
-    let (scenario, protocol, stream, service) = names
-        .scenarios
-        .get(usize::from(record.scenario))
-        .map_or(
+    let (scenario, protocol, stream, service) =
+        names.scenarios.get(usize::from(record.scenario)).map_or(
             ("\"?\"", "\"?\"", false, "null"),
             |(name, protocol, stream, service)| {
                 (name.as_str(), protocol.as_str(), *stream, service.as_str())

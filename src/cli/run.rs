@@ -241,7 +241,10 @@ fn print_rows(columns: &Columns, stage: &StageSummary, max_inflight: u64) {
 /// A finished stage's services side by side (comparisons only).
 fn print_comparison(stage: &StageSummary, baseline: Option<&str>) {
     if let Some(compared) = crate::results::StageComparison::of_stage(stage, baseline) {
-        say!("{}", crate::report::comparison::stage_table(&compared).trim_end());
+        say!(
+            "{}",
+            crate::report::comparison::stage_table(&compared).trim_end()
+        );
     }
 }
 
@@ -259,7 +262,11 @@ fn finish(args: &RunArgs, summary: &RunSummary, verdict: &Verdict, files: &Outpu
     if let Some(comparison) = &summary.comparison {
         let overall = crate::report::comparison::overall_tables(comparison);
         if !overall.is_empty() {
-            say!("\nservices over all {} rounds:\n{}", comparison.rounds, overall.trim_end());
+            say!(
+                "\nservices over all {} rounds:\n{}",
+                comparison.rounds,
+                overall.trim_end()
+            );
         }
     }
     let turns = crate::report::text::turn_table(summary);

@@ -29,19 +29,52 @@ pub fn plan(
     facts: &Facts,
     mock: Option<MockTarget>,
 ) -> Result<Setup, Failure> {
-    let profile = load_profile(profile_path)?;
+    let mut profile = load_profile(profile_path)?;
     let (generator_cpus, mock_cpus) = cpus(placement, &facts.allowed_cpus)?;
     let mut overrides = self::overrides(overrides)?;
     if overrides.max_inflight.is_none() && profile.max_inflight.is_none() {
         overrides.max_inflight = Some(default_max_inflight(facts.fd_limit, placement.mock));
     }
     if let Some(mock) = mock {
-        overrides.target = Some(mock.url);
-        overrides.tls_roots.extend(mock.ca_der);
+        overrides.tls_roots.extend(mock.ca_der.clone());
+        mock_as_target(&mut profile, &mut overrides, &mock.url)?;
     }
     let plan = plan::build(&profile, &overrides, generator_cpus)
         .map_err(|e| usage(format!("{}: {e}", profile_path.display())))?;
     Ok(Setup { plan, mock_cpus })
+}
+
+/// Points the run at the in-process mock: every scenario without
+/// services, or the services whose URL is `mock` (`--service direct=mock`,
+/// so a gateway in front of the mock is compared with the mock itself).
+fn mock_as_target(
+    profile: &mut crate::config::Profile,
+    overrides: &mut Overrides,
+    url: &str,
+) -> Result<(), Failure> {
+    let services: Vec<&mut crate::config::Service> = if overrides.services.is_empty() {
+        profile.services.iter_mut().flatten().collect()
+    } else {
+        overrides.services.iter_mut().collect()
+    };
+    if services.is_empty() {
+        overrides.target = Some(url.to_string());
+        return Ok(());
+    }
+    let mut named = false;
+    for service in services {
+        if service.target.as_deref() == Some("mock") {
+            service.target = Some(url.to_string());
+            named = true;
+        }
+    }
+    if named {
+        Ok(())
+    } else {
+        Err(usage(
+            "--mock: with services, name the mock as a service's URL (e.g. --service direct=mock)",
+        ))
+    }
 }
 
 /// The in-process mock as a target: its URL, and the CA its certificate

@@ -209,7 +209,11 @@ impl Plan {
     /// per service).
     pub fn blend_weights(&self) -> Vec<f64> {
         let step = self.service_count();
-        self.scenarios.iter().step_by(step).map(|s| s.weight).collect()
+        self.scenarios
+            .iter()
+            .step_by(step)
+            .map(|s| s.weight)
+            .collect()
     }
 
     /// Services the scenarios run against (1 without a comparison).
@@ -385,7 +389,10 @@ fn rounds(profile: &Profile, overrides: &Overrides, services: usize) -> Result<u
         (None, None) => return Ok(1),
     };
     if rounds == 0 || rounds > limits::ROUNDS_MAX {
-        return Err(format!("{at}: must be between 1 and {}", limits::ROUNDS_MAX));
+        return Err(format!(
+            "{at}: must be between 1 and {}",
+            limits::ROUNDS_MAX
+        ));
     }
     if rounds > 1 && services == 0 {
         return Err(format!(

@@ -62,9 +62,9 @@ pub fn parse_flag(text: &str) -> Result<config::Service, String> {
             "model" => service.model = Some(value),
             "key_env" => service.key_env = Some(value),
             "header" => {
-                let (k, v) = value.split_once(':').ok_or_else(|| {
-                    format!("--service {name}: header `{value}` is not K:V")
-                })?;
+                let (k, v) = value
+                    .split_once(':')
+                    .ok_or_else(|| format!("--service {name}: header `{value}` is not K:V"))?;
                 service
                     .headers
                     .get_or_insert_with(Default::default)
@@ -115,7 +115,10 @@ pub(super) fn specs(
         };
         let spec = spec(&at, raw, overrides, env)?;
         if specs.iter().any(|s| s.service.name == spec.service.name) {
-            return Err(format!("{at}: the name `{}` is used twice", spec.service.name));
+            return Err(format!(
+                "{at}: the name `{}` is used twice",
+                spec.service.name
+            ));
         }
         specs.push(spec);
     }
@@ -132,7 +135,9 @@ fn spec(
     let name = raw.name.clone().unwrap_or_default();
     if name.is_empty()
         || name.len() > limits::SCENARIO_NAME_MAX
-        || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',')
+        || name
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ',')
     {
         return Err(format!(
             "{at}.name: must be 1 to {} characters without spaces, commas or control characters",
@@ -146,7 +151,9 @@ fn spec(
     let mut overrides = overrides.clone();
     for (k, v) in raw.headers.iter().flatten() {
         check_header(k, v).map_err(|e| format!("{at}.headers.{k}: {e}"))?;
-        overrides.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        overrides
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case(k));
         overrides.headers.push((k.clone(), v.clone()));
     }
     if let Some(var) = &raw.key_env {
@@ -182,16 +189,22 @@ pub(super) fn baseline(
         return Ok(None);
     };
     if services.is_empty() {
-        return Err(format!("{at}: there are no services to compare (add --service NAME=URL)"));
+        return Err(format!(
+            "{at}: there are no services to compare (add --service NAME=URL)"
+        ));
     }
     let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-    names.iter().position(|n| *n == name).map(Some).ok_or_else(|| {
-        format!(
-            "{at}: no service is named `{name}`{} (services: {})",
-            hint(name, &names),
-            names.join(", ")
-        )
-    })
+    names
+        .iter()
+        .position(|n| *n == name)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "{at}: no service is named `{name}`{} (services: {})",
+                hint(name, &names),
+                names.join(", ")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -210,7 +223,10 @@ mod tests {
         let e = parse_flag("http://127.0.0.1:9").unwrap_err();
         assert!(e.contains("expected NAME=URL"), "{e}");
         let e = parse_flag("gw=http://x,modle=m").unwrap_err();
-        assert!(e.contains("unknown key `modle`") && e.contains("did you mean"), "{e}");
+        assert!(
+            e.contains("unknown key `modle`") && e.contains("did you mean"),
+            "{e}"
+        );
         let e = parse_flag("gw=http://x,model").unwrap_err();
         assert!(e.contains("`model` is not KEY=VALUE"), "{e}");
         let e = parse_flag("gw=http://x,header=nocolon").unwrap_err();
@@ -227,10 +243,16 @@ mod tests {
         let set = |v: &str| (v == "GW_KEY").then(|| "sk-secret".to_string());
         let specs = specs(&profile, &overrides, &set).unwrap();
         assert_eq!(specs[0].overrides.vk.as_deref(), Some("sk-secret"));
-        assert_eq!(specs[0].overrides.target.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(
+            specs[0].overrides.target.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
         let unset = |_: &str| None;
         let e = specs_err(&profile, &overrides, &unset);
-        assert!(e.contains("--service gw.key_env") && e.contains("`GW_KEY` is not set"), "{e}");
+        assert!(
+            e.contains("--service gw.key_env") && e.contains("`GW_KEY` is not set"),
+            "{e}"
+        );
         assert!(!e.contains("sk-secret"));
     }
 
@@ -268,7 +290,10 @@ mod tests {
         assert_eq!(baseline(Some("gw"), "--baseline", &services), Ok(Some(1)));
         assert_eq!(baseline(None, "--baseline", &services), Ok(None));
         let e = baseline(Some("drect"), "--baseline", &services).unwrap_err();
-        assert!(e.contains("no service is named `drect`") && e.contains("direct"), "{e}");
+        assert!(
+            e.contains("no service is named `drect`") && e.contains("direct"),
+            "{e}"
+        );
         let e = baseline(Some("x"), "--baseline", &[]).unwrap_err();
         assert!(e.contains("no services"), "{e}");
     }

@@ -145,9 +145,15 @@ mod tests {
         };
         let text = stage_table(&stage);
         assert!(text.starts_with("services, stage 1 4:3s round 2: deltas against direct\n"));
-        let direct = text.lines().find(|l| l.trim_start().starts_with("direct")).unwrap();
+        let direct = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("direct"))
+            .unwrap();
         assert!(direct.contains("base"), "{direct}");
-        let gw = text.lines().find(|l| l.trim_start().starts_with("gw")).unwrap();
+        let gw = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("gw"))
+            .unwrap();
         assert!(gw.contains("+30.00"), "{gw}");
     }
 

@@ -141,7 +141,11 @@ pub fn csv(run: &RunSummary) -> String {
 /// against the baseline: a scenario run against a service is
 /// (`chat`, `gw`), a service's total (`all`, `gw`), the stage total
 /// (`all`, empty).
-fn service_cells(run: &RunSummary, stage: &StageSummary, stats: &Stats) -> (String, String, [String; 4]) {
+fn service_cells(
+    run: &RunSummary,
+    stage: &StageSummary,
+    stats: &Stats,
+) -> (String, String, [String; 4]) {
     let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     let mut deltas: [String; 4] = Default::default();
     if !stage.services.iter().any(|s| std::ptr::eq(s, stats)) {

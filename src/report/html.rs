@@ -38,7 +38,10 @@ pub fn html_report(run: &RunSummary, verdict: &Verdict) -> String {
     timeline_section(&mut out, run);
     for stage in &run.stages {
         stage_section(&mut out, stage, run.plan.max_inflight);
-        let compared = run.comparison.as_ref().and_then(|c| c.stages.get(stage.index));
+        let compared = run
+            .comparison
+            .as_ref()
+            .and_then(|c| c.stages.get(stage.index));
         if let Some(compared) = compared {
             let table = super::comparison::stage_table(compared);
             let _ = writeln!(out, "<pre>{}</pre>", escape(&table));
@@ -130,7 +133,11 @@ fn header_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
         let _ = write!(out, "<li class=\"bad\">{}</li>", escape(failure));
     }
     for flag in &verdict.fairness {
-        let _ = write!(out, "<li class=\"bad\">comparison unfair: {}</li>", escape(flag));
+        let _ = write!(
+            out,
+            "<li class=\"bad\">comparison unfair: {}</li>",
+            escape(flag)
+        );
     }
     if let Some(knee) = &verdict.knee {
         let _ = write!(out, "<li>{}</li>", escape(&knee_line(knee)));

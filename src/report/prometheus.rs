@@ -4,9 +4,7 @@
 //! latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
 //! 0.999, in seconds.
 
-use crate::results::{
-    Hist, RunSummary, StageComparison, StageMetrics, StageSummary, Stats, Stop,
-};
+use crate::results::{Hist, RunSummary, StageComparison, StageMetrics, StageSummary, Stats, Stop};
 use std::fmt::Write as _;
 
 /// One metric family: name, type and help, in output order.

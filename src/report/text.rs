@@ -31,7 +31,10 @@ pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
     let width = run.plan.label_width();
     for stage in &run.stages {
         stage_section(&mut out, stage, width, run.plan.max_inflight);
-        let compared = run.comparison.as_ref().and_then(|c| c.stages.get(stage.index));
+        let compared = run
+            .comparison
+            .as_ref()
+            .and_then(|c| c.stages.get(stage.index));
         if let Some(compared) = compared {
             let _ = write!(out, "{}", super::comparison::stage_table(compared));
         }
@@ -39,7 +42,11 @@ pub fn text_report(run: &RunSummary, verdict: &Verdict) -> String {
     if let Some(comparison) = &run.comparison {
         let overall = super::comparison::overall_tables(comparison);
         if !overall.is_empty() {
-            let _ = write!(out, "\n== services over all {} rounds\n{overall}", comparison.rounds);
+            let _ = write!(
+                out,
+                "\n== services over all {} rounds\n{overall}",
+                comparison.rounds
+            );
         }
     }
     let turns = turn_table(run);

@@ -182,11 +182,7 @@ impl StageComparison {
 impl Comparison {
     /// The comparison of `stages` (each with its per-service statistics
     /// derived); `None` without services.
-    pub fn of(
-        stages: &[StageSummary],
-        baseline: Option<&str>,
-        rounds: u32,
-    ) -> Option<Comparison> {
+    pub fn of(stages: &[StageSummary], baseline: Option<&str>, rounds: u32) -> Option<Comparison> {
         if stages.iter().all(|s| s.services.is_empty()) {
             return None;
         }

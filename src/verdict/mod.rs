@@ -224,7 +224,13 @@ pub fn thresholds(run: &RunSummary) -> Vec<ThresholdCheck> {
         // With services each is held to the limits on its own: the stage
         // total would mix gateways.
         for service in &stage.services {
-            out.push(check(stage, service, format!("all@{}", service.name), t, true));
+            out.push(check(
+                stage,
+                service,
+                format!("all@{}", service.name),
+                t,
+                true,
+            ));
         }
         if stage.services.is_empty() {
             out.push(check(stage, &stage.total, stage.total.label(), t, true));
