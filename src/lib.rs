@@ -26,12 +26,13 @@
 //!   users, the open-loop pacer, conversations, requests and the timeout
 //!   watchdog; `workload` builds each turn's bytes, `exchange` runs one
 //!   request on one connection).
-//! - `verdict`: thresholds, the knee, generator validity and the exit
-//!   code, judged once from the typed results.
+//! - `verdict`: thresholds, the knee, generator validity, a comparison's
+//!   fairness and the exit code, judged once from the typed results.
 //! - `sink`: the per-turn JSONL writer thread.
 //! - `results`: the typed results model: shard-local `StageMetrics` and
 //!   HDR histograms, stage and run summaries that are written and read
-//!   back as `summary-<id>.json`, exact merging of hosts.
+//!   back as `summary-<id>.json`, exact merging of hosts, and the
+//!   services of a comparison side by side with their deltas.
 //! - `mock`: the built-in OpenAI- and Anthropic-compatible upstream,
 //!   faithful by default and hostile on request (faults, drawn delays).
 //! - `plan`: a profile plus overrides, validated and resolved into the

@@ -440,8 +440,7 @@ fn every_turn_is_a_jsonl_line() {
         let p99: f64 = fields[col("latency_p99_ms")].parse().unwrap();
         assert!((p99 - total["latency_ms"]["p99"].as_f64().unwrap()).abs() < 0.001);
     }
-    // The Prometheus file passes promtool (CI installs it and sets
-    // LOADTEST_REQUIRE_PROMTOOL so a missing promtool fails there).
+    // The Prometheus file passes promtool.
     let prom = out.join(format!("metrics-{ts}.prom"));
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(
@@ -449,22 +448,7 @@ fn every_turn_is_a_jsonl_line() {
         "{text}"
     );
     assert!(text.contains("loadtest_achieved_arrival_rate{"), "{text}");
-    match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&prom).unwrap())
-        .output()
-    {
-        Ok(check) => assert!(
-            check.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&check.stdout),
-            String::from_utf8_lossy(&check.stderr)
-        ),
-        Err(_) => assert!(
-            std::env::var_os("LOADTEST_REQUIRE_PROMTOOL").is_none(),
-            "promtool is required here but not installed"
-        ),
-    }
+    common::cli::promtool_accepts(&text);
     let warm = lines.iter().filter(|l| l["warmup"] == true).count() as u64;
     let warm_summary: u64 = summary["stages"]
         .as_array()

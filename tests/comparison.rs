@@ -313,6 +313,11 @@ fn a_comparison_against_the_mock_prints_deltas_and_never_shows_a_key() {
     assert_eq!(overall[0]["service"], "direct");
     assert_eq!(overall[0]["ttft_ms_p50_delta"], 0.0);
     assert!(overall[1]["ttft_ms_p50_delta"].is_number(), "{overall}");
+    let prom = common::cli::files_with_prefix(&out, "metrics-");
+    let prom = std::fs::read_to_string(&prom[0]).unwrap();
+    assert!(prom.contains("loadtest_service_delta_seconds{"), "{prom}");
+    assert!(prom.contains(",service=\"gw\""), "{prom}");
+    common::cli::promtool_accepts(&prom);
     let jsonl = common::cli::files_with_prefix(&out, "results-");
     let first = std::fs::read_to_string(&jsonl[0]).unwrap();
     let line: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();

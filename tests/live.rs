@@ -31,35 +31,6 @@ fn value(text: &str, name: &str) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-fn promtool_accepts(text: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    else {
-        assert!(
-            std::env::var_os("LOADTEST_REQUIRE_PROMTOOL").is_none(),
-            "promtool is required here but not installed"
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let check = child.wait_with_output().unwrap();
-    assert!(
-        check.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-}
-
 #[test]
 fn a_run_is_scraped_while_it_goes() {
     let _serial = serial();
@@ -94,7 +65,7 @@ fn a_run_is_scraped_while_it_goes() {
     let second = scrape(&addr);
     let _ = stderr.count();
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    promtool_accepts(&first);
+    common::cli::promtool_accepts(&first);
     let total = "loadtest_live_requests_total ";
     assert!(value(&first, total) > 0, "{first}");
     assert!(value(&second, total) >= value(&first, total));

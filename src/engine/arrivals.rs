@@ -107,7 +107,7 @@ impl Blend {
     }
 
     /// How many scenarios it picks among.
-    pub fn len(&self) -> usize {
+    pub fn scenarios(&self) -> usize {
         self.weights.len()
     }
 

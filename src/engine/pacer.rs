@@ -137,7 +137,7 @@ fn miss_the_rest(run: &StageRun, schedule: &mut Schedule, blend: &mut Blend) {
         return;
     }
     let mut metrics = run.metrics.borrow_mut();
-    let services = metrics.len() / blend.len();
+    let services = metrics.len() / blend.scenarios();
     for (lanes, n) in metrics.chunks_mut(services).zip(blend.split(missed)) {
         for m in lanes {
             m.arrivals += n;

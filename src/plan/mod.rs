@@ -5,6 +5,7 @@
 //! stage strings, the target URL, DNS resolution (once, on the calling
 //! thread, never on a shard), header syntax, CPU lists. The engine only
 //! ever sees a `Plan`. `scenario` resolves each scenario of the blend,
+//! `services` the gateways a comparison runs every scenario against,
 //! `target` the URLs and headers, `stages` the profile's stage list.
 
 mod scenario;

@@ -63,3 +63,36 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     RUNS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// `promtool check metrics` accepts `text` (where promtool is installed;
+/// CI installs it and sets LOADTEST_REQUIRE_PROMTOOL so a missing one
+/// fails there).
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("LOADTEST_REQUIRE_PROMTOOL").is_none(),
+            "promtool is required here but not installed"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let check = child.wait_with_output().unwrap();
+    assert!(
+        check.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
