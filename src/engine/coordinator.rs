@@ -359,20 +359,23 @@ impl<'a> Collector<'a> {
             requests_by_address,
             open_loop: None,
             total: Stats::new("all", total),
-            scenarios: self
-                .plan
-                .scenarios
-                .iter()
-                .zip(self.scenarios)
-                .map(|(s, m)| Stats {
-                    service: self.plan.services.get(s.service).map(|v| v.name.clone()),
-                    ..Stats::new(s.name.clone(), m)
-                })
-                .collect(),
+            scenarios: lanes(&self.plan, self.scenarios),
             services: Vec::new(),
             series: self.series,
         };
         summary.derive();
         summary
     }
+}
+
+/// Each scenario's merged metrics, named (with its service, if any).
+fn lanes(plan: &Plan, metrics: Vec<StageMetrics>) -> Vec<Stats> {
+    plan.scenarios
+        .iter()
+        .zip(metrics)
+        .map(|(s, m)| Stats {
+            service: plan.services.get(s.service).map(|v| v.name.clone()),
+            ..Stats::new(s.name.clone(), m)
+        })
+        .collect()
 }

@@ -293,10 +293,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
     let seed = overrides.seed.or(profile.seed).unwrap_or(0x5eed);
     let (scenarios, targets) = scenarios(profile, overrides, &specs)?;
     let services: Vec<Service> = specs.into_iter().map(|s| s.service).collect();
-    let baseline = match (&overrides.baseline, &profile.baseline) {
-        (Some(name), _) => services::baseline(Some(name), "--baseline", &services)?,
-        (None, name) => services::baseline(name.as_deref(), "baseline", &services)?,
-    };
+    let baseline = services::baseline(profile, overrides, &services)?;
     let insecure = overrides.insecure || profile.insecure_skip_verify.unwrap_or(false);
     let trust = if targets.iter().any(|t| t.tls) {
         let options = crate::transport::trust::TlsOptions {
@@ -475,30 +472,7 @@ fn scenarios(
     overrides: &Overrides,
     services: &[services::Spec],
 ) -> Result<(Vec<Scenario>, Vec<Target>), String> {
-    let implicit = [config::Scenario::default()];
-    let (raw, base): (&[config::Scenario], &str) = match &profile.scenarios {
-        Some(list) if list.is_empty() => {
-            return Err(
-                "scenarios: empty (leave it out to use the defaults as one scenario)".into(),
-            )
-        }
-        Some(list) => (list, "scenarios"),
-        None => (&implicit, "defaults"),
-    };
-    if raw.len() > limits::SCENARIOS_MAX {
-        return Err(format!(
-            "scenarios: more than {} scenarios",
-            limits::SCENARIOS_MAX
-        ));
-    }
-    if raw.len() * services.len().max(1) > limits::LANES_MAX {
-        return Err(format!(
-            "services: {} scenarios × {} services is more than {} pairs",
-            raw.len(),
-            services.len(),
-            limits::LANES_MAX
-        ));
-    }
+    let (raw, base) = blend_as_written(profile, services.len())?;
     let timeout = duration_field("timeout", profile.timeout.as_deref())?;
     let think = profile
         .think_time
@@ -547,6 +521,37 @@ fn scenarios(
         ));
     }
     Ok((scenarios, targets))
+}
+
+/// The profile's scenarios as written (the defaults alone when it lists
+/// none) and where they are, checked against the bounds.
+fn blend_as_written(
+    profile: &Profile,
+    services: usize,
+) -> Result<(Vec<config::Scenario>, &'static str), String> {
+    let (raw, base) = match &profile.scenarios {
+        Some(list) if list.is_empty() => {
+            return Err(
+                "scenarios: empty (leave it out to use the defaults as one scenario)".into(),
+            )
+        }
+        Some(list) => (list.clone(), "scenarios"),
+        None => (vec![config::Scenario::default()], "defaults"),
+    };
+    if raw.len() > limits::SCENARIOS_MAX {
+        return Err(format!(
+            "scenarios: more than {} scenarios",
+            limits::SCENARIOS_MAX
+        ));
+    }
+    if raw.len() * services.max(1) > limits::LANES_MAX {
+        return Err(format!(
+            "services: {} scenarios × {services} services is more than {} pairs",
+            raw.len(),
+            limits::LANES_MAX
+        ));
+    }
+    Ok((raw, base))
 }
 
 /// Refuses a plan whose first request of some scenario could not fit in

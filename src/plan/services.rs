@@ -181,10 +181,17 @@ fn spec(
 /// The baseline's index among `services`: the one `--baseline` (or the
 /// profile's `baseline`) names, or `None` for the fastest in each round.
 pub(super) fn baseline(
-    name: Option<&str>,
-    at: &str,
+    profile: &config::Profile,
+    overrides: &Overrides,
     services: &[Service],
 ) -> Result<Option<usize>, String> {
+    match (&overrides.baseline, &profile.baseline) {
+        (Some(name), _) => named(Some(name), "--baseline", services),
+        (None, name) => named(name.as_deref(), "baseline", services),
+    }
+}
+
+fn named(name: Option<&str>, at: &str, services: &[Service]) -> Result<Option<usize>, String> {
     let Some(name) = name else {
         return Ok(None);
     };
@@ -287,14 +294,14 @@ mod tests {
         assert!(specs_err(&profile, &with_target, &none).starts_with("--target"));
         let specs = specs(&profile, &two("direct", "gw"), &none).unwrap();
         let services: Vec<Service> = specs.into_iter().map(|s| s.service).collect();
-        assert_eq!(baseline(Some("gw"), "--baseline", &services), Ok(Some(1)));
-        assert_eq!(baseline(None, "--baseline", &services), Ok(None));
-        let e = baseline(Some("drect"), "--baseline", &services).unwrap_err();
+        assert_eq!(named(Some("gw"), "--baseline", &services), Ok(Some(1)));
+        assert_eq!(named(None, "--baseline", &services), Ok(None));
+        let e = named(Some("drect"), "--baseline", &services).unwrap_err();
         assert!(
             e.contains("no service is named `drect`") && e.contains("direct"),
             "{e}"
         );
-        let e = baseline(Some("x"), "--baseline", &[]).unwrap_err();
+        let e = named(Some("x"), "--baseline", &[]).unwrap_err();
         assert!(e.contains("no services"), "{e}");
     }
 }
