@@ -359,7 +359,7 @@ impl<'a> Collector<'a> {
             requests_by_address,
             open_loop: None,
             total: Stats::new("all", total),
-            scenarios: lanes(&self.plan, self.scenarios),
+            scenarios: lanes(self.plan, self.scenarios),
             services: Vec::new(),
             series: self.series,
         };
