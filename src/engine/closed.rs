@@ -111,6 +111,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_service_gets_the_same_users_on_the_same_shards() {
+        let profile = crate::config::parse(
+            r#"{"scenarios":[{"name":"a","weight":3},{"name":"b","weight":1}],"stages":"9:1s"}"#,
+        )
+        .unwrap();
+        let overrides = crate::plan::Overrides {
+            services: ["x=http://127.0.0.1:9", "y=http://127.0.0.1:10"]
+                .iter()
+                .map(|s| crate::plan::parse_service(s).unwrap())
+                .collect(),
+            ..Default::default()
+        };
+        let plan = crate::plan::build(&profile, &overrides, vec![0]).unwrap();
+        for round in 0..2 {
+            let mut starts = [0u32; 2];
+            for shard in 0..2 {
+                let users = users_of_shard(&plan, 9, shard, 2, round);
+                for service in 0..2 {
+                    // (user number, scenario of the blend) on this service.
+                    let mine: Vec<(u64, usize)> = users
+                        .iter()
+                        .filter(|(_, lane)| plan.scenarios[*lane].service == service)
+                        .map(|&(user, lane)| (user, plan.scenarios[lane].base))
+                        .collect();
+                    let other: Vec<(u64, usize)> = users
+                        .iter()
+                        .filter(|(_, lane)| plan.scenarios[*lane].service != service)
+                        .map(|&(user, lane)| (user, plan.scenarios[lane].base))
+                        .collect();
+                    assert_eq!(mine, other, "shard {shard}");
+                }
+                // The first of each user's pair alternates between services.
+                for pair in users.chunks(2) {
+                    starts[plan.scenarios[pair[0].1].service] += 1;
+                }
+            }
+            assert!(
+                starts[0].abs_diff(starts[1]) <= 1,
+                "round {round}: {starts:?}"
+            );
+            let all: usize = (0..2)
+                .map(|s| users_of_shard(&plan, 9, s, 2, round).len())
+                .sum();
+            assert_eq!(all, 18, "9 users on each of 2 services");
+        }
+    }
+
+    #[test]
     fn shares_add_up() {
         for total in [0u64, 1, 2, 7, 100, 1001] {
             for count in 1..=5 {
