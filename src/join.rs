@@ -468,7 +468,7 @@ mod tests {
         // a: 10 − 7.5 = 2.5; b: 12 − 8 = 4.
         assert!(j
             .csv(Key::RequestId)
-            .contains("a-t1,s,1,,10.000,,7.500,,6.000,2.500"));
+            .contains("a-t1,s,,1,,10.000,,7.500,,6.000,2.500"));
         assert_eq!(j.client_faster(), 0);
     }
 
@@ -487,8 +487,25 @@ mod tests {
         let j = join(&client, server, Key::ConvUuid, &cols).unwrap();
         assert_eq!(j.matched(), 2);
         let csv = j.csv(Key::ConvUuid);
-        assert!(csv.contains("u,s,1,,10.000,,9.000,,,1.000"), "{csv}");
-        assert!(csv.contains("u,s,2,,20.000,,19.000,,,1.000"), "{csv}");
+        assert!(csv.contains("u,s,,1,,10.000,,9.000,,,1.000"), "{csv}");
+        assert!(csv.contains("u,s,,2,,20.000,,19.000,,,1.000"), "{csv}");
+    }
+
+    #[test]
+    fn a_comparison_run_is_joined_per_service() {
+        let client = [
+            r#"{"request_id":"a-t1","scenario":"s","service":"direct","turn":1,"latency_ms":10.0}"#,
+            r#"{"request_id":"b-t1","scenario":"s","service":"gw","turn":1,"latency_ms":14.0}"#,
+        ]
+        .join("\n");
+        let server = "request_id,latency_ms\na-t1,9\nb-t1,9\n";
+        let j = join(&client, server, Key::RequestId, &columns()).unwrap();
+        let table = j.table(Key::RequestId);
+        for row in ["s@direct", "s@gw", "all@direct", "all@gw"] {
+            assert!(table.lines().any(|l| l.starts_with(row)), "{row}: {table}");
+        }
+        let csv = j.csv(Key::RequestId);
+        assert!(csv.contains("b-t1,s,gw,1,,14.000,,9.000,,,5.000"), "{csv}");
     }
 
     #[test]
