@@ -199,6 +199,15 @@ fn a_summary_with_services_reads_back_and_merges_per_service() {
             .requests
     };
     assert_eq!(requests(&merged, "a"), 2 * requests(&run, "a"));
+    // compare pairs each service's total, and finds nothing one-sided.
+    let compared = loadtest::compare::compare(&run, &merged, 10.0).expect("compares");
+    assert!(compared.one_sided.is_empty(), "{:?}", compared.one_sided);
+    for service in ["all@a", "all@b"] {
+        assert!(compared
+            .deltas
+            .iter()
+            .any(|d| d.scenario == service && d.metric == "rps"));
+    }
     let rows = &merged.comparison.as_ref().unwrap().stages[0].services;
     assert_eq!(
         rows.iter().find(|r| r.service == "b").unwrap().requests,

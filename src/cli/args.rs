@@ -139,7 +139,7 @@ pub struct OverrideArgs {
     /// (repeatable; replaces the profile's `services`). Every scenario runs
     /// against every service in the same stages and window, each stage's
     /// load going to each service; key_env names the variable holding its
-    /// key.
+    /// key. With --mock, the URL `mock` is the in-process mock.
     #[arg(long = "service", value_name = "NAME=URL[,…]")]
     pub services: Vec<String>,
     /// The service the others' deltas are taken against. Default: the
