@@ -3,7 +3,7 @@
 //! the per-round deltas. Rendered from `results::Comparison`; the console
 //! and `report-<id>.txt` print the same tables.
 
-use crate::results::{Comparison, Range, ServiceRow, StageComparison};
+use crate::results::{Comparison, ServiceRow, StageComparison};
 use std::fmt::Write as _;
 
 /// A stage's (or a pooled stage's) table, headed by what it compares.
@@ -60,15 +60,20 @@ pub fn stage_table(stage: &StageComparison) -> String {
 /// One service's row.
 fn service_line(row: &ServiceRow, width: usize, delta_width: usize, is_base: bool) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
-    let spread = row.spread.as_ref();
-    let delta = |v: Option<f64>, range: Option<&Range<f64>>| match (is_base, v) {
-        (true, Some(_)) => "base".to_string(),
-        (_, None) => "-".to_string(),
-        (false, Some(d)) => match range {
-            Some(r) => format!("{d:+.2} ({:+.1}..{:+.1})", r.min, r.max),
-            None => format!("{d:+.2}"),
-        },
-    };
+    let ranges = row.spread.as_ref().map(|s| s.ranges()).unwrap_or_default();
+    let deltas: Vec<String> = row
+        .deltas()
+        .iter()
+        .zip(&ranges)
+        .map(|(delta, range)| match (is_base, delta) {
+            (true, Some(_)) => "base".to_string(),
+            (_, None) => "-".to_string(),
+            (false, Some(d)) => match range {
+                Some(r) => format!("{d:+.2} ({:+.1}..{:+.1})", r.min, r.max),
+                None => format!("{d:+.2}"),
+            },
+        })
+        .collect();
     format!(
         "{:<width$} {:>9} {:>9.1} {:>7.2} {:>9} {:>9} {:>9} {:>9} {:>dw$} {:>dw$} {:>dw$} {:>dw$} {:>7}",
         row.service,
@@ -79,22 +84,10 @@ fn service_line(row: &ServiceRow, width: usize, delta_width: usize, is_base: boo
         ms(row.ttft_ms_p95),
         ms(row.latency_ms_p50),
         ms(row.latency_ms_p95),
-        delta(
-            row.ttft_ms_p50_delta,
-            spread.and_then(|s| s.ttft_ms_p50_delta.as_ref())
-        ),
-        delta(
-            row.ttft_ms_p95_delta,
-            spread.and_then(|s| s.ttft_ms_p95_delta.as_ref())
-        ),
-        delta(
-            row.latency_ms_p50_delta,
-            spread.and_then(|s| s.latency_ms_p50_delta.as_ref())
-        ),
-        delta(
-            row.latency_ms_p95_delta,
-            spread.and_then(|s| s.latency_ms_p95_delta.as_ref())
-        ),
+        deltas[0],
+        deltas[1],
+        deltas[2],
+        deltas[3],
         row.errors,
         dw = delta_width,
     )
@@ -117,7 +110,7 @@ pub fn overall_tables(comparison: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::Spread;
+    use crate::results::{Range, Spread};
 
     fn row(name: &str, ttft: f64, delta: Option<f64>) -> ServiceRow {
         ServiceRow {

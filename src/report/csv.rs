@@ -158,12 +158,7 @@ fn service_cells(
         .and_then(|c| c.stages.iter().find(|c| c.index == stage.index))
         .and_then(|c| c.services.iter().find(|r| r.service == stats.name));
     if let Some(row) = row {
-        deltas = [
-            num(row.ttft_ms_p50_delta),
-            num(row.ttft_ms_p95_delta),
-            num(row.latency_ms_p50_delta),
-            num(row.latency_ms_p95_delta),
-        ];
+        deltas = row.deltas().map(num);
     }
     ("all".to_string(), stats.name.clone(), deltas)
 }

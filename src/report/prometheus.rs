@@ -4,7 +4,9 @@
 //! latency, TTFT and ITL as summaries with quantiles 0.5/0.9/0.95/0.99/
 //! 0.999, in seconds.
 
-use crate::results::{Hist, RunSummary, StageComparison, StageMetrics, StageSummary, Stats, Stop};
+use crate::results::{
+    Hist, RunSummary, StageComparison, StageMetrics, StageSummary, Stats, Stop, DELTA_FIGURES,
+};
 use std::fmt::Write as _;
 
 /// One metric family: name, type and help, in output order.
@@ -241,12 +243,7 @@ impl Exposition {
                 compared.index,
                 label(&row.service)
             );
-            for (figure, delta) in [
-                ("ttft_p50", row.ttft_ms_p50_delta),
-                ("ttft_p95", row.ttft_ms_p95_delta),
-                ("latency_p50", row.latency_ms_p50_delta),
-                ("latency_p95", row.latency_ms_p95_delta),
-            ] {
+            for (figure, delta) in DELTA_FIGURES.iter().zip(row.deltas()) {
                 if let Some(ms) = delta {
                     let figure = format!(",figure=\"{figure}\"");
                     self.put(DELTA, &labels, &figure, ms / 1000.0);

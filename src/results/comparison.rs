@@ -94,7 +94,32 @@ pub struct Spread {
     pub latency_ms_p95_delta: Option<Range<f64>>,
 }
 
+/// The names of the four deltas, in the order `ServiceRow::deltas` and
+/// `Spread::ranges` give them.
+pub const DELTA_FIGURES: [&str; 4] = ["ttft_p50", "ttft_p95", "latency_p50", "latency_p95"];
+
+impl Spread {
+    /// The ranges in `DELTA_FIGURES` order.
+    pub fn ranges(&self) -> [Option<Range<f64>>; 4] {
+        [
+            self.ttft_ms_p50_delta,
+            self.ttft_ms_p95_delta,
+            self.latency_ms_p50_delta,
+            self.latency_ms_p95_delta,
+        ]
+    }
+}
+
 impl ServiceRow {
+    /// The deltas in `DELTA_FIGURES` order.
+    pub fn deltas(&self) -> [Option<f64>; 4] {
+        [
+            self.ttft_ms_p50_delta,
+            self.ttft_ms_p95_delta,
+            self.latency_ms_p50_delta,
+            self.latency_ms_p95_delta,
+        ]
+    }
     /// The figures of one service's statistics (deltas not yet taken).
     fn of(stats: &Stats, streamed: bool) -> ServiceRow {
         let m = &stats.metrics;

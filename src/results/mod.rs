@@ -19,7 +19,7 @@ mod plan_info;
 mod turn;
 
 pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
-pub use comparison::{Comparison, ServiceRow, Spread, StageComparison};
+pub use comparison::{Comparison, ServiceRow, Spread, StageComparison, DELTA_FIGURES};
 pub use hist::{Hist, PackedHist};
 pub use merge::merge;
 pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
