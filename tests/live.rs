@@ -42,7 +42,7 @@ fn a_run_is_scraped_while_it_goes() {
             env!("CARGO_MANIFEST_DIR"),
             "/profiles/perf-128-nonstream.json"
         ))
-        .args(["--mock", "--stages", "2:1s,2:1500ms", "--warmup", "0s"])
+        .args(["--mock", "--stages", "2:1s,@40:1500ms", "--warmup", "0s"])
         .args(["--metrics-listen", "127.0.0.1:0", "--out"])
         .arg(&out)
         .stdout(Stdio::null())
@@ -70,20 +70,30 @@ fn a_run_is_scraped_while_it_goes() {
     assert!(value(&first, total) > 0, "{first}");
     assert!(value(&second, total) >= value(&first, total));
     assert!(
-        first.contains("loadtest_live_stage{stage=\"2:1500ms\""),
+        first.contains("loadtest_live_stage{stage=\"@40:1500ms\""),
         "{first}"
     );
-    // The first stage's totals, as its summary has them.
-    let summary = files_with_prefix(&out, "summary-").remove(0);
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
-    let requests = summary["stages"][0]["total"]["metrics"]["requests"]
-        .as_u64()
-        .unwrap();
     assert_eq!(
         value(
             &first,
-            "loadtest_stage_requests{stage=\"2:1s\",stage_index=\"0\"}"
+            "loadtest_live_target_arrival_rate{stage=\"@40:1500ms\""
+        ),
+        40
+    );
+    common::cli::promtool_accepts(&second);
+    // The first stage's totals per scenario, as its summary has them.
+    let summary = files_with_prefix(&out, "summary-").remove(0);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    let scenario = &summary["stages"][0]["scenarios"][0];
+    let name = scenario["name"].as_str().unwrap();
+    let requests = scenario["metrics"]["requests"].as_u64().unwrap();
+    assert_eq!(
+        value(
+            &first,
+            &format!(
+                "loadtest_stage_requests{{stage=\"2:1s\",stage_index=\"0\",scenario=\"{name}\"}}"
+            )
         ),
         requests
     );

@@ -354,7 +354,7 @@ fn every_second_is_reported_and_kept_as_a_time_series() {
     .unwrap();
     let mut seconds = Vec::new();
     let result = engine::run(&plan, |p| {
-        if let engine::Progress::Second { stage, point } = p {
+        if let engine::Progress::Second { stage, point, .. } = p {
             assert_eq!(stage, 0);
             seconds.push(point.second);
         }

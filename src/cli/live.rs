@@ -19,14 +19,15 @@ pub struct LiveServer {
 }
 
 impl LiveServer {
-    /// Binds `addr` and starts serving `GET /metrics`.
-    pub fn start(addr: &str) -> Result<LiveServer, String> {
+    /// Binds `addr` and starts serving `GET /metrics` for a run whose
+    /// scenario lanes are these (scenario name, service name).
+    pub fn start(addr: &str, lanes: Vec<(String, Option<String>)>) -> Result<LiveServer, String> {
         let listener =
             TcpListener::bind(addr).map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
-        let live = Live::default();
+        let live = Live::new(lanes);
         let text = Arc::new(Mutex::new(live.exposition()));
         let served = text.clone();
         std::thread::Builder::new()

@@ -27,7 +27,8 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
         &facts,
         mock_target,
     )?;
-    let plan = setup.plan;
+    let mut plan = setup.plan;
+    plan.live = args.metrics_listen.is_some();
     setup::preflight(&plan, facts.fd_limit, mock.is_some())?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| usage(format!("--out {}: {e}", args.out.display())))?;
@@ -47,7 +48,7 @@ pub fn run(args: RunArgs) -> Result<Exit, Failure> {
             );
         }
     }
-    let mut live = start_live(&args)?;
+    let mut live = start_live(&args, &info)?;
     let sink = start_sink(&args, &plan, &files, &run_id)?;
     let result = drive(&plan, &info, sink.as_ref(), live.as_mut(), args.quiet);
     if let Some(server) = mock {
@@ -130,11 +131,16 @@ fn start_mock(
 
 /// The live metrics endpoint, when `--metrics-listen` asks for one; says
 /// where it is, and warns when it is reachable from other hosts.
-fn start_live(args: &RunArgs) -> Result<Option<LiveServer>, Failure> {
+fn start_live(args: &RunArgs, info: &PlanInfo) -> Result<Option<LiveServer>, Failure> {
     let Some(addr) = &args.metrics_listen else {
         return Ok(None);
     };
-    let server = LiveServer::start(addr).map_err(usage)?;
+    let lanes = info
+        .scenarios
+        .iter()
+        .map(|s| (s.name.clone(), s.service.clone()))
+        .collect();
+    let server = LiveServer::start(addr, lanes).map_err(usage)?;
     eprintln!("loadtest: live metrics on http://{}/metrics", server.addr);
     if !server.addr.ip().is_loopback() {
         eprintln!(
@@ -188,9 +194,14 @@ fn drive(
             index + 1,
             plan.stages[index].label()
         ),
-        engine::Progress::Second { stage, point } => {
+        engine::Progress::Second {
+            stage,
+            point,
+            window,
+            ..
+        } => {
             let s = &plan.stages[stage];
-            let line = progress_line(&s.label(), stage, stages, s.duration.as_secs(), point);
+            let line = progress_line(&s.label(), (stage, stages), s, point, window);
             if terminal {
                 // One line, rewritten every second.
                 eprint!("\r\x1b[K{line}");
@@ -227,7 +238,12 @@ fn publish(live: &mut LiveServer, plan: &Plan, progress: &engine::Progress<'_>) 
             };
             live.update(|l| l.stage_started(*index, &stage.label(), target));
         }
-        engine::Progress::Second { point, .. } => live.update(|l| l.second(point)),
+        engine::Progress::Second {
+            point,
+            window,
+            lanes,
+            ..
+        } => live.update(|l| l.second(point, window, lanes)),
         engine::Progress::StageFinished(stage) => live.update(|l| l.stage_finished(stage)),
     }
 }

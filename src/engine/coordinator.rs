@@ -9,7 +9,7 @@ use crate::host::ThreadSched;
 use crate::limits;
 use crate::plan::Plan;
 use crate::results::{
-    unix_ms, SecondWindow, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window,
+    unix_ms, LaneCounts, SecondWindow, SeriesPoint, StageMetrics, StageSummary, Stats, Stop, Window,
 };
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,10 +44,12 @@ pub(super) fn coordinate(
         while collector.received < commands.len() {
             match reports.recv_timeout(limits::STOP_POLL) {
                 Ok(ShardMessage::Tick(tick)) => {
-                    if let Some(point) = collector.tick(tick) {
+                    if let Some((point, window)) = collector.tick(tick) {
                         on_progress(Progress::Second {
                             stage: index,
                             point: &point,
+                            window: &window,
+                            lanes: &collector.lanes(),
                         });
                         collector.series.push(point);
                     }
@@ -162,6 +164,8 @@ struct Collector<'a> {
     received: usize,
     /// Seconds being assembled: (window, in flight, shards heard from).
     pending: std::collections::BTreeMap<u32, (Window, u64, usize)>,
+    /// Each shard's latest per-scenario counters of the stage so far.
+    lanes: Vec<Vec<LaneCounts>>,
     series: Vec<SeriesPoint>,
 }
 
@@ -185,17 +189,29 @@ impl<'a> Collector<'a> {
             abandoned: 0,
             received: 0,
             pending: std::collections::BTreeMap::new(),
+            lanes: vec![Vec::new(); shards],
             series: Vec::new(),
         }
     }
 
-    fn point(&self, second: u32, window: Window, in_flight: u64) -> SeriesPoint {
+    /// Each scenario's counters so far, over all shards.
+    fn lanes(&self) -> Vec<LaneCounts> {
+        let mut merged = vec![LaneCounts::default(); self.plan.scenarios.len()];
+        for shard in &self.lanes {
+            for (sum, lane) in merged.iter_mut().zip(shard) {
+                sum.add(lane);
+            }
+        }
+        merged
+    }
+
+    fn point(&self, second: u32, window: &Window, in_flight: u64) -> SeriesPoint {
         SeriesPoint {
             second,
             unix_s: (self.started_unix_ms + u64::from(second) * 1000) / 1000,
             warmup: f64::from(second) <= self.plan.warmup.as_secs_f64(),
             in_flight,
-            window: SecondWindow::pack(&window),
+            window: SecondWindow::pack(window),
         }
     }
 
@@ -228,10 +244,14 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// Adds a shard's second; returns the point once every shard sent it.
-    fn tick(&mut self, tick: Tick) -> Option<SeriesPoint> {
+    /// Adds a shard's second; returns the merged second once every shard
+    /// sent it.
+    fn tick(&mut self, tick: Tick) -> Option<(SeriesPoint, Window)> {
         if tick.stage != self.index {
             return None;
+        }
+        if let Some(lanes) = self.lanes.get_mut(tick.shard) {
+            *lanes = tick.lanes;
         }
         let entry = self.pending.entry(tick.second).or_default();
         entry.0.merge(&tick.window);
@@ -241,7 +261,7 @@ impl<'a> Collector<'a> {
             return None;
         }
         let (window, in_flight, _) = self.pending.remove(&tick.second)?;
-        Some(self.point(tick.second, window, in_flight))
+        Some((self.point(tick.second, &window, in_flight), window))
     }
 
     fn report(&mut self, report: &Report, clocks: &mut ShardClocks) {
@@ -305,7 +325,7 @@ impl<'a> Collector<'a> {
         // Seconds not every shard reported (the last, partial one, or a
         // tick dropped on a full channel) go in as they are.
         for (second, (window, in_flight, _)) in std::mem::take(&mut self.pending) {
-            let point = self.point(second, window, in_flight);
+            let point = self.point(second, &window, in_flight);
             self.series.push(point);
         }
         self.series.sort_by_key(|p| p.second);

@@ -32,7 +32,7 @@ pub mod workload;
 pub use closed::{share_of, users_of_shard};
 
 use crate::plan::Plan;
-use crate::results::{SeriesPoint, Signal, StageMetrics, StageSummary, Stop, Window};
+use crate::results::{LaneCounts, SeriesPoint, Signal, StageMetrics, StageSummary, Stop, Window};
 use crate::rt;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -95,6 +95,9 @@ pub struct Tick {
     pub window: Window,
     /// Requests in flight at its end.
     pub in_flight: u64,
+    /// Each scenario's counters in the stage so far (cumulative, so a
+    /// dropped tick loses nothing).
+    pub lanes: Vec<LaneCounts>,
 }
 
 /// Shard → coordinator.
@@ -144,8 +147,13 @@ pub enum Progress<'a> {
     Second {
         /// Index into `Plan::stages`.
         stage: usize,
-        /// What happened in it.
+        /// What happened in it, as the series keeps it.
         point: &'a SeriesPoint,
+        /// The same second unpacked, with what only the live view uses
+        /// (errors by class, ITL, open-loop arrivals and lag).
+        window: &'a Window,
+        /// Each scenario's counters in the stage so far, over all shards.
+        lanes: &'a [LaneCounts],
     },
     /// A stage finished and was merged.
     StageFinished(&'a StageSummary),

@@ -217,13 +217,18 @@ async fn open_arrival(
         return;
     }
     let mut user = shard.take_user(scenario, seed);
+    let late = now.saturating_duration_since(intended);
     if now >= run.measure_from {
         let m = &mut run.metrics.borrow_mut()[scenario];
         m.arrivals_sent += 1;
         if measured {
-            m.sched_lag.record(now.saturating_duration_since(intended));
+            m.sched_lag.record(late);
         }
     }
+    let mut window = run.window.borrow_mut();
+    window.arrivals_sent += 1;
+    window.sched_lag.record(late);
+    drop(window);
     conversation(&shard, &run, scenario, &mut user, now, Some(intended)).await;
     let target = shard.plan.scenarios[scenario].target;
     if let Some(conn) = user.conn.take() {

@@ -17,7 +17,7 @@ use super::workload::ScenarioState;
 use super::Tick;
 use crate::limits;
 use crate::plan::Plan;
-use crate::results::{ErrorClass, FinishedTurn};
+use crate::results::{ErrorClass, FinishedTurn, LaneCounts};
 use crate::rng::Rng;
 use crate::rt;
 use crate::sink::{Record, RecordKey, SinkSender};
@@ -145,6 +145,7 @@ impl Shard {
             second,
             window: run.window.take(),
             in_flight,
+            lanes: run.metrics.borrow().iter().map(LaneCounts::of).collect(),
         }
     }
 
@@ -233,7 +234,12 @@ impl Shard {
                 *n += 1;
             }
         }
-        run.window.borrow_mut().record_turn(&turn);
+        let mut window = run.window.borrow_mut();
+        window.record_turn(&turn);
+        if self.plan.live {
+            window.record_itl(&turn);
+        }
+        drop(window);
         run.metrics.borrow_mut()[at.scenario].record_turn(&turn)
     }
 }

@@ -114,6 +114,9 @@ pub struct Plan {
     pub cpus: Vec<usize>,
     /// Seed for blends and content.
     pub seed: u64,
+    /// A live endpoint reads the run (`--metrics-listen`): each second
+    /// also keeps the ITL of its responses.
+    pub live: bool,
     /// Fresh per run: mixed into conversation UUIDs so a rerun with the
     /// same seed cannot hit a cache the previous run warmed.
     pub run_nonce: u64,
@@ -334,6 +337,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         cpus,
         seed,
         run_nonce: uuid::Uuid::new_v4().as_u64_pair().0,
+        live: false,
     };
     check_request_sizes(&plan, profile.scenarios.is_some())?;
     Ok(plan)

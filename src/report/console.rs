@@ -3,7 +3,7 @@
 //! the live progress line.
 
 use super::{errors_text, ms, name_width, pct};
-use crate::results::{PlanInfo, SeriesPoint, StageSummary, Stats};
+use crate::results::{PlanInfo, SeriesPoint, StageSummary, Stats, Window};
 use crate::verdict;
 use std::fmt::Write as _;
 
@@ -224,55 +224,70 @@ pub fn open_loop_line(stage: &StageSummary, max_inflight: u64) -> Option<String>
 }
 
 /// The live progress line for one second of stage `index` (0-based) of
-/// `count`.
+/// `count`: the second's requests, percentiles and errors, requests in
+/// flight, and in open loop the target against the arrivals sent in that
+/// second and their scheduler lag.
 pub fn progress_line(
     label: &str,
-    index: usize,
-    count: usize,
-    duration_s: u64,
+    (index, count): (usize, usize),
+    stage: &crate::stage::Stage,
     point: &SeriesPoint,
+    window: &Window,
 ) -> String {
-    let w = &point.window;
-    let (latency, ttft) = (w.latency.unpack(), w.ttft.unpack());
-    format!(
-        "stage {}/{count} {label} {}/{duration_s}s{}: {} req/s, p50 {} p99 {} ms, ttft p50 {} ms, errors {}, in flight {}",
+    let mut line = format!(
+        "stage {}/{count} {label} {}/{}s{}: {} req/s, p50 {} p99 {} ms, ttft p50 {} ms, errors {}, in flight {}",
         index + 1,
         point.second,
+        stage.duration.as_secs(),
         if point.warmup { " (warm-up)" } else { "" },
-        w.requests,
-        pct(&latency, 50.0),
-        pct(&latency, 99.0),
-        pct(&ttft, 50.0),
-        w.errors,
+        window.requests,
+        pct(&window.latency, 50.0),
+        pct(&window.latency, 99.0),
+        pct(&window.ttft, 50.0),
+        window.errors,
         point.in_flight
-    )
+    );
+    if let crate::stage::Load::Open { rate, .. } = stage.load {
+        let _ = write!(
+            line,
+            ", target {rate}/s sent {}/s lag p99 {} ms",
+            window.arrivals_sent,
+            pct(&window.sched_lag, 99.0)
+        );
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::{SecondWindow, Window};
+    use crate::results::SecondWindow;
 
     #[test]
     fn progress_line_says_where_the_run_is() {
         let mut live = Window {
             requests: 990,
             errors: 3,
+            arrivals_sent: 98,
             ..Window::default()
         };
         live.latency.record_us(1_500);
-        let window = SecondWindow::pack(&live);
+        live.sched_lag.record_us(250);
         let point = SeriesPoint {
             second: 12,
             unix_s: 0,
             warmup: false,
             in_flight: 7,
-            window,
+            window: SecondWindow::pack(&live),
         };
+        let open = crate::stage::parse_stages("@100:1m").unwrap().remove(0);
         assert_eq!(
-            progress_line("@100:1m", 1, 2, 60, &point),
-            "stage 2/2 @100:1m 12/60s: 990 req/s, p50 1.50 p99 1.50 ms, ttft p50 - ms, errors 3, in flight 7"
+            progress_line("@100:1m", (1, 2), &open, &point, &live),
+            "stage 2/2 @100:1m 12/60s: 990 req/s, p50 1.50 p99 1.50 ms, ttft p50 - ms, errors 3, in flight 7, target 100/s sent 98/s lag p99 0.25 ms"
         );
+        let closed = crate::stage::parse_stages("8:1m").unwrap().remove(0);
+        let line = progress_line("8:1m", (0, 2), &closed, &point, &live);
+        assert!(line.ends_with("errors 3, in flight 7"), "{line}");
     }
 
     #[test]

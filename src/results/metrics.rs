@@ -215,20 +215,27 @@ impl TurnRow {
     }
 }
 
-/// What finished in one second of a stage (for progress and the time
-/// series), warm-up included.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What finished in one second of a stage (for progress, the live
+/// endpoint and the time series), warm-up included.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Window {
     /// Requests that finished.
     pub requests: u64,
     /// Of those, failures.
     pub errors: u64,
+    /// Those failures by class.
+    pub error_classes: [u64; ErrorClass::COUNT],
     /// Latency of the successful ones.
-    #[serde(rename = "latency_ms")]
     pub latency: Hist,
     /// TTFT of the successful streamed ones.
-    #[serde(rename = "ttft_ms")]
     pub ttft: Hist,
+    /// Gaps between content events of the successful streamed ones; kept
+    /// only for the live endpoint (`Plan::live`), it records every token.
+    pub itl: Hist,
+    /// Open loop: arrivals sent.
+    pub arrivals_sent: u64,
+    /// Open loop: how late those were sent.
+    pub sched_lag: Hist,
 }
 
 impl Window {
@@ -236,8 +243,59 @@ impl Window {
     pub fn merge(&mut self, other: &Window) {
         self.requests += other.requests;
         self.errors += other.errors;
+        for (mine, theirs) in self.error_classes.iter_mut().zip(&other.error_classes) {
+            *mine += theirs;
+        }
         self.latency.merge(&other.latency);
         self.ttft.merge(&other.ttft);
+        self.itl.merge(&other.itl);
+        self.arrivals_sent += other.arrivals_sent;
+        self.sched_lag.merge(&other.sched_lag);
+    }
+}
+
+/// A scenario's counters in the running stage so far (measured window,
+/// and warm-up apart), sent by each shard with every second: the live
+/// endpoint's per-scenario and per-service view, without histograms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaneCounts {
+    /// Requests measured.
+    pub requests: u64,
+    /// Of those, successful.
+    pub ok: u64,
+    /// Requests in the warm-up.
+    pub warmup_requests: u64,
+    /// Failures by class.
+    pub errors: [u64; ErrorClass::COUNT],
+    /// Open loop: arrivals sent.
+    pub arrivals_sent: u64,
+    /// Open loop: arrivals dropped at `max_inflight`.
+    pub dropped_arrivals: u64,
+}
+
+impl LaneCounts {
+    /// The counters of `m`.
+    pub fn of(m: &StageMetrics) -> LaneCounts {
+        LaneCounts {
+            requests: m.requests,
+            ok: m.ok,
+            warmup_requests: m.warmup_requests,
+            errors: m.errors,
+            arrivals_sent: m.arrivals_sent,
+            dropped_arrivals: m.dropped_arrivals,
+        }
+    }
+
+    /// Adds another shard's counts.
+    pub fn add(&mut self, other: &LaneCounts) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.warmup_requests += other.warmup_requests;
+        for (mine, theirs) in self.errors.iter_mut().zip(&other.errors) {
+            *mine += theirs;
+        }
+        self.arrivals_sent += other.arrivals_sent;
+        self.dropped_arrivals += other.dropped_arrivals;
     }
 }
 

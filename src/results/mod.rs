@@ -22,7 +22,7 @@ pub use clock::{from_unix_ms, rfc3339, timestamp, unix_ms};
 pub use comparison::{Comparison, ServiceRow, Spread, StageComparison, DELTA_FIGURES};
 pub use hist::{Hist, PackedHist};
 pub use merge::merge;
-pub use metrics::{ErrorClass, StageMetrics, TurnRow, Window};
+pub use metrics::{ErrorClass, LaneCounts, StageMetrics, TurnRow, Window};
 pub use plan_info::{ContentInfo, Correlation, PlanInfo, Range, ScenarioInfo, ServiceInfo};
 pub use turn::FinishedTurn;
 

@@ -97,8 +97,9 @@ impl Window {
     /// Counts a finished turn in the current second (warm-up included).
     pub fn record_turn(&mut self, t: &FinishedTurn<'_>) {
         self.requests += 1;
-        if !t.ok() {
+        if let Some(class) = t.error {
             self.errors += 1;
+            self.error_classes[class as usize] += 1;
             return;
         }
         if let Some(latency) = t.latency {
@@ -106,6 +107,15 @@ impl Window {
         }
         if let Some(ttft) = t.ttft {
             self.ttft.record(ttft);
+        }
+    }
+
+    /// Records a successful turn's gaps between content events.
+    pub fn record_itl(&mut self, t: &FinishedTurn<'_>) {
+        if t.ok() {
+            for &gap in t.itl_gaps_us {
+                self.itl.record_us(u64::from(gap));
+            }
         }
     }
 }
@@ -281,6 +291,17 @@ mod tests {
             (window.requests, window.errors, window.latency.count()),
             (1, 0, 1)
         );
+        assert_eq!(window.itl.count(), 0, "ITL only when asked for");
+        window.record_itl(&turn);
+        assert_eq!(window.itl.count(), 3);
+        let failed = FinishedTurn {
+            error: Some(ErrorClass::Timeout),
+            ..turn
+        };
+        window.record_turn(&failed);
+        window.record_itl(&failed);
+        assert_eq!(window.itl.count(), 3, "a failure's gaps are not counted");
+        assert_eq!(window.error_classes[ErrorClass::Timeout as usize], 1);
     }
 
     #[test]
