@@ -246,7 +246,7 @@ impl<'a> Collector<'a> {
 
     /// Adds a shard's second; returns the merged second once every shard
     /// sent it.
-    fn tick(&mut self, tick: Tick) -> Option<(SeriesPoint, Window)> {
+    fn tick(&mut self, tick: Box<Tick>) -> Option<(SeriesPoint, Window)> {
         if tick.stage != self.index {
             return None;
         }

@@ -106,8 +106,8 @@ pub enum ShardMessage {
     /// The shard has built its workload (prompts, templates, users) and
     /// waits for its first stage.
     Ready,
-    /// A second of a running stage.
-    Tick(Tick),
+    /// A second of a running stage (boxed: it holds four histograms).
+    Tick(Box<Tick>),
     /// The end of a stage.
     Report(Report),
 }

@@ -225,10 +225,11 @@ async fn open_arrival(
             m.sched_lag.record(late);
         }
     }
-    let mut window = run.window.borrow_mut();
-    window.arrivals_sent += 1;
-    window.sched_lag.record(late);
-    drop(window);
+    {
+        let mut window = run.window.borrow_mut();
+        window.arrivals_sent += 1;
+        window.sched_lag.record(late);
+    }
     conversation(&shard, &run, scenario, &mut user, now, Some(intended)).await;
     let target = shard.plan.scenarios[scenario].target;
     if let Some(conn) = user.conn.take() {

@@ -131,7 +131,7 @@ impl Shard {
     }
 
     /// Closes the current second of `run` into a tick.
-    pub(super) fn tick(&self, run: &StageRun) -> Tick {
+    pub(super) fn tick(&self, run: &StageRun) -> Box<Tick> {
         let second = run.ticks.get() + 1;
         run.ticks.set(second);
         let in_flight = if run.done.get() {
@@ -139,14 +139,14 @@ impl Shard {
         } else {
             self.inflight.borrow().live as u64
         };
-        Tick {
+        Box::new(Tick {
             shard: self.index,
             stage: run.index,
             second,
             window: run.window.take(),
             in_flight,
             lanes: run.metrics.borrow().iter().map(LaneCounts::of).collect(),
-        }
+        })
     }
 
     /// An idle user for an open-loop arrival of `scenario`, seeded by the
@@ -234,12 +234,13 @@ impl Shard {
                 *n += 1;
             }
         }
-        let mut window = run.window.borrow_mut();
-        window.record_turn(&turn);
-        if self.plan.live {
-            window.record_itl(&turn);
+        {
+            let mut window = run.window.borrow_mut();
+            window.record_turn(&turn);
+            if self.plan.live {
+                window.record_itl(&turn);
+            }
         }
-        drop(window);
         run.metrics.borrow_mut()[at.scenario].record_turn(&turn)
     }
 }

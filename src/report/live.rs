@@ -215,7 +215,7 @@ impl Live {
         if self.stages.iter().all(|s| s.2.is_empty()) {
             return;
         }
-        let families: [(&str, &str, fn(&LaneCounts) -> u64); 2] = [
+        let families: [(&str, &str, Counter); 2] = [
             (
                 "loadtest_stage_requests",
                 "Requests in a stage's measured window so far (a finished stage: as its summary).",
@@ -272,6 +272,9 @@ impl Live {
         rows
     }
 }
+
+/// Reads one counter of a scenario's counts.
+type Counter = fn(&LaneCounts) -> u64;
 
 /// A family's HELP and TYPE lines.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
