@@ -206,12 +206,18 @@ impl StageComparison {
 
 impl Comparison {
     /// The comparison of `stages` (each with its per-service statistics
-    /// derived); `None` without services.
-    pub fn of(stages: &[StageSummary], baseline: Option<&str>, rounds: u32) -> Option<Comparison> {
+    /// derived), of a plan of `per_round` stages run `rounds` times (a
+    /// stopped run has fewer); `None` without services.
+    pub fn of(
+        stages: &[StageSummary],
+        baseline: Option<&str>,
+        rounds: u32,
+        per_round: usize,
+    ) -> Option<Comparison> {
         if stages.iter().all(|s| s.services.is_empty()) {
             return None;
         }
-        let per_round = stage_count_per_round(stages.len(), rounds);
+        let per_round = per_round.max(1);
         let each: Vec<StageComparison> = stages
             .iter()
             .map(|s| StageComparison::of(s, &s.services, Some(s.round), baseline))
@@ -229,12 +235,6 @@ impl Comparison {
             overall,
         })
     }
-}
-
-/// Stages in one round (the last round may be cut short by a stop).
-fn stage_count_per_round(stages: usize, rounds: u32) -> usize {
-    let rounds = rounds.max(1) as usize;
-    stages.div_ceil(rounds).max(1).min(stages.max(1))
 }
 
 /// One profile stage over the rounds at `indexes`: each service's
@@ -284,4 +284,73 @@ fn pooled(
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::ErrorClass;
+
+    /// A stage of two services whose TTFTs are all `ttft_ms`.
+    fn stage(index: usize, round: u32, ttft_ms: [u64; 2]) -> StageSummary {
+        let (run, _) = crate::report::fixture::fixed();
+        let mut stage = run.stages[0].clone();
+        stage.index = index;
+        stage.round = round;
+        let mut lanes = Vec::new();
+        for (k, name) in ["direct", "gw"].into_iter().enumerate() {
+            let mut m = StageMetrics::new();
+            for _ in 0..10 {
+                m.requests += 1;
+                m.ok += 1;
+                m.ttft.record_us(ttft_ms[k] * 1000);
+                m.latency.record_us(ttft_ms[k] * 1000 + 5_000);
+            }
+            m.count_error(ErrorClass::Timeout);
+            m.requests += 1;
+            let mut lane = Stats::new("chat", m);
+            lane.service = Some(name.into());
+            lanes.push(lane);
+        }
+        stage.scenarios = lanes;
+        stage.derive();
+        stage
+    }
+
+    #[test]
+    fn a_stopped_run_pools_each_profile_stage_over_the_rounds_it_reached() {
+        // Two stages per round, three rounds planned, stopped after three.
+        let stages = vec![
+            stage(0, 1, [20, 50]),
+            stage(1, 1, [20, 24]),
+            stage(2, 2, [20, 52]),
+        ];
+        let c = Comparison::of(&stages, Some("direct"), 3, 2).unwrap();
+        assert_eq!(c.stages.len(), 3);
+        assert_eq!(c.overall.len(), 2);
+        let gw = |s: &StageComparison| s.services[1].clone();
+        let first = gw(&c.overall[0]);
+        assert_eq!(first.requests, 22, "rounds 1 and 2 pooled");
+        let spread = first.spread.unwrap().ttft_ms_p50_delta.unwrap();
+        assert!((spread.min - 30.0).abs() < 0.1 && (spread.max - 32.0).abs() < 0.1);
+        let second = gw(&c.overall[1]);
+        assert_eq!(second.requests, 11, "only round 1 reached it");
+        assert!((second.ttft_ms_p50_delta.unwrap() - 4.0).abs() < 0.1);
+        assert!(c.stages.iter().all(|s| s.streamed));
+    }
+
+    #[test]
+    fn without_a_named_baseline_the_fastest_is_it_and_without_services_nothing() {
+        let stages = vec![stage(0, 1, [30, 20])];
+        let c = Comparison::of(&stages, None, 1, 1).unwrap();
+        assert_eq!(c.stages[0].baseline.as_deref(), Some("gw"));
+        let direct = &c.stages[0].services[0];
+        assert!((direct.ttft_ms_p50_delta.unwrap() - 10.0).abs() < 0.1);
+        let mut plain = stages[0].clone();
+        for lane in &mut plain.scenarios {
+            lane.service = None;
+        }
+        plain.derive();
+        assert_eq!(Comparison::of(&[plain], None, 1, 1), None);
+    }
 }

@@ -516,10 +516,12 @@ impl RunSummary {
         for stage in &mut self.stages {
             stage.derive();
         }
+        let rounds = self.plan.rounds.max(1);
         self.comparison = Comparison::of(
             &self.stages,
             self.plan.baseline.as_deref(),
-            self.plan.rounds,
+            rounds,
+            self.plan.stages.len() / rounds as usize,
         );
     }
 
