@@ -322,6 +322,13 @@ fn a_comparison_against_the_mock_prints_deltas_and_never_shows_a_key() {
     assert_eq!(overall[0]["service"], "direct");
     assert_eq!(overall[0]["ttft_ms_p50_delta"], 0.0);
     assert!(overall[1]["ttft_ms_p50_delta"].is_number(), "{overall}");
+    let html = common::cli::files_with_prefix(&out, "report-")
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "html"))
+        .unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    let services = &html[html.find("<h2>Services</h2>").expect("a services section")..];
+    assert!(services.contains("<svg") && services.contains("Over all 2 rounds"));
     let prom = common::cli::files_with_prefix(&out, "metrics-");
     let prom = std::fs::read_to_string(&prom[0]).unwrap();
     assert!(prom.contains("loadtest_service_delta_seconds{"), "{prom}");

@@ -4,13 +4,16 @@
 //! verdict; the run over time (throughput, errors, in flight, latency and
 //! TTFT percentiles per second, stage boundaries marked, warm-up shaded);
 //! per stage the table, a percentile ladder and the latency distribution;
-//! the open-loop sweep with its knee; and the per-turn table.
+//! the open-loop sweep with its knee; with services, each one's delta
+//! against the baseline stage by stage; and the per-turn table.
 
 use super::console::{open_loop_line, run_header};
 use super::svg::{escape, line_chart, Chart, Scale, Series};
 use super::text::turn_table;
 use super::{errors_text, ms, pct, scenario_across_stages};
-use crate::results::{from_unix_ms, rfc3339, Hist, RunSummary, StageSummary};
+use crate::results::{
+    from_unix_ms, rfc3339, Comparison, Hist, RunSummary, ServiceRow, StageSummary,
+};
 use crate::verdict::{knee_line, Verdict};
 use std::fmt::Write as _;
 
@@ -48,15 +51,7 @@ pub fn html_report(run: &RunSummary, verdict: &Verdict) -> String {
         }
     }
     if let Some(comparison) = &run.comparison {
-        let overall = super::comparison::overall_tables(comparison);
-        if !overall.is_empty() {
-            let _ = writeln!(
-                out,
-                "<h2>Services over all {} rounds</h2>\n<pre>{}</pre>",
-                comparison.rounds,
-                escape(&overall)
-            );
-        }
+        comparison_section(&mut out, comparison);
     }
     knee_section(&mut out, run, verdict);
     let turns = turn_table(run);
@@ -373,6 +368,57 @@ fn turn_charts(run: &RunSummary) -> String {
 
 /// The open-loop sweep: corrected and uncorrected p99 and the achieved
 /// rate against the target, the knee marked.
+/// The services of a comparison: each one's delta against the baseline,
+/// stage by stage as run, and the tables over all rounds.
+fn comparison_section(out: &mut String, comparison: &Comparison) {
+    let streamed = comparison.stages.iter().any(|s| s.streamed);
+    let (figure, pick): (&str, fn(&ServiceRow) -> Option<f64>) = if streamed {
+        ("TTFT p50", |r| r.ttft_ms_p50_delta)
+    } else {
+        ("latency p50", |r| r.latency_ms_p50_delta)
+    };
+    let mut chart = Chart::new(
+        &format!("{figure} minus the baseline's, stage by stage"),
+        "stage (round)",
+        "ms",
+    );
+    chart.x_names = comparison
+        .stages
+        .iter()
+        .map(|s| format!("{} r{}", s.index + 1, s.round.unwrap_or(0)))
+        .collect();
+    let names = comparison.stages.first().map_or(Vec::new(), |s| {
+        s.services.iter().map(|r| r.service.clone()).collect()
+    });
+    for (k, name) in names.iter().enumerate() {
+        let points = comparison
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(x, s)| Some((x as f64, pick(s.services.get(k)?)?)))
+            .collect();
+        chart.series.push(Series {
+            name: name.clone(),
+            points,
+        });
+    }
+    let _ = writeln!(
+        out,
+        "<h2>Services</h2>\n<p>Every service ran in the same window; a delta is its percentile minus the baseline's ({}).</p>\n{}",
+        escape(comparison.baseline.as_deref().unwrap_or("the fastest in each stage and round")),
+        line_chart(&chart)
+    );
+    let overall = super::comparison::overall_tables(comparison);
+    if !overall.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h3>Over all {} rounds</h3>\n<pre>{}</pre>",
+            comparison.rounds,
+            escape(&overall)
+        );
+    }
+}
+
 fn knee_section(out: &mut String, run: &RunSummary, verdict: &Verdict) {
     let open: Vec<&StageSummary> = run.stages.iter().filter(|s| s.is_open()).collect();
     if open.is_empty() {
