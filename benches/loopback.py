@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Loopback benchmark: loadtest's engine beside wrk, oha and a bare glommio
-loop, against the built-in mock and (when installed) nginx serving a canned
+"""Loopback benchmark: loadtest's engine beside wrk, oha, a bare glommio
+loop and a bare io_uring loop, against the built-in mock and (when installed) nginx serving a canned
 OpenAI response.
 
 Generator pinned to CPU 0, upstream pinned to CPU 1. Each tool runs in turn
@@ -10,7 +10,7 @@ requests per generator CPU-second (from the generator process's rusage),
 plus the upstream's CPU per request (from /proc). Medians over rounds.
 
 Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
-       [--conns 64,1000] [--tools wrk,oha,bare-glommio,loadtest,loadtest-bust]
+       [--conns 64,1000] [--tools wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-bust]
        [--upstreams mock,nginx] [--no-build] [--markdown out.md]
 """
 
@@ -121,8 +121,8 @@ def run_oha(url, conns, seconds, body_path):
                 p50=p.get("p50", 0) * 1000, p99=p.get("p99", 0) * 1000, cpu=cpu)
 
 
-def run_bare(url, conns, seconds):
-    out, cpu = timed(["taskset", "-c", GEN_CPU, bench_binary("bare_loop"), "--config", PROFILE,
+def run_bare(url, conns, seconds, binary="bare_loop"):
+    out, cpu = timed(["taskset", "-c", GEN_CPU, bench_binary(binary), "--config", PROFILE,
                       "--target", url, "--conns", str(conns), "--seconds", str(seconds), "--cpu", GEN_CPU])
     j = json.loads(out.strip().splitlines()[-1])
     return dict(rps=j["rps"], requests=j["requests"], p50=j["p50_ms"], p99=j["p99_ms"], cpu=cpu)
@@ -237,7 +237,7 @@ def main():
     ap.add_argument("--conns", default="64,1000")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
-    ap.add_argument("--tools", default="wrk,oha,bare-glommio,loadtest,loadtest-bust", help="subset, comma-separated")
+    ap.add_argument("--tools", default="wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-bust", help="subset, comma-separated")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
     ap.add_argument("--against", metavar="BINARY",
                     help="a second loadtest build, run in the same rounds as `loadtest-against`")
@@ -265,6 +265,9 @@ def main():
         if shutil.which("oha") or os.path.exists("/opt/oha/bin/oha"):
             tools.append(("oha", lambda u, c: run_oha(u, c, args.seconds, body_path)))
         tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
+        # One io_uring ring, SINGLE_ISSUER | DEFER_TASKRUN: the ceiling for
+        # the engine's io_uring work (benches/bare_uring.rs).
+        tools.append(("bare-uring", lambda u, c: run_bare(u, c, args.seconds, "bare_uring")))
         tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
         # The same profile as users run it by default: cache_mode bust (a
         # fresh UUID in every prompt) and an x-request-id header, so each
