@@ -12,12 +12,13 @@ pub fn run_header(plan: &PlanInfo) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "loadtest {}: {} scenario{}, shards={} (CPUs {}), cache_mode={}, seed={}",
+        "loadtest {}: {} scenario{}, shards={} (CPUs {}, {} reactor), cache_mode={}, seed={}",
         env!("CARGO_PKG_VERSION"),
         plan.scenarios.len(),
         if plan.scenarios.len() == 1 { "" } else { "s" },
         plan.shards,
         crate::plan::format_cpus(&plan.cpus),
+        plan.reactor,
         plan.cache_mode,
         plan.seed
     );

@@ -141,6 +141,10 @@ pub struct PlanInfo {
     pub shards: usize,
     /// Their CPUs (each host's, one after the other, when merged).
     pub cpus: Vec<usize>,
+    /// What carried the shards' socket I/O and timers (`epoll`: the
+    /// reactor in `rt::reactor`).
+    #[serde(default = "epoll")]
+    pub reactor: String,
     /// Distinct target addresses.
     pub target_addresses: usize,
     /// Each distinct target: its address and how long resolving it took
@@ -164,6 +168,10 @@ pub struct PlanInfo {
 
 fn one() -> u32 {
     1
+}
+
+fn epoll() -> String {
+    crate::rt::REACTOR_NAME.to_string()
 }
 
 /// One service of a comparison.
@@ -312,6 +320,7 @@ impl PlanInfo {
             seed: plan.seed,
             shards: plan.cpus.len(),
             cpus: plan.cpus.clone(),
+            reactor: crate::rt::REACTOR_NAME.to_string(),
             target_addresses: addresses.len(),
             targets: plan
                 .targets

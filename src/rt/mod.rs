@@ -30,6 +30,10 @@ pub use executor::{
     ExecutorHandle,
 };
 pub use glommio::sync::Semaphore;
+
+/// What carries the shards' socket I/O and timers, as the run header and
+/// the summary (`plan.reactor`) name it.
+pub const REACTOR_NAME: &str = "epoll";
 pub use glommio::Task;
 pub use net::{bind_reuseport, local_addr, shutdown_fd, Readable, TcpListener, TcpStream};
 
