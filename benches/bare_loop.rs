@@ -22,38 +22,6 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-struct Args {
-    config: String,
-    target: String,
-    conns: usize,
-    seconds: u64,
-    cpu: usize,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        config: "benches/perf-128-nonstream.json".into(),
-        target: "http://127.0.0.1:18080".into(),
-        conns: 64,
-        seconds: 10,
-        cpu: 0,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--config" => args.config = value(),
-            "--target" => args.target = value(),
-            "--conns" => args.conns = value().parse().expect("--conns number"),
-            "--seconds" => args.seconds = value().parse().expect("--seconds number"),
-            "--cpu" => args.cpu = value().parse().expect("--cpu number"),
-            "--bench" => {} // added by `cargo bench`
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
-}
-
 async fn connection(
     addr: std::net::SocketAddr,
     request: Rc<Vec<u8>>,
@@ -104,7 +72,7 @@ async fn connection(
 }
 
 fn main() {
-    let args = parse_args();
+    let args = support::LoopArgs::parse(false);
     let request = Rc::new(support::request_bytes(&args.config, &args.target));
     let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat, &[])
         .expect("target")

@@ -29,41 +29,6 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-struct Args {
-    config: String,
-    target: String,
-    conns: usize,
-    seconds: u64,
-    cpu: usize,
-    flags: Option<String>,
-}
-
-fn parse_args() -> Args {
-    let mut args = Args {
-        config: "benches/perf-128-nonstream.json".into(),
-        target: "http://127.0.0.1:18080".into(),
-        conns: 64,
-        seconds: 10,
-        cpu: 0,
-        flags: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--config" => args.config = value(),
-            "--target" => args.target = value(),
-            "--conns" => args.conns = value().parse().expect("--conns number"),
-            "--seconds" => args.seconds = value().parse().expect("--seconds number"),
-            "--cpu" => args.cpu = value().parse().expect("--cpu number"),
-            "--flags" => args.flags = Some(value()),
-            "--bench" => {} // added by `cargo bench`
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
-}
-
 /// A ring with the best flags this kernel takes (or the ones asked for),
 /// and their name.
 fn ring(entries: u32, asked: Option<&str>) -> (IoUring, &'static str) {
@@ -154,7 +119,7 @@ fn complete(buf: &[u8]) -> bool {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = support::LoopArgs::parse(true);
     let request = support::request_bytes(&args.config, &args.target);
     let addr = plan::parse_target(&args.target, &loadtest::protocol::openai::OpenAiChat, &[])
         .expect("target")

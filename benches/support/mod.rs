@@ -1,5 +1,5 @@
 //! What the loopback benchmarks share: the request bytes `loadtest run`
-//! sends for a profile's first prompt.
+//! sends for a profile's first prompt, and the bare loops' flags.
 
 use loadtest::engine::workload;
 use loadtest::plan;
@@ -42,4 +42,51 @@ pub fn request_bytes(config: &str, target: &str) -> Vec<u8> {
         &mut request,
     );
     request
+}
+
+/// The flags of a bare keep-alive loop (`bare_loop`, `bare_uring`).
+#[allow(dead_code, reason = "open_loop_ref shares this module, not these flags")]
+pub struct LoopArgs {
+    /// The profile the request is built from.
+    pub config: String,
+    /// The upstream's URL.
+    pub target: String,
+    /// Connections.
+    pub conns: usize,
+    /// How long to run.
+    pub seconds: u64,
+    /// The CPU to pin to.
+    pub cpu: usize,
+    /// `--flags` (only where `flags` is allowed).
+    pub flags: Option<String>,
+}
+
+#[allow(dead_code, reason = "open_loop_ref shares this module, not these flags")]
+impl LoopArgs {
+    /// Parses the command line; `--flags VALUE` only if `flags` is true.
+    pub fn parse(flags: bool) -> LoopArgs {
+        let mut args = LoopArgs {
+            config: "benches/perf-128-nonstream.json".into(),
+            target: "http://127.0.0.1:18080".into(),
+            conns: 64,
+            seconds: 10,
+            cpu: 0,
+            flags: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+            match flag.as_str() {
+                "--config" => args.config = value(),
+                "--target" => args.target = value(),
+                "--conns" => args.conns = value().parse().expect("--conns number"),
+                "--seconds" => args.seconds = value().parse().expect("--seconds number"),
+                "--cpu" => args.cpu = value().parse().expect("--cpu number"),
+                "--flags" if flags => args.flags = Some(value()),
+                "--bench" => {} // added by `cargo bench`
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        args
+    }
 }

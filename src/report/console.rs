@@ -245,7 +245,7 @@ pub fn progress_line(
         pct(&window.latency, 50.0),
         pct(&window.latency, 99.0),
         pct(&window.ttft, 50.0),
-        window.errors,
+        window.errors(),
         point.in_flight
     );
     if let crate::stage::Load::Open { rate, .. } = stage.load {
@@ -268,10 +268,10 @@ mod tests {
     fn progress_line_says_where_the_run_is() {
         let mut live = Window {
             requests: 990,
-            errors: 3,
             arrivals_sent: 98,
             ..Window::default()
         };
+        live.error_classes[crate::results::ErrorClass::Timeout as usize] = 3;
         live.latency.record_us(1_500);
         live.sched_lag.record_us(250);
         let point = SeriesPoint {

@@ -128,7 +128,7 @@ fn point(second: u32, index: usize) -> SeriesPoint {
     }
     if second == 1 {
         window.requests += 1;
-        window.errors += 1;
+        window.error_classes[crate::results::ErrorClass::Http5xx as usize] += 1;
     }
     SeriesPoint {
         second,

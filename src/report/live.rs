@@ -124,16 +124,11 @@ impl Live {
             "counter",
             "Failed requests so far by error class, warm-up included.",
         );
-        for class in ErrorClass::ALL {
-            let n = self.errors[class as usize];
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "loadtest_live_errors_by_class_total{{class=\"{}\"}} {n}",
-                    class.name()
-                );
-            }
-        }
+        by_class(
+            &mut out,
+            "loadtest_live_errors_by_class_total{",
+            &self.errors,
+        );
         family(
             &mut out,
             "loadtest_live_in_flight",
@@ -236,16 +231,11 @@ impl Live {
             "Of those, failed, by class.",
         );
         for (labels, lane) in self.lane_rows() {
-            for class in ErrorClass::ALL {
-                let n = lane.errors[class as usize];
-                if n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "loadtest_stage_errors{{{labels},class=\"{}\"}} {n}",
-                        class.name()
-                    );
-                }
-            }
+            by_class(
+                out,
+                &format!("loadtest_stage_errors{{{labels},"),
+                &lane.errors,
+            );
         }
     }
 
@@ -270,6 +260,17 @@ impl Live {
             }
         }
         rows
+    }
+}
+
+/// One sample per error class that occurred: `start` is the sample's name
+/// and labels up to the class label (`name{` or `name{a="b",`).
+fn by_class(out: &mut String, start: &str, errors: &[u64; ErrorClass::COUNT]) {
+    for class in ErrorClass::ALL {
+        let n = errors[class as usize];
+        if n > 0 {
+            let _ = writeln!(out, "{start}class=\"{}\"}} {n}", class.name());
+        }
     }
 }
 
@@ -327,7 +328,6 @@ mod tests {
         live.stage_started(0, "4:10s", Some(50.0));
         let mut window = Window {
             requests: 3,
-            errors: 1,
             arrivals_sent: 49,
             ..Window::default()
         };

@@ -221,9 +221,7 @@ impl TurnRow {
 pub struct Window {
     /// Requests that finished.
     pub requests: u64,
-    /// Of those, failures.
-    pub errors: u64,
-    /// Those failures by class.
+    /// Of those, the failures by class.
     pub error_classes: [u64; ErrorClass::COUNT],
     /// Latency of the successful ones.
     pub latency: Hist,
@@ -239,10 +237,14 @@ pub struct Window {
 }
 
 impl Window {
+    /// Failures, all classes together.
+    pub fn errors(&self) -> u64 {
+        self.error_classes.iter().sum()
+    }
+
     /// Adds another shard's window.
     pub fn merge(&mut self, other: &Window) {
         self.requests += other.requests;
-        self.errors += other.errors;
         for (mine, theirs) in self.error_classes.iter_mut().zip(&other.error_classes) {
             *mine += theirs;
         }

@@ -141,7 +141,7 @@ impl SecondWindow {
     pub fn pack(window: &Window) -> SecondWindow {
         SecondWindow {
             requests: window.requests,
-            errors: window.errors,
+            errors: window.errors(),
             latency: PackedHist::pack(&window.latency),
             ttft: PackedHist::pack(&window.ttft),
         }

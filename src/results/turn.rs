@@ -98,7 +98,6 @@ impl Window {
     pub fn record_turn(&mut self, t: &FinishedTurn<'_>) {
         self.requests += 1;
         if let Some(class) = t.error {
-            self.errors += 1;
             self.error_classes[class as usize] += 1;
             return;
         }
@@ -288,7 +287,7 @@ mod tests {
         let mut window = Window::default();
         window.record_turn(&turn);
         assert_eq!(
-            (window.requests, window.errors, window.latency.count()),
+            (window.requests, window.errors(), window.latency.count()),
             (1, 0, 1)
         );
         assert_eq!(window.itl.count(), 0, "ITL only when asked for");
