@@ -45,7 +45,10 @@ pub fn request_bytes(config: &str, target: &str) -> Vec<u8> {
 }
 
 /// The flags of a bare keep-alive loop (`bare_loop`, `bare_uring`).
-#[allow(dead_code, reason = "open_loop_ref shares this module, not these flags")]
+#[allow(
+    dead_code,
+    reason = "open_loop_ref shares this module, not these flags"
+)]
 pub struct LoopArgs {
     /// The profile the request is built from.
     pub config: String,
@@ -61,7 +64,10 @@ pub struct LoopArgs {
     pub flags: Option<String>,
 }
 
-#[allow(dead_code, reason = "open_loop_ref shares this module, not these flags")]
+#[allow(
+    dead_code,
+    reason = "open_loop_ref shares this module, not these flags"
+)]
 impl LoopArgs {
     /// Parses the command line; `--flags VALUE` only if `flags` is true.
     pub fn parse(flags: bool) -> LoopArgs {
