@@ -327,18 +327,43 @@ pub const KICK_INTERVAL: Duration = Duration::from_millis(20);
 /// How many kicks reuse one listing of the executor threads.
 pub const KICKS_PER_SCAN: u32 = 10;
 
-/// Most ready sockets one driver turn hands out. The tasks woken in a
+/// Most ready sockets (epoll) or completions (io_uring) one driver turn
+/// hands out. The tasks woken in a
 /// turn all run before the driver's next turn, which is when the next
 /// due timer (the open-loop pacer's) can fire; a burst of a few hundred
 /// answers, each parsed and recorded by its task, would hold the pacer
 /// back for milliseconds. Events beyond this stay on epoll's ready list
-/// for the next turn.
+/// (or in the completion queue) for the next turn.
 pub const REACTOR_EVENTS_PER_TURN: usize = 64;
 
 /// The longest the driver blocks without a timer due. Nothing should
 /// need it; it bounds the cost of a wake-up this design failed to
 /// foresee.
 pub const REACTOR_IDLE_MAX: Duration = Duration::from_millis(10);
+
+/// io_uring reactor: submission queue entries per shard (the completion
+/// queue has twice as many). A full queue is submitted at once, so this
+/// bounds only how much one turn batches; 64 bytes an entry, 16 a
+/// completion: ~96 KiB per shard.
+pub const URING_ENTRIES: u32 = 1024;
+
+/// io_uring reactor: receive buffers in each shard's provided-buffer ring.
+/// The kernel takes one only when bytes arrive and the task gives it back
+/// as soon as it has read them, so what is held at once is about one per
+/// connection whose answer arrived since the driver's last turn. Running
+/// out is not a failure: the receive waits until buffers come back. Cost:
+/// `URING_BUFFERS × URING_BUFFER_BYTES` = 8 MiB per shard.
+pub const URING_BUFFERS: u16 = 2048;
+
+/// io_uring reactor: bytes per receive buffer. A non-streamed 128-token
+/// answer (~1 KiB) or an SSE event fits in one; a larger answer takes
+/// several, one completion each.
+pub const URING_BUFFER_BYTES: usize = 4096;
+
+/// io_uring reactor: bytes a socket may have written but not yet taken by
+/// the kernel before a writer waits (a request is copied whole when less
+/// than this is pending).
+pub const URING_SEND_BACKLOG_MAX: usize = 256 * 1024;
 
 /// Queue passes `after_socket_poll` waits at most for the driver's poll.
 pub const AFTER_SOCKET_POLL_PASSES_MAX: u32 = 4;

@@ -676,3 +676,57 @@ fn the_progress_line_is_rewritten_on_a_terminal() {
     );
     assert_eq!(files_with_prefix(&runs, "summary-").len(), 2);
 }
+
+#[test]
+fn the_reactor_is_the_one_asked_for_and_a_refused_ring_falls_back_to_epoll() {
+    let _serial = serial();
+    let dir = temp_dir("reactor");
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/ai-gateway.json");
+    let run = |name: &str, io: Option<&str>, refuse: bool| {
+        let out = dir.join(name);
+        let mut command = bin();
+        command
+            .args(["run", "--config", profile, "--mock", "--shards", "1"])
+            .args(["--stages", "2:300ms", "--warmup", "0s", "--out"])
+            .arg(&out)
+            .env_remove("LOADTEST_IO")
+            .env_remove("LOADTEST_IO_SIMULATE_REFUSAL");
+        if let Some(io) = io {
+            command.args(["--io", io]);
+        }
+        if refuse {
+            command.env("LOADTEST_IO_SIMULATE_REFUSAL", "1");
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&files_with_prefix(&out, "summary-")[0]).unwrap(),
+        )
+        .unwrap();
+        let m = &summary["stages"][0]["total"]["metrics"];
+        assert!(m["requests"].as_u64().unwrap() > 0);
+        assert_eq!(m["requests"], m["ok"], "{name}: {m}");
+        let reactor = summary["plan"]["reactor"].as_str().unwrap().to_string();
+        let header = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(header.contains(&format!("{reactor} reactor")), "{header}");
+        (reactor, stderr(&output))
+    };
+    // Asked for io_uring on a host that refuses it: epoll, and one line
+    // saying why.
+    let (reactor, err) = run("refused", Some("uring"), true);
+    assert_eq!(reactor, "epoll");
+    assert!(
+        err.contains("running on epoll: io_uring_setup refused (simulated"),
+        "{err}"
+    );
+    let (reactor, err) = run("epoll", Some("epoll"), false);
+    assert_eq!(reactor, "epoll");
+    assert!(!err.contains("running on epoll"), "{err}");
+    // By default, io_uring wherever it works here.
+    let (reactor, err) = run("default", None, false);
+    if err.contains("running on epoll") {
+        assert_eq!(reactor, "epoll", "{err}");
+    } else {
+        assert_eq!(reactor, "io_uring");
+    }
+}

@@ -170,6 +170,30 @@ pub struct PlacementArgs {
     /// not use (or the last CPU).
     #[arg(long, requires = "mock")]
     pub mock_cpus: Option<String>,
+    /// What carries the shards' sockets (and the in-process mock's):
+    /// io_uring, or epoll. Default: io_uring where the kernel supports it
+    /// (6.0+, not refused by a sandbox), else epoll with a line saying why.
+    #[arg(long, value_enum)]
+    pub io: Option<IoArg>,
+}
+
+/// A reactor, as `--io` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoArg {
+    /// One io_uring per shard.
+    Uring,
+    /// One epoll set per shard.
+    Epoll,
+}
+
+impl IoArg {
+    /// The runtime's name for it.
+    pub fn io(self) -> crate::rt::Io {
+        match self {
+            IoArg::Uring => crate::rt::Io::Uring,
+            IoArg::Epoll => crate::rt::Io::Epoll,
+        }
+    }
 }
 
 /// `loadtest compare`.
@@ -334,6 +358,10 @@ pub struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// What carries the sockets: io_uring or epoll (default: io_uring where
+    /// the kernel supports it).
+    #[arg(long, value_enum)]
+    pub io: Option<IoArg>,
     /// CPUs, one pinned shard each. Default: the last available CPU.
     #[arg(long)]
     pub cpus: Option<String>,

@@ -9,6 +9,7 @@ use crate::verdict::Exit;
 
 /// `loadtest mock`: serves until a shard ends (which is a failure).
 pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
+    let reactor = super::choose_io(args.io)?;
     let allowed = crate::host::allowed_cpus();
     let cpus = match &args.cpus {
         Some(text) => {
@@ -39,10 +40,11 @@ pub fn serve(args: MockArgs) -> Result<Exit, Failure> {
     crate::host::raise_fd_limit();
     let server = mock::start(listen, config).map_err(|e| usage(format!("mock: {e}")))?;
     say!(
-        "mock upstream listening on {}://{} (CPUs {}); POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens; GET /v1/models, /health{}",
+        "mock upstream listening on {}://{} (CPUs {}, {} reactor); POST /v1/chat/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens; GET /v1/models, /health{}",
         if tls.is_some() { "https" } else { "http" },
         server.addr(),
         plan::format_cpus(&cpus),
+        reactor.name(),
         match &args.faults {
             Some(faults) => format!("; faults {faults} (seed {})", args.seed),
             None => String::new(),

@@ -46,6 +46,17 @@ fn usage(message: impl Into<String>) -> Failure {
     }
 }
 
+/// Chooses the reactor before any executor starts (`--io`, else
+/// `LOADTEST_IO`, else io_uring where it works), saying so when io_uring
+/// cannot be used.
+fn choose_io(asked: Option<IoArg>) -> Result<&'static crate::rt::Chosen, Failure> {
+    let chosen = crate::rt::choose_io(asked.map(IoArg::io)).map_err(usage)?;
+    if let Some(why) = &chosen.why {
+        eprintln!("loadtest: running on epoll: {why}");
+    }
+    Ok(chosen)
+}
+
 /// Runs a parsed command line; returns how it ended.
 pub fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {

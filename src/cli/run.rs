@@ -18,6 +18,7 @@ use crate::verdict::{self, knee_line, Exit, Verdict};
 pub fn run(args: RunArgs) -> Result<Exit, Failure> {
     // Before the mock, the engine or the writer start a thread.
     super::signals::install();
+    super::choose_io(args.placement.io)?;
     let facts = Facts::gather();
     let (mock, mock_target) = start_mock(&args, &facts)?.unzip();
     let setup = setup::plan(

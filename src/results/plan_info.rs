@@ -141,8 +141,9 @@ pub struct PlanInfo {
     pub shards: usize,
     /// Their CPUs (each host's, one after the other, when merged).
     pub cpus: Vec<usize>,
-    /// What carried the shards' socket I/O and timers (`epoll`: the
-    /// reactor in `rt::reactor`).
+    /// What carried the shards' socket I/O and timers: `io_uring` or
+    /// `epoll` (`rt::io`; summaries from before the choice existed ran on
+    /// epoll).
     #[serde(default = "epoll")]
     pub reactor: String,
     /// Distinct target addresses.
@@ -171,7 +172,7 @@ fn one() -> u32 {
 }
 
 fn epoll() -> String {
-    crate::rt::REACTOR_NAME.to_string()
+    "epoll".to_string()
 }
 
 /// One service of a comparison.
@@ -320,7 +321,7 @@ impl PlanInfo {
             seed: plan.seed,
             shards: plan.cpus.len(),
             cpus: plan.cpus.clone(),
-            reactor: crate::rt::REACTOR_NAME.to_string(),
+            reactor: crate::rt::chosen_io().name().to_string(),
             target_addresses: addresses.len(),
             targets: plan
                 .targets

@@ -1,11 +1,13 @@
 //! Pinned glommio executors, and the task primitives every shard uses:
 //! spawning, sleeping, yielding.
 
-use super::{kicker, reactor};
+use super::driver::{self, Counted, Driver};
+use super::io::{self, Io};
+use super::timers::Sleep;
+use super::{epoll, kicker, uring};
 use crate::limits;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::future::Future;
-use std::io;
 use std::time::Duration;
 
 pub use glommio::Task;
@@ -31,7 +33,56 @@ pub fn start_executor<G, F, T>(
     name: &str,
     cpu: Option<usize>,
     make_future: G,
-) -> io::Result<ExecutorHandle<T>>
+) -> std::io::Result<ExecutorHandle<T>>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    start_executor_on(name, cpu, Reactor::chosen(), make_future)
+}
+
+/// The reactor an executor runs, and its ring's sizes.
+#[derive(Clone, Copy, Debug)]
+pub enum Reactor {
+    Epoll,
+    Uring(uring::Flags, uring::Sizes),
+}
+
+impl Reactor {
+    /// The process's choice (`io::chosen`), with the sizes in `limits`.
+    pub fn chosen() -> Reactor {
+        let chosen = io::chosen();
+        match (chosen.io, chosen.flags) {
+            (Io::Uring, Some(flags)) => Reactor::Uring(
+                flags,
+                uring::Sizes {
+                    entries: limits::URING_ENTRIES,
+                    buffers: limits::URING_BUFFERS,
+                    buffer_bytes: limits::URING_BUFFER_BYTES,
+                },
+            ),
+            _ => Reactor::Epoll,
+        }
+    }
+
+    fn install(self) -> std::io::Result<Driver> {
+        let driver = match self {
+            Reactor::Epoll => Driver::Epoll(epoll::create()?),
+            Reactor::Uring(flags, sizes) => Driver::Uring(uring::create(flags, sizes)?),
+        };
+        driver::install(driver.clone());
+        Ok(driver)
+    }
+}
+
+/// As `start_executor`, on the reactor given.
+pub fn start_executor_on<G, F, T>(
+    name: &str,
+    cpu: Option<usize>,
+    reactor: Reactor,
+    make_future: G,
+) -> std::io::Result<ExecutorHandle<T>>
 where
     G: FnOnce() -> F + Send + 'static,
     F: Future<Output = T> + 'static,
@@ -49,24 +100,24 @@ where
         .ring_depth(limits::RING_DEPTH)
         .preempt_timer(limits::PREEMPT_TIMER)
         .spawn(move || async move {
-            let reactor = match reactor::install() {
-                Ok(reactor) => reactor,
+            let driver = match reactor.install() {
+                Ok(driver) => driver,
                 Err(e) => panic!("cannot start the executor's reactor: {e}"),
             };
             let future = make_future();
             let _ = running.send(());
-            let output = reactor::Counted(future).await;
-            reactor.stop();
+            let output = Counted(future).await;
+            driver.stop();
             output
         })
-        .map_err(|e| io::Error::other(format!("cannot start executor {name}: {e}")))?;
+        .map_err(|e| std::io::Error::other(format!("cannot start executor {name}: {e}")))?;
     // The sender is dropped unsent only if the thread ended first.
     if started.recv().is_err() {
         let why = match handle.join() {
             Err(e) => e.to_string(),
             Ok(_) => "it stopped before it ran".to_string(),
         };
-        return Err(io::Error::other(format!(
+        return Err(std::io::Error::other(format!(
             "cannot start executor {name}: {why}"
         )));
     }
@@ -75,7 +126,7 @@ where
 
 /// Spawns a task on the current executor.
 pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
-    glommio::spawn_local(reactor::Counted(future))
+    glommio::spawn_local(Counted(future))
 }
 
 /// Sleeps on the current executor.
@@ -86,8 +137,8 @@ pub async fn sleep(duration: Duration) {
 /// Sleeps on the current executor until `deadline` (returns at once when
 /// it has passed).
 pub async fn sleep_until(deadline: std::time::Instant) {
-    match reactor::current() {
-        Some(r) => reactor::Sleep::new(r, deadline).await,
+    match driver::current() {
+        Some(d) => Sleep::new(d.timers(), deadline).await,
         None => {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             glommio::timer::sleep(left).await
@@ -107,24 +158,25 @@ pub async fn yield_if_needed() {
 /// the sockets again; then once more, so the tasks that poll woke (queued
 /// behind the caller) run first. It never waits for a peer: a poll that finds
 /// nothing ends it just the same. Costs a few queue passes, each with a
-/// zero-timeout `epoll_pwait2` while other tasks are queued.
+/// look at the sockets (a zero-timeout `epoll_pwait2`, or on io_uring
+/// a read of the completion queue) while other tasks are queued.
 pub async fn after_socket_poll() {
-    let Some(r) = reactor::current() else {
-        return reactor::yield_now().await;
+    let Some(r) = driver::current() else {
+        return driver::yield_now().await;
     };
-    reactor::yield_now().await;
+    driver::yield_now().await;
     let seen = r.socket_polls();
     // The driver polls at least every other turn while tasks are running
     // (it skips one poll right after a turn that blocked), and it turns
     // once per pass of the queue; the bound only guards against a driver
     // that has stopped.
     for _ in 0..limits::AFTER_SOCKET_POLL_PASSES_MAX {
-        reactor::yield_now().await;
+        driver::yield_now().await;
         if r.socket_polls() != seen {
             break;
         }
     }
-    reactor::yield_now().await;
+    driver::yield_now().await;
 }
 
 /// Whether the running task has held the executor past its preemption

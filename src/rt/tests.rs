@@ -1,8 +1,9 @@
 //! Tests of the runtime as a whole: streams, sleeps and the reactor on
 //! real executors.
 
+use super::executor::{start_executor_on, Reactor};
 use super::*;
-use super::{net::*, reactor};
+use super::{epoll as reactor, uring};
 use futures_lite::FutureExt;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -10,15 +11,42 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Runs `body` on a fresh executor with a connected pair of streams
-/// (client, server), failing instead of hanging after `LIMIT`.
+/// Both reactors, where this kernel runs io_uring (else epoll alone).
+fn reactors() -> Vec<Reactor> {
+    let mut all = vec![Reactor::Epoll];
+    if let Ok(flags) = uring::probe() {
+        all.push(Reactor::Uring(
+            flags,
+            uring::Sizes {
+                entries: 256,
+                buffers: 256,
+                buffer_bytes: 4096,
+            },
+        ));
+    }
+    all
+}
+
+/// Runs `body` with a connected pair of streams (client, server) on a
+/// fresh executor of each reactor, failing instead of hanging.
 fn with_pair<F, Fut>(body: F)
+where
+    F: Fn(TcpStream, TcpStream) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    for reactor in reactors() {
+        with_pair_on(reactor, body.clone());
+    }
+}
+
+/// As `with_pair`, on one reactor, failing after `LIMIT`.
+fn with_pair_on<F, Fut>(reactor: Reactor, body: F)
 where
     F: FnOnce(TcpStream, TcpStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     const LIMIT: Duration = Duration::from_secs(20);
-    let handle = start_executor("rt-test", None, move || async move {
+    let handle = start_executor_on("rt-test", None, reactor, move || async move {
         let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let addr = local_addr(&listen).unwrap();
         let listener = TcpListener::from_owned(listen);
@@ -39,7 +67,10 @@ where
             .await
     })
     .unwrap();
-    assert!(handle.join().unwrap(), "the exchange hung for {LIMIT:?}");
+    assert!(
+        handle.join().unwrap(),
+        "the exchange hung for {LIMIT:?} on {reactor:?}"
+    );
 }
 
 /// The slots this executor's epoll set holds, read from the kernel's
@@ -63,8 +94,8 @@ fn closing_a_stream_takes_it_out_of_the_epoll_set() {
     // `deregister` leaves the removal to the close (no EPOLL_CTL_DEL);
     // an entry left behind would report a dead socket's events under a
     // slot that a new connection reuses.
-    with_pair(|client, server| async move {
-        let (gone, kept) = (client.slot, server.slot);
+    with_pair_on(Reactor::Epoll, |client, server| async move {
+        let (gone, kept) = (client.epoll_slot(), server.epoll_slot());
         let before = slots_in_epoll_set();
         assert!(
             before.contains(&gone) && before.contains(&kept),
@@ -191,17 +222,23 @@ fn an_abandoned_readable_wait_keeps_the_edge_it_was_handed() {
     });
 }
 
-/// Runs `body` on a fresh executor and returns its output.
-fn on_executor<T, F, Fut>(body: F) -> T
+/// Runs `body` on a fresh executor of each reactor and returns its
+/// outputs.
+fn on_executor<T, F, Fut>(body: F) -> Vec<T>
 where
     T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
+    F: FnOnce() -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    start_executor("rt-test", None, body)
-        .unwrap()
-        .join()
-        .unwrap()
+    reactors()
+        .into_iter()
+        .map(|reactor| {
+            start_executor_on("rt-test", None, reactor, body.clone())
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+        .collect()
 }
 
 /// Sleeps for each of `micros` at once, each checking it did not end
@@ -232,8 +269,9 @@ async fn sleep_each(micros: &[u64]) -> Vec<u64> {
 
 #[test]
 fn sleeps_end_in_deadline_order_and_never_early() {
-    let order = on_executor(|| async { sleep_each(&[30_000, 10_000, 20_000]).await });
-    assert_eq!(order, vec![10_000, 20_000, 30_000]);
+    for order in on_executor(|| async { sleep_each(&[30_000, 10_000, 20_000]).await }) {
+        assert_eq!(order, vec![10_000, 20_000, 30_000]);
+    }
 }
 
 #[test]
@@ -261,7 +299,7 @@ fn without_epoll_pwait2_sleeps_and_sockets_still_wake_on_time() {
     // reactor then waits with `epoll_wait` and a timer descriptor. Sub-
     // millisecond sleeps must still end in order and never early, and
     // a reader parked in the same wait must wake on its data.
-    with_pair(|mut client, mut server| async move {
+    with_pair_on(Reactor::Epoll, |mut client, mut server| async move {
         reactor::current().unwrap().use_timerfd_wait().unwrap();
         let reader = spawn(async move {
             let mut buf = [0u8; 16];
@@ -284,7 +322,7 @@ fn a_due_sleep_runs_before_the_sockets_ready_in_the_same_turn() {
     // More ready sockets than one turn hands out, and a sleep that is
     // due by the same turn: the sleeper (the open-loop pacer, in the
     // engine) must not wait for every socket's task to run first.
-    let log = on_executor(|| async {
+    for log in on_executor(|| async {
         const PAIRS: usize = 100;
         let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 256).unwrap();
         let addr = local_addr(&listen).unwrap();
@@ -323,14 +361,15 @@ fn a_due_sleep_runs_before_the_sockets_ready_in_the_same_turn() {
         }
         let log = log.borrow().clone();
         log
-    });
-    assert_eq!(log.len(), 101);
-    assert_eq!(log[0], "sleep", "the due sleep ran after {:?}", &log[..3]);
+    }) {
+        assert_eq!(log.len(), 101);
+        assert_eq!(log[0], "sleep", "the due sleep ran after {:?}", &log[..3]);
+    }
 }
 
 #[test]
 fn a_refused_connect_fails_at_once_with_its_reason() {
-    let error = on_executor(|| async {
+    for error in on_executor(|| async {
         // Bind a port, then close it: nothing listens there now.
         let fd = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
         let addr = local_addr(&fd).unwrap();
@@ -338,13 +377,14 @@ fn a_refused_connect_fails_at_once_with_its_reason() {
         TcpStream::connect(addr, Duration::from_secs(10))
             .await
             .unwrap_err()
-    });
-    assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED), "{error}");
+    }) {
+        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED), "{error}");
+    }
 }
 
 #[test]
 fn a_connect_that_gets_no_answer_times_out() {
-    let (error, waited) = on_executor(|| async {
+    for (error, waited) in on_executor(|| async {
         // A listener that never accepts drops SYNs once its accept
         // queue is full, so a further connect gets no answer at all.
         let listen = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
@@ -358,13 +398,14 @@ fn a_connect_that_gets_no_answer_times_out() {
             }
             assert!(held.len() < 64, "the accept queue never filled");
         }
-    });
-    // Our own timeout, not the kernel's (ETIMEDOUT after its SYN
-    // retries, about two minutes later).
-    assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
-    assert_eq!(error.raw_os_error(), None, "{error}");
-    assert!(
-        waited >= Duration::from_millis(300),
-        "gave up after {waited:?}"
-    );
+    }) {
+        // Our own timeout, not the kernel's (ETIMEDOUT after its SYN
+        // retries, about two minutes later).
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert_eq!(error.raw_os_error(), None, "{error}");
+        assert!(
+            waited >= Duration::from_millis(300),
+            "gave up after {waited:?}"
+        );
+    }
 }

@@ -2,16 +2,17 @@
 //! driven by hand.
 //!
 //! rustls keeps no socket; it is handed bytes (`read_tls`) and asked for
-//! bytes (`write_tls`). Here both go straight between its record layer and
-//! the socket through `Fd`, a `Read`/`Write` on the raw descriptor that
-//! never blocks: a `WouldBlock` from it sends the task back to the
-//! reactor until the socket is ready. No extra ciphertext buffer, no
-//! second copy, and whichever reactor runs the socket runs TLS.
+//! bytes (`write_tls`). Here both go between its record layer and the
+//! socket's own poll (`SocketIo`, a `Read`/`Write` over `rt::TcpStream`
+//! that never blocks: a socket with nothing to give or no room is a
+//! `WouldBlock`, and the reactor keeps the task's waker). No extra
+//! ciphertext buffer, and whichever reactor runs the socket runs TLS.
 
 use crate::rt;
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// A TLS stream, client or server side.
 #[derive(Debug)]
@@ -121,26 +122,42 @@ impl TlsStream {
     /// returns the bytes read (0: the peer closed the socket). A record
     /// rustls refuses sends its alert (best effort) and fails.
     async fn fill(&mut self, handshake: bool) -> io::Result<usize> {
-        let fd = self.tcp.raw_fd();
-        let tls = &mut self.tls;
-        let n = self.tcp.read_with(|| tls.read_tls(&mut Fd(fd))).await?;
-        if let Err(error) = self.tls.process_new_packets() {
-            // The alert rustls queued for the peer; the connection is
-            // dead either way, so a socket that cannot take it is ignored.
-            let _ = self.tls.write_tls(&mut Fd(fd));
-            return Err(TlsFailure::wrap(handshake, Some(error)));
-        }
-        Ok(n)
+        std::future::poll_fn(|cx| {
+            let n = match self.tls.read_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            if let Err(error) = self.tls.process_new_packets() {
+                // The alert rustls queued for the peer; the connection is
+                // dead either way, so a socket that cannot take it is
+                // ignored.
+                let _ = self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx));
+                return Poll::Ready(Err(TlsFailure::wrap(handshake, Some(error))));
+            }
+            Poll::Ready(Ok(n))
+        })
+        .await
     }
 
     /// Sends everything rustls has encrypted.
     async fn flush(&mut self) -> io::Result<()> {
-        let fd = self.tcp.raw_fd();
-        while self.tls.wants_write() {
-            let tls = &mut self.tls;
-            self.tcp.write_with(|| tls.write_tls(&mut Fd(fd))).await?;
-        }
-        Ok(())
+        std::future::poll_fn(|cx| {
+            while self.tls.wants_write() {
+                match self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// Reads some plaintext; 0 means the peer closed with `close_notify`,
@@ -158,36 +175,30 @@ impl TlsStream {
     }
 
     /// The poll behind `read`.
-    pub fn poll_read(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        use std::task::Poll;
-        let fd = self.tcp.raw_fd();
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         loop {
             match self.tls.reader().read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return Poll::Ready(done),
             }
-            match self.tls.read_tls(&mut Fd(fd)) {
+            match self.tls.read_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !self.tcp.poll_readable(cx) {
-                        return Poll::Pending;
-                    }
-                    continue;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
             }
             if let Err(error) = self.tls.process_new_packets() {
-                let _ = self.tls.write_tls(&mut Fd(fd));
+                let _ = self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx));
                 return Poll::Ready(Err(TlsFailure::wrap(false, Some(error))));
             }
             // A key update asks for an answer; one that finds no room now
             // stays queued for the next write.
-            while self.tls.wants_write() && self.tls.write_tls(&mut Fd(fd)).is_ok() {}
+            while self.tls.wants_write()
+                && self
+                    .tls
+                    .write_tls(&mut SocketIo::new(&mut self.tcp, cx))
+                    .is_ok()
+            {}
         }
     }
 
@@ -205,22 +216,16 @@ impl TlsStream {
     /// polls.
     pub fn poll_write_all(
         &mut self,
-        cx: &mut std::task::Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
         taken: &mut usize,
-    ) -> std::task::Poll<io::Result<()>> {
-        use std::task::Poll;
-        let fd = self.tcp.raw_fd();
+    ) -> Poll<io::Result<()>> {
         loop {
             while self.tls.wants_write() {
-                match self.tls.write_tls(&mut Fd(fd)) {
+                match self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if !self.tcp.poll_writable(cx) {
-                            return Poll::Pending;
-                        }
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
@@ -259,48 +264,42 @@ impl TlsStream {
     }
 }
 
-/// The socket as rustls' `Read`/`Write`: one non-blocking system call each,
-/// `WouldBlock` when the socket has nothing or no room.
-struct Fd(RawFd);
+/// The socket as rustls' `Read`/`Write` inside a poll: a socket with
+/// nothing to read or no room is `WouldBlock`, its reactor holding the
+/// task's waker until that changes.
+struct SocketIo<'a, 'b> {
+    tcp: &'a mut rt::TcpStream,
+    cx: &'a mut Context<'b>,
+}
 
-impl io::Read for Fd {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: receives into a live, writable slice of its length.
-        let n = unsafe {
-            libc::recv(
-                self.0,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+impl<'a, 'b> SocketIo<'a, 'b> {
+    fn new(tcp: &'a mut rt::TcpStream, cx: &'a mut Context<'b>) -> Self {
+        SocketIo { tcp, cx }
     }
 }
 
-impl io::Write for Fd {
+fn would_block<T>(poll: Poll<io::Result<T>>) -> io::Result<T> {
+    match poll {
+        Poll::Ready(done) => done,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
+}
+
+impl io::Read for SocketIo<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        would_block(self.tcp.poll_read(self.cx, buf))
+    }
+}
+
+impl io::Write for SocketIo<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[io::IoSlice::new(buf)])
     }
 
-    /// rustls hands over every queued record at once; one `sendmsg` takes
-    /// them all (MSG_NOSIGNAL: a closed peer is EPIPE, not a signal).
+    /// rustls hands over every queued record at once; the socket takes
+    /// them in one call.
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        // SAFETY: a zeroed msghdr is valid; it points at `bufs`, live
-        // `IoSlice`s (ABI-compatible with iovec) that outlive the call.
-        let n = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-            libc::sendmsg(self.0, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        would_block(self.tcp.poll_write_vectored(self.cx, bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -9,41 +9,28 @@
 //! quarter of the shard's CPU.
 //!
 //! Here every socket is registered once, edge-triggered, in an epoll set
-//! owned by the executor, sleeps are kept in a local timer heap, and the
-//! driver task stays runnable for the executor's whole life, so glommio's
-//! task queue never empties and glommio never parks. Each turn the driver
-//! collects up to 64 ready sockets with `epoll_pwait2`, wakes the tasks of
-//! due timers and then those of the sockets (so a due pacer runs first),
-//! and yields, so the tasks it woke run in the same pass. If other tasks ran
-//! since its previous turn, the wait has a zero timeout (except right after
-//! a blocking turn, when the turn skips epoll; see `drive`). If none did, the
-//! executor has nothing else to run, and the wait blocks until a socket is
-//! ready or the next timer is due: the executor thread then sleeps exactly
-//! as the plain epoll reference in `benches/open_loop_ref.rs` does.
-//!
-//! "No other task ran" is known from a counter that every task spawned
-//! through `rt` bumps on each poll (`Counted`). A task can only become
-//! runnable through a socket or a timer (both the driver's), or through a
-//! wake-up from another task of the executor (which bumped the counter when
-//! it ran); glommio's own I/O and timers are not used once the reactor is
-//! installed, so nothing else can wake a task while the driver blocks.
+//! owned by the executor, and each turn of the driver (`driver::drive`)
+//! collects up to 64 ready sockets with `epoll_pwait2`, waiting only when
+//! the executor has nothing else to run: the executor thread then sleeps
+//! exactly as the plain epoll reference in `benches/open_loop_ref.rs` does.
 //!
 //! Everything runs on the executor's one thread: the driver and the tasks
 //! reading and writing never interleave inside a poll, so a task that saw
 //! EAGAIN and stored its waker cannot miss an edge; the edge is reported
 //! to the driver after that, and the driver wakes the task.
 
+mod socket;
+
+pub use socket::{Listener, Socket};
+
+use super::driver::{self, Common, Driver, Poller};
 use crate::limits;
-use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::future::Future;
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Waker};
+use std::time::Duration;
 
 /// Which way a task waits.
 #[derive(Clone, Copy, PartialEq)]
@@ -68,95 +55,6 @@ struct Slot {
     out_armed: bool,
 }
 
-/// One sleep's entry in the timer slab.
-#[derive(Default)]
-struct Timer {
-    /// Bumped when the entry is freed, so stale heap entries are known.
-    generation: u32,
-    live: bool,
-    waker: Option<Waker>,
-}
-
-/// Pending sleeps: a min-heap of deadlines over a slab of entries.
-/// A cancelled sleep frees its entry at once and leaves its heap entry
-/// to be skipped when it comes up (or dropped by `compact`).
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize, u32)>>,
-    entries: Vec<Timer>,
-    free: Vec<usize>,
-    live: usize,
-}
-
-impl Timers {
-    fn add(&mut self, deadline: Instant, waker: Waker) -> (usize, u32) {
-        let index = self.free.pop().unwrap_or_else(|| {
-            self.entries.push(Timer::default());
-            self.entries.len() - 1
-        });
-        let entry = &mut self.entries[index];
-        entry.live = true;
-        entry.waker = Some(waker);
-        let generation = entry.generation;
-        self.live += 1;
-        self.heap.push(Reverse((deadline, index, generation)));
-        self.compact();
-        (index, generation)
-    }
-
-    fn remove(&mut self, (index, generation): (usize, u32)) {
-        let entry = &mut self.entries[index];
-        if entry.live && entry.generation == generation {
-            entry.live = false;
-            entry.waker = None;
-            entry.generation = entry.generation.wrapping_add(1);
-            self.free.push(index);
-            self.live -= 1;
-        }
-    }
-
-    fn is_current(&self, index: usize, generation: u32) -> bool {
-        let entry = &self.entries[index];
-        entry.live && entry.generation == generation
-    }
-
-    /// Takes the wakers of every sleep due at `now`.
-    fn fire(&mut self, now: Instant, wake: &mut Vec<Waker>) {
-        while let Some(&Reverse((deadline, index, generation))) = self.heap.peek() {
-            if deadline > now {
-                break;
-            }
-            self.heap.pop();
-            if self.is_current(index, generation) {
-                wake.extend(self.entries[index].waker.take());
-            }
-        }
-    }
-
-    /// The earliest deadline still wanted.
-    fn next(&mut self) -> Option<Instant> {
-        while let Some(&Reverse((deadline, index, generation))) = self.heap.peek() {
-            if self.is_current(index, generation) && self.entries[index].waker.is_some() {
-                return Some(deadline);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// Drops the heap entries of cancelled sleeps once they dominate
-    /// (long connect timeouts that were never reached, for example).
-    fn compact(&mut self) {
-        if self.heap.len() > 4 * self.live + 1024 {
-            let entries = &self.entries;
-            self.heap.retain(|Reverse((_, index, generation))| {
-                let entry = &entries[*index];
-                entry.live && entry.generation == *generation
-            });
-        }
-    }
-}
-
 /// The executor's epoll set, its table of sockets and its timers.
 pub struct Reactor {
     epoll: OwnedFd,
@@ -164,15 +62,11 @@ pub struct Reactor {
     slots: RefCell<Vec<Slot>>,
     /// Slots of closed sockets, reused before the table grows.
     free: RefCell<Vec<usize>>,
-    timers: RefCell<Timers>,
-    /// Set when the executor's main future is done: the driver returns.
-    stopped: Cell<bool>,
+    common: Common,
     waiter: RefCell<Waiter>,
-    /// Driver turns that polled the sockets (see `after_socket_poll`).
-    socket_polls: Cell<u64>,
     /// Waits ended by the timer descriptor (tests check it fires).
     #[cfg(test)]
-    timer_events: Cell<u64>,
+    timer_events: std::cell::Cell<u64>,
 }
 
 /// How the driver waits on the epoll set.
@@ -244,52 +138,21 @@ fn wait_timer(epoll: &OwnedFd) -> io::Result<OwnedFd> {
     Ok(timer)
 }
 
-thread_local! {
-    static REACTOR: RefCell<Option<Rc<Reactor>>> = const { RefCell::new(None) };
-    /// Polls of counted tasks on this thread (see `Counted`).
-    static POLLS: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The executor thread's timer slack. Linux lets a sleeping thread's
-/// timer fire up to 50 µs late by default, to batch wake-ups; a pacer
-/// waiting for its next arrival would carry that as scheduler lag.
-const TIMER_SLACK_NS: libc::c_ulong = 1_000;
-
-/// A future whose every poll is counted, so the driver can tell whether
-/// any other task ran since its own previous turn.
-pub struct Counted<F>(pub F);
-
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        POLLS.with(|p| p.set(p.get().wrapping_add(1)));
-        // SAFETY: structural pinning of the only field; it is never
-        // moved out of the pinned wrapper.
-        unsafe { self.map_unchecked_mut(|c| &mut c.0) }.poll(cx)
+/// This thread's epoll reactor, if the executor runs on one.
+pub fn current() -> Option<Rc<Reactor>> {
+    match driver::current()? {
+        Driver::Epoll(r) => Some(r),
+        Driver::Uring(_) => None,
     }
 }
 
-fn polls() -> u64 {
-    POLLS.with(Cell::get)
-}
-
-/// This thread's reactor, if `install` ran on it.
-pub fn current() -> Option<Rc<Reactor>> {
-    REACTOR.try_with(|r| r.borrow().clone()).ok().flatten()
-}
-
-/// Creates this executor's reactor and spawns its driver. Must run
-/// inside the executor, before any socket or sleep is used.
-pub fn install() -> io::Result<Rc<Reactor>> {
+/// Creates this executor's epoll reactor (`driver::install` starts it).
+pub fn create() -> io::Result<Rc<Reactor>> {
     // SAFETY: epoll_create1 has no memory preconditions; the result is
     // checked, then owned.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
-    }
-    // SAFETY: prctl with PR_SET_TIMERSLACK takes a plain number.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
     }
     // SAFETY: `fd` was just created and is owned by nobody else.
     let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -302,30 +165,26 @@ pub fn install() -> io::Result<Rc<Reactor>> {
         epoll,
         slots: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
-        timers: RefCell::new(Timers::default()),
-        stopped: Cell::new(false),
+        common: Common::default(),
         waiter: RefCell::new(waiter),
-        socket_polls: Cell::new(0),
         #[cfg(test)]
-        timer_events: Cell::new(0),
+        timer_events: std::cell::Cell::new(0),
     });
-    REACTOR.with(|r| *r.borrow_mut() = Some(reactor.clone()));
-    glommio::spawn_local(drive(reactor.clone())).detach();
     Ok(reactor)
 }
 
+impl Poller for Reactor {
+    fn poll(&self, timeout: Duration, wake: &mut Vec<Waker>) -> bool {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; limits::REACTOR_EVENTS_PER_TURN];
+        self.poll_events(&mut events, wake, timeout)
+    }
+
+    fn common(&self) -> &Common {
+        &self.common
+    }
+}
+
 impl Reactor {
-    /// Lets the driver return at its next turn, so the executor can
-    /// see its main future finished.
-    pub fn stop(&self) {
-        self.stopped.set(true);
-    }
-
-    /// How many driver turns have polled the sockets so far.
-    pub fn socket_polls(&self) -> u64 {
-        self.socket_polls.get()
-    }
-
     /// Collects up to `events.len()` ready sockets (waiting up to
     /// `timeout`) and puts the wakers of their waiting tasks in `wake`.
     /// Returns whether `events` came back full.
@@ -434,131 +293,6 @@ impl Reactor {
     pub fn timer_events(&self) -> u64 {
         self.timer_events.get()
     }
-
-    /// Wakes every sleep that is due.
-    fn fire_timers(&self, wake: &mut Vec<Waker>) {
-        self.timers.borrow_mut().fire(Instant::now(), wake);
-        wake.drain(..).for_each(Waker::wake);
-    }
-}
-
-/// The driver: each turn hands ready sockets and due timers to their
-/// tasks, then yields; blocks only when the executor has nothing else
-/// to run.
-///
-/// After a turn that blocked, the next turn only looks at the timers:
-/// the tasks that turn woke have run by then, and their sockets'
-/// answers are rarely back yet, so a poll of epoll would nearly always
-/// be an empty system call. If nothing else ran meanwhile (nothing the
-/// woken tasks spawned or woke), the turn after blocks; otherwise it
-/// polls without waiting, as every busy turn does. Counted with `perf`
-/// at 20,000 arrivals/s this saves about one `epoll_pwait2` per
-/// wake-up.
-async fn drive(r: Rc<Reactor>) {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; limits::REACTOR_EVENTS_PER_TURN];
-    let mut ready: Vec<Waker> = Vec::with_capacity(2 * limits::REACTOR_EVENTS_PER_TURN);
-    let mut sleepers: Vec<Waker> = Vec::new();
-    // Start as if another task had just run: the first turn only looks.
-    let mut seen = polls().wrapping_sub(1);
-    let mut blocked = false;
-    while !r.stopped.get() {
-        let ran = polls() != seen;
-        if ran && blocked {
-            // The woken tasks have run; skip epoll this turn (see above).
-            blocked = false;
-        } else {
-            let timeout = if ran {
-                Duration::ZERO
-            } else {
-                // Nothing ran since our last turn, so nothing else is
-                // queued: wait for a socket or the next timer (a wait
-                // that finds events ready returns at once).
-                match r.timers.borrow_mut().next() {
-                    Some(due) => due
-                        .saturating_duration_since(Instant::now())
-                        .min(limits::REACTOR_IDLE_MAX),
-                    None => limits::REACTOR_IDLE_MAX,
-                }
-            };
-            // A full batch may have left sockets ready: poll again
-            // next turn rather than skip.
-            let full = r.poll_events(&mut events, &mut ready, timeout);
-            r.socket_polls.set(r.socket_polls.get().wrapping_add(1));
-            blocked = !ran && !full;
-        }
-        // Due sleeps are woken first, so they run ahead of the sockets'
-        // tasks in glommio's queue: the pacer sends the arrivals that
-        // are due before this turn's answers are parsed. Wakers are
-        // called after the socket table is released, so nothing a
-        // wake-up might run can find it borrowed.
-        r.fire_timers(&mut sleepers);
-        ready.drain(..).for_each(Waker::wake);
-        seen = polls();
-        yield_now().await;
-    }
-}
-
-/// Returns Pending once, asking to be polled again: the task goes to
-/// the back of the executor's queue.
-pub(super) fn yield_now() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-}
-
-/// A sleep on the reactor's timer heap.
-pub struct Sleep {
-    reactor: Rc<Reactor>,
-    deadline: Instant,
-    key: Option<(usize, u32)>,
-}
-
-impl Sleep {
-    pub fn new(reactor: Rc<Reactor>, deadline: Instant) -> Sleep {
-        Sleep {
-            reactor,
-            deadline,
-            key: None,
-        }
-    }
-}
-
-impl Future for Sleep {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let mut timers = this.reactor.timers.borrow_mut();
-        if Instant::now() >= this.deadline {
-            if let Some(key) = this.key.take() {
-                timers.remove(key);
-            }
-            return Poll::Ready(());
-        }
-        match this.key {
-            Some((index, generation)) if timers.is_current(index, generation) => {
-                let waker = &mut timers.entries[index].waker;
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
-                }
-            }
-            _ => this.key = Some(timers.add(this.deadline, cx.waker().clone())),
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.reactor.timers.borrow_mut().remove(key);
-        }
-    }
 }
 
 fn control(r: &Reactor, op: libc::c_int, fd: RawFd, slot: usize, out: bool) -> io::Result<()> {
@@ -578,14 +312,10 @@ fn control(r: &Reactor, op: libc::c_int, fd: RawFd, slot: usize, out: bool) -> i
     Ok(())
 }
 
-pub fn no_reactor() -> io::Error {
-    io::Error::other("no reactor on this thread (not an rt executor)")
-}
-
 /// Adds a socket to this executor's set, watching reads (a wait for
 /// writes arms them); returns its slot.
 pub fn register(fd: &OwnedFd) -> io::Result<usize> {
-    let r = current().ok_or_else(no_reactor)?;
+    let r = current().ok_or_else(driver::no_driver)?;
     let slot = match r.free.borrow_mut().pop() {
         Some(slot) => slot,
         None => {
@@ -605,7 +335,7 @@ pub fn register(fd: &OwnedFd) -> io::Result<usize> {
 /// Stops watching writes on a socket whose connect completed (no call
 /// when they were never armed).
 pub fn disarm_out(fd: RawFd, slot: usize) -> io::Result<()> {
-    let r = current().ok_or_else(no_reactor)?;
+    let r = current().ok_or_else(driver::no_driver)?;
     let mut slots = r.slots.borrow_mut();
     slots[slot].writable = false;
     if !std::mem::take(&mut slots[slot].out_armed) {
@@ -677,68 +407,4 @@ pub fn wait(fd: RawFd, slot: usize, direction: Direction, cx: &mut Context<'_>) 
         }
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn noop() -> Waker {
-        Waker::noop().clone()
-    }
-
-    #[test]
-    fn timers_fire_in_deadline_order_and_skip_cancelled() {
-        let mut timers = Timers::default();
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let late = timers.add(at(30), noop());
-        let early = timers.add(at(10), noop());
-        let cancelled = timers.add(at(5), noop());
-        timers.remove(cancelled);
-        assert_eq!(timers.next(), Some(at(10)));
-        let mut wake = Vec::new();
-        timers.fire(at(20), &mut wake);
-        assert_eq!(wake.len(), 1, "only the 10 ms sleep is due at 20 ms");
-        // A fired sleep stays registered until its future sees the
-        // deadline; it no longer asks for a wake-up.
-        timers.remove(early);
-        assert_eq!(timers.next(), Some(at(30)));
-        wake.clear();
-        timers.fire(at(30), &mut wake);
-        assert_eq!(wake.len(), 1);
-        timers.remove(late);
-        assert_eq!((timers.live, timers.next()), (0, None));
-    }
-
-    #[test]
-    fn a_reused_timer_entry_ignores_the_old_deadline() {
-        let mut timers = Timers::default();
-        let t0 = Instant::now();
-        let old = timers.add(t0 + Duration::from_millis(1), noop());
-        timers.remove(old);
-        let new = timers.add(t0 + Duration::from_millis(50), noop());
-        assert_eq!(old.0, new.0, "the freed entry is reused");
-        let mut wake = Vec::new();
-        timers.fire(t0 + Duration::from_millis(2), &mut wake);
-        assert!(
-            wake.is_empty(),
-            "the old heap entry must not wake the new sleep"
-        );
-    }
-
-    #[test]
-    fn cancelled_sleeps_do_not_pile_up_in_the_heap() {
-        let mut timers = Timers::default();
-        let far = Instant::now() + Duration::from_secs(60);
-        for _ in 0..100_000 {
-            let key = timers.add(far, noop());
-            timers.remove(key);
-        }
-        assert!(
-            timers.heap.len() <= 1024 + 1,
-            "heap kept {}",
-            timers.heap.len()
-        );
-    }
 }
