@@ -10,8 +10,8 @@ requests per generator CPU-second (from the generator process's rusage),
 plus the upstream's CPU per request (from /proc). Medians over rounds.
 
 Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
-       [--conns 64,1000] [--tools wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-bust]
-       [--upstreams mock,nginx] [--no-build] [--markdown out.md]
+       [--conns 64,1000] [--tools wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-epoll,loadtest-bust]
+       [--upstreams mock,nginx] [--mock-io uring|epoll] [--no-build] [--markdown out.md]
 """
 
 import argparse
@@ -143,10 +143,10 @@ def first_stage(summary_path):
     return m
 
 
-def run_loadtest(url, conns, seconds, outdir, profile=PROFILE, binary=None):
+def run_loadtest(url, conns, seconds, outdir, profile=PROFILE, binary=None, extra=()):
     out, cpu = timed(["taskset", "-c", GEN_CPU, binary or os.path.join(ROOT, "target", "release", "loadtest"),
                       "run", "--config", profile, "--target", url, "--cpus", GEN_CPU,
-                      "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir])
+                      "--stages", f"{conns}:{seconds}s", "--warmup", "1s", "--out", outdir, *extra])
     path = out.split("summary: ")[1].split()[0]
     stage = first_stage(path)
     errors = stage["errors"]
@@ -168,11 +168,12 @@ def open_loop_cmd(url, rate, seconds, warmup, outdir, binary=None):
             "--out", outdir, "--quiet"]
 
 
-def start_mock(port, wrap=()):
+def start_mock(port, wrap=(), io=None):
     """The built-in mock on UP_CPU (128-token answers); `wrap` goes in front
-    of the command (e.g. `chrt -f 10`)."""
+    of the command (e.g. `chrt -f 10`); `io` picks its reactor."""
     return subprocess.Popen(list(wrap) + ["taskset", "-c", UP_CPU, loadtest_binary(), "mock", "--listen",
-                                          f"127.0.0.1:{port}", "--cpus", UP_CPU, "--tokens", "128"],
+                                          f"127.0.0.1:{port}", "--cpus", UP_CPU, "--tokens", "128"]
+                            + (["--io", io] if io else []),
                             stdout=subprocess.DEVNULL)
 
 
@@ -237,8 +238,9 @@ def main():
     ap.add_argument("--conns", default="64,1000")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
-    ap.add_argument("--tools", default="wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-bust", help="subset, comma-separated")
+    ap.add_argument("--tools", default="wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-epoll,loadtest-bust", help="subset, comma-separated")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
+    ap.add_argument("--mock-io", choices=["uring", "epoll"], help="the mock's reactor (default: its default)")
     ap.add_argument("--against", metavar="BINARY",
                     help="a second loadtest build, run in the same rounds as `loadtest-against`")
     args = ap.parse_args()
@@ -251,7 +253,7 @@ def main():
     lua = os.path.join(tmp, "post.lua")
     open(lua, "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                          f"wrk.body = [[{body}]]\n")
-    mock = start_mock(MOCK_PORT)
+    mock = start_mock(MOCK_PORT, io=args.mock_io)
     nginx = None
     try:
         wait_port(MOCK_PORT)
@@ -269,6 +271,9 @@ def main():
         # the engine's io_uring work (benches/bare_uring.rs).
         tools.append(("bare-uring", lambda u, c: run_bare(u, c, args.seconds, "bare_uring")))
         tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
+        # The same engine on the epoll reactor (`--io epoll`).
+        tools.append(("loadtest-epoll", lambda u, c: run_loadtest(u, c, args.seconds, tmp,
+                                                                  extra=("--io", "epoll"))))
         # The same profile as users run it by default: cache_mode bust (a
         # fresh UUID in every prompt) and an x-request-id header, so each
         # request is a template copy plus two UUID patches.
