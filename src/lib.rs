@@ -1,7 +1,8 @@
 //! `loadtest`: a scenario-driven load generator for LLM gateways (any
 //! OpenAI- or Anthropic-compatible endpoint), built as a thread-per-core
-//! engine: glommio executors whose sockets and timers run on an epoll
-//! reactor of our own (io_uring carries only glommio's preemption timer).
+//! engine: glommio executors whose sockets run on an io_uring of their own,
+//! one ring per shard (`--io epoll` and kernels without the ring's flags
+//! use an epoll reactor instead; see `rt`).
 //!
 //! # The model and its costs
 //! One glommio executor per selected CPU, pinned, each a *shard* that owns
@@ -10,7 +11,8 @@
 //! long SSE streams call `yield_if_needed` and the executor's preemption
 //! timer is short (2 ms). Shards share nothing on the hot path; a
 //! coordinator thread drives stage boundaries and merges the shards'
-//! histograms once per stage. Needs Linux ≥ 5.8 (io_uring); as non-root, a
+//! histograms once per stage. Needs Linux ≥ 5.8 (io_uring, for glommio;
+//! the shards' own ring wants 6.0, 6.1 for `DEFER_TASKRUN`); as non-root, a
 //! memlock limit of at least 512 KiB (each executor registers 3 × 64 KiB).
 //!
 //! # Layout (each module uses only those listed below it)
@@ -42,8 +44,9 @@
 //! - `http`: request serialization, the response and SSE push parsers.
 //! - `transport`: plain TCP or TLS (rustls driven by hand) over a shard's
 //!   socket, the client's trust and the mock's certificates.
-//! - `rt`: the runtime seam (executors, the epoll reactor, sockets), the
-//!   only module that names glommio; `host`: process and kernel facts.
+//! - `rt`: the runtime seam (executors, the io_uring and epoll reactors,
+//!   sockets), the only module that names glommio or a kernel I/O
+//!   interface; `host`: process and kernel facts.
 //! - `content`, `stage`, `rng`: prompt text, stage strings, the seeded RNG.
 //! - `secrets`: what of a header value or URL may ever be shown.
 //! - `limits`: every bound, with its cost.

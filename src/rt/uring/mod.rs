@@ -62,6 +62,9 @@ pub struct Ring {
     /// Dropped first: closing the ring ends the kernel's use of the
     /// buffers and send bytes below.
     uring: RefCell<IoUring>,
+    /// Completions taken out of the queue to make room for a submission
+    /// (see `push`), handed out at the next turn.
+    spilled: RefCell<Vec<cqueue::Entry>>,
     state: RefCell<State>,
     common: Common,
 }
@@ -83,6 +86,7 @@ pub fn create(flags: Flags, sizes: Sizes) -> io::Result<Rc<Ring>> {
     let bufs = BufRing::new(&uring, sizes.buffers, sizes.buffer_bytes)?;
     Ok(Rc::new(Ring {
         uring: RefCell::new(uring),
+        spilled: RefCell::new(Vec::new()),
         state: RefCell::new(State {
             socks: Socks::default(),
             bufs,
@@ -105,12 +109,18 @@ impl Ring {
             if unsafe { uring.submission().push(&entry) }.is_ok() {
                 return;
             }
-            // The submission queue is full: hand it over now.
-            if let Err(e) = uring.submit() {
-                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
-                    // Nothing sane is left to do with a broken ring.
-                    panic!("io_uring_enter failed while the queue was full: {e}");
+            // The submission queue is full: hand it over now. A kernel
+            // that cannot take it (EBUSY: completions it has no room for)
+            // gets the completion queue emptied into `spilled` first.
+            match uring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    let taken: Vec<cqueue::Entry> = uring.completion().collect();
+                    self.spilled.borrow_mut().extend(taken);
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                // Nothing sane is left to do with a ring that refuses work.
+                Err(e) => panic!("io_uring_enter failed while the queue was full: {e}"),
             }
         }
     }
@@ -119,6 +129,7 @@ impl Ring {
     /// to `timeout` for one when it is not zero. Returns whether the kernel
     /// may hold more than this call took.
     fn enter(&self, timeout: Duration, done: &mut Vec<cqueue::Entry>) -> bool {
+        done.append(&mut self.spilled.borrow_mut());
         let mut uring = self.uring.borrow_mut();
         let queued = !uring.submission().is_empty();
         let pending = uring.submission().taskrun() || uring.submission().cq_overflow();
@@ -128,7 +139,7 @@ impl Ring {
             if queued || pending {
                 let _ = uring.submit();
             }
-        } else if uring.completion().is_empty() {
+        } else if uring.completion().is_empty() && done.is_empty() {
             let spec = types::Timespec::from(timeout);
             let args = types::SubmitArgs::new().timespec(&spec);
             // ETIME (the timeout) and EINTR (the kicker's signal) only end
