@@ -17,9 +17,10 @@
 //! the run. Cost: 50 signals per second per executor, a few microseconds
 //! each (< 0.1 % of a core).
 //!
-//! Since `reactor` keeps glommio's queue busy, glommio parks only before
-//! the reactor starts and after it stops; the kicker stays as a backstop,
-//! and its signal costs the driver's `epoll_pwait2` one empty turn.
+//! Since the driver task (`driver`) keeps glommio's queue busy, glommio
+//! parks only before the driver starts and after it stops; the kicker
+//! stays as a backstop, and its signal costs the driver's blocking wait
+//! (`epoll_pwait2` or `io_uring_enter`) one empty turn.
 
 use crate::limits;
 use std::sync::OnceLock;

@@ -146,18 +146,21 @@ impl TlsStream {
 
     /// Sends everything rustls has encrypted.
     async fn flush(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| {
-            while self.tls.wants_write() {
-                match self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+        std::future::poll_fn(|cx| self.poll_flush(cx)).await
+    }
+
+    /// Hands the socket everything rustls has encrypted; pending while the
+    /// socket has no room.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
             }
-            Poll::Ready(Ok(()))
-        })
-        .await
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Reads some plaintext; 0 means the peer closed with `close_notify`,
@@ -221,14 +224,7 @@ impl TlsStream {
         taken: &mut usize,
     ) -> Poll<io::Result<()>> {
         loop {
-            while self.tls.wants_write() {
-                match self.tls.write_tls(&mut SocketIo::new(&mut self.tcp, cx)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
+            std::task::ready!(self.poll_flush(cx))?;
             if *taken == buf.len() {
                 return Poll::Ready(Ok(()));
             }

@@ -65,6 +65,9 @@ pub struct Ring {
     /// Completions taken out of the queue to make room for a submission
     /// (see `push`), handed out at the next turn.
     spilled: RefCell<Vec<cqueue::Entry>>,
+    /// Each turn's completions and the entries queued in answer, kept
+    /// between turns so a turn allocates nothing.
+    scratch: RefCell<(Vec<cqueue::Entry>, Vec<squeue::Entry>)>,
     state: RefCell<State>,
     common: Common,
 }
@@ -87,6 +90,7 @@ pub fn create(flags: Flags, sizes: Sizes) -> io::Result<Rc<Ring>> {
     Ok(Rc::new(Ring {
         uring: RefCell::new(uring),
         spilled: RefCell::new(Vec::new()),
+        scratch: RefCell::new((Vec::new(), Vec::new())),
         state: RefCell::new(State {
             socks: Socks::default(),
             bufs,
@@ -164,10 +168,12 @@ impl Ring {
 
 impl Poller for Ring {
     fn poll(&self, timeout: Duration, wake: &mut Vec<Waker>) -> bool {
-        let mut done = Vec::new();
-        let more = self.enter(timeout, &mut done);
-        let rearm = self.complete(&done, wake);
-        for entry in rearm {
+        let mut scratch = self.scratch.borrow_mut();
+        let (done, again) = &mut *scratch;
+        let more = self.enter(timeout, done);
+        self.complete(done, wake, again);
+        done.clear();
+        for entry in again.drain(..) {
             self.push(entry);
         }
         more
@@ -181,11 +187,15 @@ impl Poller for Ring {
 impl Ring {
     /// Applies completions to their sockets; returns the operations to
     /// queue in answer (receives to re-arm, sends to continue).
-    fn complete(&self, done: &[cqueue::Entry], wake: &mut Vec<Waker>) -> Vec<squeue::Entry> {
+    fn complete(
+        &self,
+        done: &[cqueue::Entry],
+        wake: &mut Vec<Waker>,
+        again: &mut Vec<squeue::Entry>,
+    ) {
         let mut state = self.state.borrow_mut();
-        let mut again = Vec::new();
         for entry in done {
-            ops::complete(&mut state, entry, wake, &mut again);
+            ops::complete(&mut state, entry, wake, again);
         }
         if !state.starved.is_empty() && state.bufs.has_room() {
             let starved = std::mem::take(&mut state.starved);
@@ -200,7 +210,6 @@ impl Ring {
                 }
             }
         }
-        again
     }
 }
 
