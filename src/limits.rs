@@ -44,6 +44,12 @@ pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// buffer that holds a line split across reads grows at most to this size.
 pub const SSE_EVENT_BYTES_MAX: usize = 256 * 1024;
 
+/// Largest frame (an event's data less its text) that
+/// `protocol::memo::EventMemo` keeps, per virtual user. OpenAI and
+/// Anthropic text events have frames of 100–300 bytes; a larger one is
+/// parsed in full each time rather than held.
+pub const EVENT_MEMO_FRAME_BYTES_MAX: usize = 1024;
+
 /// Most content-bearing SSE events whose gaps we keep per response.
 ///
 /// Cost: 4 bytes per gap per virtual user (`u32` microseconds), 64 KiB at

@@ -63,19 +63,32 @@ impl Serialize for Body<'_> {
 
 /// What one body or event said.
 #[derive(Default)]
-struct Parsed {
+struct Parsed<'a> {
     /// The `type` field was `error`, or an `error` object was present.
     error: bool,
     /// The `type` field was `message_stop`.
     stop: bool,
     /// Generated text was found.
     content: bool,
+    /// The last text pushed, and how many were.
+    text: &'a [u8],
+    texts: u32,
+    /// Usage or a stop reason was read into the reply.
+    other: bool,
+}
+
+impl Parsed<'_> {
+    /// Whether one piece of text was the event's only effect, so its
+    /// frame may be remembered (`memo`).
+    fn text_only(&self) -> bool {
+        self.texts == 1 && !self.error && !self.stop && !self.other
+    }
 }
 
 /// Reads the fields of a message, event or usage object that matter,
 /// skipping everything else. Handles both the non-streamed message and
 /// every event shape, since their fields do not collide.
-fn parse_document(bytes: &[u8], reply: &mut Reply) -> Result<Parsed, ProtocolError> {
+fn parse_document<'a>(bytes: &'a [u8], reply: &mut Reply) -> Result<Parsed<'a>, ProtocolError> {
     let mut parsed = Parsed::default();
     let mut s = Scanner::new(bytes);
     let result = s.object(|s, key| match key.raw {
@@ -88,9 +101,12 @@ fn parse_document(bytes: &[u8], reply: &mut Reply) -> Result<Parsed, ProtocolErr
         }
         // message_start wraps the message; its usage has the input count.
         b"message" if s.peek()? == Kind::Object => s.object(|s, key| match key.raw {
-            b"usage" if s.peek()? == Kind::Object => parse_usage(s, reply),
+            b"usage" if s.peek()? == Kind::Object => {
+                parsed.other = true;
+                parse_usage(s, reply)
+            }
             b"content" if s.peek()? == Kind::Array => parse_blocks(s, reply, &mut parsed),
-            b"stop_reason" => stop_reason(s, reply),
+            b"stop_reason" => stop_reason(s, reply, &mut parsed),
             _ => s.skip(),
         }),
         // The non-streamed message's content blocks.
@@ -101,11 +117,14 @@ fn parse_document(bytes: &[u8], reply: &mut Reply) -> Result<Parsed, ProtocolErr
                 take_text(s.string()?, reply, &mut parsed);
                 Ok(())
             }
-            b"stop_reason" => stop_reason(s, reply),
+            b"stop_reason" => stop_reason(s, reply, &mut parsed),
             _ => s.skip(),
         }),
-        b"usage" if s.peek()? == Kind::Object => parse_usage(s, reply),
-        b"stop_reason" => stop_reason(s, reply),
+        b"usage" if s.peek()? == Kind::Object => {
+            parsed.other = true;
+            parse_usage(s, reply)
+        }
+        b"stop_reason" => stop_reason(s, reply, &mut parsed),
         b"error" => {
             parsed.error |= s.peek()? != Kind::Null;
             s.skip()
@@ -118,7 +137,11 @@ fn parse_document(bytes: &[u8], reply: &mut Reply) -> Result<Parsed, ProtocolErr
     Ok(parsed)
 }
 
-fn parse_blocks(s: &mut Scanner<'_>, reply: &mut Reply, parsed: &mut Parsed) -> Result<(), Bad> {
+fn parse_blocks<'a>(
+    s: &mut Scanner<'a>,
+    reply: &mut Reply,
+    parsed: &mut Parsed<'a>,
+) -> Result<(), Bad> {
     s.array(|s, _| {
         if s.peek()? == Kind::Object {
             parse_block(s, reply, parsed)
@@ -130,7 +153,11 @@ fn parse_blocks(s: &mut Scanner<'_>, reply: &mut Reply, parsed: &mut Parsed) -> 
 
 /// A content block: only `text` blocks carry generated text (tool input
 /// and thinking use other keys).
-fn parse_block(s: &mut Scanner<'_>, reply: &mut Reply, parsed: &mut Parsed) -> Result<(), Bad> {
+fn parse_block<'a>(
+    s: &mut Scanner<'a>,
+    reply: &mut Reply,
+    parsed: &mut Parsed<'a>,
+) -> Result<(), Bad> {
     s.object(|s, key| {
         if key.raw == b"text" && s.peek()? == Kind::String {
             take_text(s.string()?, reply, parsed);
@@ -141,16 +168,20 @@ fn parse_block(s: &mut Scanner<'_>, reply: &mut Reply, parsed: &mut Parsed) -> R
     })
 }
 
-fn take_text(text: Str<'_>, reply: &mut Reply, parsed: &mut Parsed) {
+fn take_text<'a>(text: Str<'a>, reply: &mut Reply, parsed: &mut Parsed<'a>) {
     if text.raw.is_empty() {
         return;
     }
     parsed.content = true;
+    parsed.text = text.raw;
+    parsed.texts += 1;
     reply.push_json_text(&text);
 }
 
-fn stop_reason(s: &mut Scanner<'_>, reply: &mut Reply) -> Result<(), Bad> {
-    reply.finished |= s.string_or_null()?.is_some();
+fn stop_reason(s: &mut Scanner<'_>, reply: &mut Reply, parsed: &mut Parsed<'_>) -> Result<(), Bad> {
+    let stopped = s.string_or_null()?.is_some();
+    reply.finished |= stopped;
+    parsed.other |= stopped;
     Ok(())
 }
 
@@ -230,6 +261,10 @@ impl Protocol for AnthropicMessages {
         if event.name == b"ping" || event.data.is_empty() {
             return Ok(EventKind::Other);
         }
+        if let Some((text, kind)) = reply.memo.recall(event) {
+            reply.push_json_text(&text);
+            return Ok(kind);
+        }
         // message_delta repeats input counts in newer API versions; keep
         // the prompt total from message_start only.
         let prompt_before = reply.prompt_tokens;
@@ -245,6 +280,9 @@ impl Protocol for AnthropicMessages {
         if parsed.stop {
             reply.saw_end = true;
             return Ok(EventKind::End);
+        }
+        if parsed.text_only() {
+            reply.memo.remember(event, parsed.text, EventKind::Content);
         }
         Ok(if parsed.content {
             EventKind::Content

@@ -269,6 +269,18 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// The string whose opening quote is at `quote` in `buf`, and the
+    /// offset just past its closing quote.
+    pub fn string_at(buf: &'a [u8], quote: usize) -> Result<(Str<'a>, usize), Bad> {
+        let mut s = Scanner {
+            buf,
+            pos: quote,
+            depth: 0,
+        };
+        let text = s.string()?;
+        Ok((text, s.pos))
+    }
+
     /// Reads a string.
     pub fn string(&mut self) -> Result<Str<'a>, Bad> {
         self.skip_ws();

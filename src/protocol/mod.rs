@@ -13,6 +13,7 @@
 
 pub mod anthropic;
 pub mod json;
+pub mod memo;
 pub mod openai;
 pub mod responses;
 
@@ -86,6 +87,9 @@ pub struct Reply {
     pub last_sequence: Option<u64>,
     /// Events missing from the `sequence_number`s seen.
     pub sequence_gaps: u64,
+    /// The frame of the last event that carried only text, kept across
+    /// responses (`memo`): a later event in the same frame skips the scan.
+    pub memo: memo::EventMemo,
 }
 
 impl Reply {

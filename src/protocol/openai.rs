@@ -94,19 +94,32 @@ enum Holder {
 
 /// What one body or chunk said.
 #[derive(Default)]
-struct Parsed {
+struct Parsed<'a> {
     content: bool,
     finished: bool,
     error: bool,
+    /// The last text pushed, and how many were.
+    text: &'a [u8],
+    texts: u32,
+    /// A `usage` object was read.
+    usage: bool,
+}
+
+impl Parsed<'_> {
+    /// Whether one piece of text was the chunk's only effect, so its
+    /// frame may be remembered (`memo`).
+    fn text_only(&self) -> bool {
+        self.texts == 1 && !self.finished && !self.error && !self.usage
+    }
 }
 
 /// Reads `{choices:[{message|delta:{content}, finish_reason}], usage:{..},
 /// error}` from one document, skipping everything else.
-fn parse_document(
-    bytes: &[u8],
+fn parse_document<'a>(
+    bytes: &'a [u8],
     holder: Holder,
     reply: &mut Reply,
-) -> Result<Parsed, ProtocolError> {
+) -> Result<Parsed<'a>, ProtocolError> {
     let mut parsed = Parsed::default();
     let mut s = Scanner::new(bytes);
     let result = s.object(|s, key| match key.raw {
@@ -117,24 +130,10 @@ fn parse_document(
                 s.skip()
             }
         }),
-        b"usage" if s.peek()? == Kind::Object => s.object(|s, key| {
-            match key.raw {
-                b"prompt_tokens" => reply.prompt_tokens = s.u64_or_null()?.or(reply.prompt_tokens),
-                b"completion_tokens" => {
-                    reply.completion_tokens = s.u64_or_null()?.or(reply.completion_tokens)
-                }
-                b"prompt_tokens_details" if s.peek()? == Kind::Object => s.object(|s, key| {
-                    if key.raw == b"cached_tokens" {
-                        reply.cached_tokens = s.u64_or_null()?.or(reply.cached_tokens);
-                        Ok(())
-                    } else {
-                        s.skip()
-                    }
-                })?,
-                _ => s.skip()?,
-            }
-            Ok(())
-        }),
+        b"usage" if s.peek()? == Kind::Object => {
+            parsed.usage = true;
+            parse_usage(s, reply)
+        }
         b"error" => {
             parsed.error = s.peek()? != Kind::Null;
             s.skip()
@@ -147,11 +146,33 @@ fn parse_document(
     Ok(parsed)
 }
 
-fn parse_choice(
-    s: &mut Scanner<'_>,
+/// `usage`: prompt, completion and cached prompt tokens.
+fn parse_usage(s: &mut Scanner<'_>, reply: &mut Reply) -> Result<(), Bad> {
+    s.object(|s, key| {
+        match key.raw {
+            b"prompt_tokens" => reply.prompt_tokens = s.u64_or_null()?.or(reply.prompt_tokens),
+            b"completion_tokens" => {
+                reply.completion_tokens = s.u64_or_null()?.or(reply.completion_tokens)
+            }
+            b"prompt_tokens_details" if s.peek()? == Kind::Object => s.object(|s, key| {
+                if key.raw == b"cached_tokens" {
+                    reply.cached_tokens = s.u64_or_null()?.or(reply.cached_tokens);
+                    Ok(())
+                } else {
+                    s.skip()
+                }
+            })?,
+            _ => s.skip()?,
+        }
+        Ok(())
+    })
+}
+
+fn parse_choice<'a>(
+    s: &mut Scanner<'a>,
     holder: Holder,
     reply: &mut Reply,
-    parsed: &mut Parsed,
+    parsed: &mut Parsed<'a>,
 ) -> Result<(), Bad> {
     let holder_key: &[u8] = match holder {
         Holder::Message => b"message",
@@ -164,6 +185,8 @@ fn parse_choice(
                     let text = s.string()?;
                     if !text.raw.is_empty() {
                         parsed.content = true;
+                        parsed.text = text.raw;
+                        parsed.texts += 1;
                         reply.push_json_text(&text);
                     }
                     Ok(())
@@ -220,11 +243,18 @@ impl Protocol for OpenAiChat {
             reply.saw_end = true;
             return Ok(EventKind::End);
         }
+        if let Some((text, kind)) = reply.memo.recall(event) {
+            reply.push_json_text(&text);
+            return Ok(kind);
+        }
         let parsed = parse_document(data, Holder::Delta, reply)?;
         if parsed.error {
             return Err(ProtocolError::ErrorEvent);
         }
         reply.finished |= parsed.finished;
+        if parsed.text_only() {
+            reply.memo.remember(event, parsed.text, EventKind::Content);
+        }
         Ok(if parsed.content {
             EventKind::Content
         } else {
