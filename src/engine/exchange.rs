@@ -175,7 +175,7 @@ pub async fn exchange(
     let mut filled = 0;
     let mut interim = 0;
     let (head, mut now) = loop {
-        let n = match conn.stream.read(&mut conn.buf[filled..]).await {
+        let n = match conn.stream.read_head(&mut conn.buf[filled..]).await {
             Ok(0) => return Err(read_failure(None, reused, filled, observed)),
             Ok(n) => n,
             Err(e) => return Err(read_failure(Some(&e), reused, filled, observed)),
@@ -192,30 +192,43 @@ pub async fn exchange(
     if let Some(done) = body_in_place(conn, protocol, &head, filled, now, scratch, observed) {
         return done;
     }
-    let mut decoder = BodyDecoder::new(head.framing);
-    let mut state = StreamState::default();
-    let mut pos = head.head_bytes;
+    let mut body = BodyRead {
+        protocol,
+        decoder: BodyDecoder::new(head.framing),
+        state: StreamState::default(),
+        success,
+        t0,
+    };
+    let mut unused = body.feed(&conn.buf[head.head_bytes..filled], scratch, observed, now)?;
     // A stream cut off mid-body ended before its end marker: that is a
     // truncated stream, whatever the socket said.
     let cut = observed.streamed.then_some(ErrorClass::TruncatedStream);
     loop {
-        while pos < filled && !decoder.is_done() {
-            let step = decoder.step(&conn.buf[pos..filled]).map_err(http_class)?;
-            pos += step.consumed;
-            if !step.data.is_empty() && success {
-                take(protocol, scratch, &mut state, observed, step.data, t0, now)?;
-            }
-        }
-        if decoder.is_done() {
+        if body.decoder.is_done() {
             // We never pipeline, so bytes after the response mean the
             // framing was wrong; do not trust this connection again.
-            observed.keep_alive &= pos == filled;
+            observed.keep_alive &= unused == 0;
             break;
         }
-        pos = 0;
+        // On the ring the bytes are decoded where they arrived; the clock
+        // is read once per read, when its first bytes are handed over.
+        let mut clock = None;
+        let mut failure = None;
         let n = conn
             .stream
-            .read(&mut conn.buf[..])
+            .read_with(&mut conn.buf[..], |data| {
+                let now = *clock.get_or_insert_with(Instant::now);
+                match body.feed(data, scratch, observed, now) {
+                    Ok(left) => {
+                        unused = left;
+                        data.len() - left
+                    }
+                    Err(f) => {
+                        failure = Some(f);
+                        0
+                    }
+                }
+            })
             .await
             // TLS that broke is named as such (`io_class`), not as a
             // short stream.
@@ -223,15 +236,17 @@ pub async fn exchange(
                 cut.filter(|_| TlsFailure::of(&e).is_none())
                     .unwrap_or_else(|| io_class(&e))
             })?;
-        now = Instant::now();
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        now = clock.unwrap_or_else(Instant::now);
         if n == 0 {
-            decoder
+            body.decoder
                 .finish_at_eof()
                 .map_err(|_| cut.unwrap_or(ErrorClass::Eof))?;
             observed.keep_alive = false;
             break;
         }
-        filled = n;
         // Long streams must not hold the shard: other users' timestamps
         // depend on it getting back to the reactor.
         rt::yield_if_needed().await;
@@ -380,6 +395,47 @@ fn check_content(reply: &crate::protocol::Reply) -> Result<(), Failure> {
         return Err(ErrorClass::EmptyCompletion.into());
     }
     Ok(())
+}
+
+/// A response body being read: its framing, and what its bytes go to.
+struct BodyRead<'a> {
+    protocol: &'a dyn Protocol,
+    decoder: BodyDecoder,
+    state: StreamState,
+    /// A 2xx: the body is decoded; otherwise only its framing is followed.
+    success: bool,
+    t0: Instant,
+}
+
+impl BodyRead<'_> {
+    /// Decodes body bytes that arrived at `now` until the body ends;
+    /// returns how many were left over after its end.
+    fn feed(
+        &mut self,
+        data: &[u8],
+        scratch: &mut Scratch,
+        observed: &mut Observed,
+        now: Instant,
+    ) -> Result<usize, Failure> {
+        let mut pos = 0;
+        while pos < data.len() && !self.decoder.is_done() {
+            let step = self.decoder.step(&data[pos..]).map_err(http_class)?;
+            pos += step.consumed;
+            if !step.data.is_empty() && self.success {
+                let (protocol, t0) = (self.protocol, self.t0);
+                take(
+                    protocol,
+                    scratch,
+                    &mut self.state,
+                    observed,
+                    step.data,
+                    t0,
+                    now,
+                )?;
+            }
+        }
+        Ok(data.len() - pos)
+    }
 }
 
 /// Timing state across the events of one stream.

@@ -65,6 +65,42 @@ impl TcpStream {
         }
     }
 
+    /// As `poll_read`, but on the ring copies from the first segment that
+    /// arrived only, for a reader that takes the rest with
+    /// `poll_read_with`.
+    pub fn poll_read_first(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.0 {
+            Inner::Epoll(s) => s.poll_read(cx, buf),
+            Inner::Uring(s) => s.poll_read_first(cx, buf),
+        }
+    }
+
+    /// Reads some bytes and hands them to `take`, which returns how many
+    /// it used: on the ring where they lie in its buffers (no copy; what
+    /// `take` leaves stays for the next read), on epoll after reading them
+    /// into `buf` (what `take` leaves is dropped). Ready with the number of
+    /// bytes shown; 0 means the peer closed. `take` must not do I/O.
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.0 {
+            Inner::Epoll(s) => s.poll_read(cx, buf).map_ok(|n| {
+                if n > 0 {
+                    take(&buf[..n]);
+                }
+                n
+            }),
+            Inner::Uring(s) => s.poll_read_with(cx, take),
+        }
+    }
+
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut written = 0;

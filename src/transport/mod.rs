@@ -47,6 +47,41 @@ impl Stream {
         })
     }
 
+    /// As `read`, for a response's head: on the ring it copies from the
+    /// first segment that arrived only, and `read_with` takes the rest of
+    /// the body where it lies.
+    pub fn read_head<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| match self {
+            Stream::Plain(tcp) => tcp.poll_read_first(cx, buf),
+            Stream::Tls(tls) => tls.poll_read(cx, buf),
+        })
+    }
+
+    /// Reads some bytes of plaintext and hands them to `take`, which
+    /// returns how many it used; the future gives the number of bytes
+    /// shown, 0 when the peer closed. A plain stream on the ring shows
+    /// them where they arrived (`rt::TcpStream::poll_read_with`); TLS
+    /// and epoll read them into `buf` first. What `take` leaves unused
+    /// must not be read again: the caller gives up the connection.
+    pub fn read_with<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+        mut take: impl FnMut(&[u8]) -> usize + 'a,
+    ) -> impl Future<Output = io::Result<usize>> + 'a {
+        std::future::poll_fn(move |cx| match self {
+            Stream::Plain(tcp) => tcp.poll_read_with(cx, buf, &mut take),
+            Stream::Tls(tls) => tls.poll_read(cx, buf).map_ok(|n| {
+                if n > 0 {
+                    take(&buf[..n]);
+                }
+                n
+            }),
+        })
+    }
+
     /// Writes all of `buf`.
     pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
         let mut done = 0;

@@ -2,8 +2,9 @@
 //! connect and accept become.
 //!
 //! - A read copies from the segments the multishot receive has handed
-//!   over and gives each buffer back once it is read; finding none, it
-//!   arms the receive (once per connection, until it ends) and waits.
+//!   over (or, `poll_read_with`, hands them to the reader where they lie)
+//!   and gives each buffer back once it is read; finding none, it arms the
+//!   receive (once per connection, until it ends) and waits.
 //! - A write copies the bytes into the socket's send buffer and queues one
 //!   `Send`; it is done when they are queued, as a write into a kernel
 //!   socket buffer is. Bytes written while a send is in flight wait in a
@@ -114,29 +115,80 @@ impl Socket {
 
     /// Reads some bytes; 0 means the peer closed.
     pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_copy(cx, buf, usize::MAX)
+    }
+
+    /// As `poll_read`, but copies from the first segment that arrived
+    /// only: a reader that will take the rest in place
+    /// (`poll_read_with`) copies no more than it must.
+    pub fn poll_read_first(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_copy(cx, buf, 1)
+    }
+
+    /// Copies from at most `segments` segments into `buf`.
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        mut segments: usize,
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut n = 0;
+        self.poll_read_with(cx, &mut |data: &[u8]| {
+            if segments == 0 {
+                return 0;
+            }
+            segments -= 1;
+            let take = data.len().min(buf.len() - n);
+            buf[n..n + take].copy_from_slice(&data[..take]);
+            n += take;
+            take
+        })
+        .map_ok(|_| n)
+    }
+
+    /// Hands what has arrived to `take` where it lies in the ring's
+    /// buffers, without copying it out: segment by segment, in order,
+    /// until `take` uses less than it was shown (it returns how much it
+    /// used; the rest stays for the next read). Ready with the number of
+    /// bytes shown; 0 means the peer closed.
+    ///
+    /// `take` runs while the ring's state is borrowed, so it must not do
+    /// I/O on this reactor.
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
         let mut state = self.ring.state.borrow_mut();
         let super::State { socks, bufs, .. } = &mut *state;
         let sock = socks
             .get_mut(self.slot, self.generation)
             .expect("an open socket's slot");
-        let mut n = 0;
-        while n < buf.len() {
-            let Some(&(id, len)) = sock.chunks.front() else {
-                break;
-            };
+        let mut shown = 0;
+        while let Some(&(id, len)) = sock.chunks.front() {
             let data = &bufs.data(id, len as usize)[sock.consumed..];
-            let take = data.len().min(buf.len() - n);
-            buf[n..n + take].copy_from_slice(&data[..take]);
-            n += take;
-            sock.consumed += take;
+            let avail = data.len();
+            let used = take(data).min(avail);
+            shown += avail;
+            sock.consumed += used;
             if sock.consumed == len as usize {
                 sock.chunks.pop_front();
                 sock.consumed = 0;
                 bufs.give_back(id);
             }
+            if used < avail {
+                break;
+            }
         }
-        if n > 0 || buf.is_empty() {
-            return Poll::Ready(Ok(n));
+        if shown > 0 {
+            return Poll::Ready(Ok(shown));
         }
         if let Some(end) = sock.end {
             return Poll::Ready(if end == 0 {

@@ -200,6 +200,44 @@ fn bytes_written_just_before_a_close_all_arrive_then_the_end() {
     }
 }
 
+#[test]
+fn a_reader_in_place_sees_each_segment_and_what_it_leaves_comes_again() {
+    // 64-byte buffers, 1,000 bytes sent: the reader is shown the bytes
+    // where they lie, at most one buffer's worth at a time, in order; it
+    // takes at most 10 of each showing, and the rest is shown again.
+    const BYTES: usize = 1000;
+    let outcome = on_small_ring(8, 64, || async {
+        let (mut client, mut server) = pairs(1).await.pop().unwrap();
+        server.write_all(&pattern(3, BYTES)).await.unwrap();
+        drop(server);
+        let (mut got, mut largest_showing) = (Vec::new(), 0);
+        loop {
+            let shown = std::future::poll_fn(|cx| {
+                client.poll_read_with(cx, &mut [], &mut |data: &[u8]| {
+                    largest_showing = largest_showing.max(data.len());
+                    let take = data.len().min(10);
+                    got.extend_from_slice(&data[..take]);
+                    take
+                })
+            })
+            .await
+            .unwrap();
+            if shown == 0 {
+                break;
+            }
+        }
+        (got, largest_showing)
+    });
+    let Some((got, largest_showing)) = outcome else {
+        return;
+    };
+    assert_eq!(got, pattern(3, BYTES));
+    assert!(
+        largest_showing <= 64,
+        "shown {largest_showing} bytes at once"
+    );
+}
+
 fn current_ring() -> Rc<Ring> {
     match crate::rt::driver::current() {
         Some(crate::rt::driver::Driver::Uring(ring)) => ring,
