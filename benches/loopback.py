@@ -9,7 +9,12 @@ machine conditions. Reported per run: requests/s, latency p50/p99, and
 requests per generator CPU-second (from the generator process's rusage),
 plus the upstream's CPU per request (from /proc). Medians over rounds.
 
-Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2]
+With `--shape stream` the request asks for a stream and every upstream
+answers with the same 128-token SSE reply (132 events; nginx serves the
+mock's reply verbatim): wrk only reads the bytes, loadtest parses every
+event, and the table adds SSE events per generator CPU-second.
+
+Usage: python3 benches/loopback.py [--seconds 10] [--rounds 2] [--shape nonstream|stream]
        [--conns 64,1000] [--tools wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-epoll,loadtest-bust]
        [--upstreams mock,nginx] [--mock-io uring|epoll] [--no-build] [--markdown out.md]
 """
@@ -29,6 +34,7 @@ import http.client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROFILE = os.path.join(ROOT, "benches", "perf-128-nonstream.json")
+STREAM_PROFILE = os.path.join(ROOT, "benches", "perf-128-stream.json")
 GEN_CPU = "0"
 UP_CPU = "1"
 MOCK_PORT = 18080
@@ -50,11 +56,14 @@ def bench_binary(name):
     return max(candidates, key=os.path.getmtime)
 
 
-def request_body():
-    profile = json.load(open(PROFILE))
+def request_body(path=PROFILE):
+    profile = json.load(open(path))
     d = profile["defaults"]
     body = {"model": d["model"], "messages": [{"role": "user", "content": d["content"]["prompts"][0]}],
             "max_tokens": d["max_tokens"], "stream": d["stream"]}
+    if d["stream"]:
+        # As loadtest asks, so the canned reply carries the usage event too.
+        body["stream_options"] = {"include_usage": True}
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -153,7 +162,8 @@ def run_loadtest(url, conns, seconds, outdir, profile=PROFILE, binary=None, extr
     if errors:
         raise RuntimeError(f"loadtest saw errors: {errors}")
     return dict(rps=stage["rps"], requests=stage["requests"] + stage["warmup_requests"],
-                p50=stage["latency_ms"]["p50"], p99=stage["latency_ms"]["p99"], cpu=cpu)
+                p50=stage["latency_ms"]["p50"], p99=stage["latency_ms"]["p99"], cpu=cpu,
+                events_per_request=stage.get("sse_events", 0) / max(stage["requests"], 1))
 
 
 def loadtest_binary():
@@ -199,11 +209,23 @@ def canned_response(body):
     return c.getresponse().read().decode()
 
 
-def start_nginx(tmp, canned):
+def start_nginx(tmp, canned, content_type="application/json"):
+    """nginx answering every POST with `canned`: from `return` when it fits
+    in one nginx parameter (4 KiB), else from a file (the SSE reply), which
+    a POST may read only through the 405 handler's redirect."""
     if not shutil.which("nginx"):
         return None
     conf = os.path.join(tmp, "nginx.conf")
-    canned = canned.replace("'", "\\'")
+    if len(canned) < 4000:
+        canned = canned.replace("'", "\\'")
+        answer = f"return 200 '{canned}';"
+    else:
+        open(os.path.join(tmp, "reply"), "w").write(canned)
+        # nginx's worker reads it as an unprivileged user.
+        os.chmod(tmp, 0o755)
+        os.chmod(os.path.join(tmp, "reply"), 0o644)
+        answer = (f"root {tmp}; open_file_cache max=16; error_page 405 =200 $uri; "
+                  "rewrite ^ /reply break;")
     open(conf, "w").write(f"""
 worker_processes 1;
 worker_cpu_affinity {'1' + '0' * int(UP_CPU)};
@@ -219,7 +241,7 @@ http {{
   server {{
     listen 127.0.0.1:{NGINX_PORT} backlog=4096;
     location = /health {{ return 200 'ok'; }}
-    location / {{ default_type application/json; return 200 '{canned}'; }}
+    location / {{ default_type {content_type}; {answer} }}
   }}
 }}
 """)
@@ -231,6 +253,26 @@ http {{
     return p, int(kids[0]) if kids else p.pid
 
 
+def table_lines(results, events):
+    """The markdown table: medians per (upstream, connections, tool); with
+    `events` (SSE events per reply) a column of events per CPU-second."""
+    head = "| upstream | conns | generator | req/s | p50 ms | p99 ms | req per gen CPU-s | vs wrk |"
+    head += " events per gen CPU-s |" if events else ""
+    lines = [head + " upstream CPU µs/req |", "|---" * (head.count("|") - 1 + 1) + "|"]
+    for (up_name, conns, name), runs in results.items():
+        med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
+        eff = med(lambda r: r["requests"] / r["cpu"])
+        wrk_runs = results.get((up_name, conns, "wrk"))
+        wrk_eff = statistics.median(r["requests"] / r["cpu"] for r in wrk_runs) if wrk_runs else None
+        up = med(lambda r: 1e6 * r["up_cpu"] / max(r["requests"], 1))
+        row = (f"| {up_name} | {conns} | {name} | {med(lambda r: r['rps']):,.0f} | {med(lambda r: r['p50']):.2f} | "
+               f"{med(lambda r: r['p99']):.2f} | {eff:,.0f} | " + (f"{eff / wrk_eff:.2f}× |" if wrk_eff else "- |"))
+        if events:
+            row += f" {eff * events / 1e6:.2f} M |"
+        lines.append(row + f" {up:.1f} |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
@@ -238,6 +280,8 @@ def main():
     ap.add_argument("--conns", default="64,1000")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--markdown")
+    ap.add_argument("--shape", choices=["nonstream", "stream"], default="nonstream",
+                    help="the 128-token reply as one JSON body or as an SSE stream")
     ap.add_argument("--tools", default="wrk,oha,bare-glommio,bare-uring,loadtest,loadtest-epoll,loadtest-bust", help="subset, comma-separated")
     ap.add_argument("--upstreams", default="mock,nginx", help="subset, comma-separated")
     ap.add_argument("--mock-io", choices=["uring", "epoll"], help="the mock's reactor (default: its default)")
@@ -247,7 +291,9 @@ def main():
     if not args.no_build:
         build()
     tmp = tempfile.mkdtemp(prefix="loadtest-bench-")
-    body = request_body()
+    stream = args.shape == "stream"
+    profile = STREAM_PROFILE if stream else PROFILE
+    body = request_body(profile)
     body_path = os.path.join(tmp, "body.json")
     open(body_path, "w").write(body)
     lua = os.path.join(tmp, "post.lua")
@@ -257,7 +303,10 @@ def main():
     nginx = None
     try:
         wait_port(MOCK_PORT)
-        nginx = start_nginx(tmp, canned_response(body))
+        canned = canned_response(body)
+        # SSE events in the reply, for the events-per-CPU-second column.
+        events = canned.count("\ndata:") + canned.startswith("data:") if stream else 0
+        nginx = start_nginx(tmp, canned, "text/event-stream" if stream else "application/json")
         upstreams = [("mock", f"http://127.0.0.1:{MOCK_PORT}/v1/chat/completions", mock.pid)]
         if nginx:
             upstreams.append(("nginx", f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions", nginx[1]))
@@ -266,18 +315,20 @@ def main():
             tools.append(("wrk", lambda u, c: run_wrk(u, c, args.seconds, lua)))
         if shutil.which("oha") or os.path.exists("/opt/oha/bin/oha"):
             tools.append(("oha", lambda u, c: run_oha(u, c, args.seconds, body_path)))
-        tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
-        # One io_uring ring, SINGLE_ISSUER | DEFER_TASKRUN: the ceiling for
-        # the engine's io_uring work (benches/bare_uring.rs).
-        tools.append(("bare-uring", lambda u, c: run_bare(u, c, args.seconds, "bare_uring")))
-        tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp)))
+        if not stream:
+            # The bare loops read a head and a Content-Length body only.
+            tools.append(("bare-glommio", lambda u, c: run_bare(u, c, args.seconds)))
+            # One io_uring ring, SINGLE_ISSUER | DEFER_TASKRUN: the ceiling for
+            # the engine's io_uring work (benches/bare_uring.rs).
+            tools.append(("bare-uring", lambda u, c: run_bare(u, c, args.seconds, "bare_uring")))
+        tools.append(("loadtest", lambda u, c: run_loadtest(u, c, args.seconds, tmp, profile)))
         # The same engine on the epoll reactor (`--io epoll`).
-        tools.append(("loadtest-epoll", lambda u, c: run_loadtest(u, c, args.seconds, tmp,
+        tools.append(("loadtest-epoll", lambda u, c: run_loadtest(u, c, args.seconds, tmp, profile,
                                                                   extra=("--io", "epoll"))))
         # The same profile as users run it by default: cache_mode bust (a
         # fresh UUID in every prompt) and an x-request-id header, so each
         # request is a template copy plus two UUID patches.
-        bust = json.load(open(PROFILE))
+        bust = json.load(open(profile))
         bust.pop("cache_mode", None)
         bust.pop("correlation", None)
         bust_path = os.path.join(tmp, "bust.json")
@@ -285,7 +336,7 @@ def main():
         tools.append(("loadtest-bust", lambda u, c: run_loadtest(u, c, args.seconds, tmp, bust_path)))
         wanted = args.tools.split(",")
         if args.against:
-            tools.append(("loadtest-against", lambda u, c: run_loadtest(u, c, args.seconds, tmp,
+            tools.append(("loadtest-against", lambda u, c: run_loadtest(u, c, args.seconds, tmp, profile,
                                                                         binary=args.against)))
             wanted.append("loadtest-against")
         tools = [t for t in tools if t[0] in wanted]
@@ -299,24 +350,15 @@ def main():
                         up_before = proc_cpu_s(up_pid)
                         r = fn(url, conns)
                         r["up_cpu"] = proc_cpu_s(up_pid) - up_before
+                        seen = r.get("events_per_request")
+                        if stream and seen is not None and abs(seen - events) > 0.01:
+                            raise RuntimeError(f"{name} saw {seen:.2f} events per reply, not {events}")
                         results.setdefault((up_name, conns, name), []).append(r)
                         print(f"round {round_ + 1} {up_name:5} c={conns:<5} {name:13} "
                               f"{r['rps']:>9.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
                               f"{r['requests'] / r['cpu']:>9.0f} req/CPU-s  "
                               f"upstream {1e6 * r['up_cpu'] / max(r['requests'], 1):.1f} us/req", flush=True)
-        lines = ["| upstream | conns | generator | req/s | p50 ms | p99 ms | req per gen CPU-s | vs wrk | upstream CPU µs/req |",
-                 "|---|---|---|---|---|---|---|---|---|"]
-        for (up_name, conns, name), runs in results.items():
-            eff = statistics.median(r["requests"] / r["cpu"] for r in runs)
-            wrk_runs = results.get((up_name, conns, "wrk"))
-            wrk_eff = statistics.median(r["requests"] / r["cpu"] for r in wrk_runs) if wrk_runs else None
-            up = statistics.median(1e6 * r["up_cpu"] / max(r["requests"], 1) for r in runs)
-            lines.append(f"| {up_name} | {conns} | {name} | {statistics.median(r['rps'] for r in runs):,.0f} | "
-                         f"{statistics.median(r['p50'] for r in runs):.2f} | {statistics.median(r['p99'] for r in runs):.2f} | "
-                         f"{eff:,.0f} | {eff / wrk_eff:.2f}× | {up:.1f} |" if wrk_eff else
-                         f"| {up_name} | {conns} | {name} | {statistics.median(r['rps'] for r in runs):,.0f} | "
-                         f"{statistics.median(r['p50'] for r in runs):.2f} | {statistics.median(r['p99'] for r in runs):.2f} | "
-                         f"{eff:,.0f} | - | {up:.1f} |")
+        lines = table_lines(results, events)
         table = "\n".join(lines)
         print(table)
         if args.markdown:
