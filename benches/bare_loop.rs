@@ -41,23 +41,8 @@ async fn connection(
             let n = stream.read(&mut buf[filled..]).await.expect("read");
             assert!(n > 0, "server closed");
             filled += n;
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head) = response.parse(&buf[..filled]).expect("head")
-            {
-                let length: usize = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| {
-                        std::str::from_utf8(h.value)
-                            .unwrap()
-                            .trim()
-                            .parse()
-                            .unwrap()
-                    })
-                    .expect("content-length");
-                while filled < head + length {
+            if let Some(length) = support::response_length(&buf[..filled]) {
+                while filled < length {
                     let n = stream.read(&mut buf[filled..]).await.expect("read body");
                     assert!(n > 0, "server closed mid-body");
                     filled += n;
@@ -107,13 +92,5 @@ fn main() {
     let wall = started.elapsed().as_secs_f64();
     let cpu = loadtest::host::process_cpu_seconds() - cpu_before;
     drop(request);
-    println!(
-        "{{\"tool\":\"bare-glommio\",\"requests\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{:.3}}}",
-        hist.len(),
-        wall,
-        hist.len() as f64 / wall,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        cpu
-    );
+    support::print_result("bare-glommio", "", &hist, wall, cpu);
 }

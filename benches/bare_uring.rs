@@ -102,22 +102,6 @@ fn recv(ring: &mut IoUring, conns: &mut [Conn], i: usize) {
     unsafe { ring.submission().push(&sqe).expect("queue full") };
 }
 
-/// Whether the head and the Content-Length body are in.
-fn complete(buf: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let Ok(httparse::Status::Complete(head)) = response.parse(buf) else {
-        return false;
-    };
-    let length: usize = response
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-        .expect("content-length");
-    buf.len() >= head + length
-}
-
 fn main() {
     let args = support::LoopArgs::parse(true);
     let request = support::request_bytes(&args.config, &args.target);
@@ -172,7 +156,7 @@ fn main() {
             assert!(result > 0, "server closed");
             let c = &mut conns[i];
             c.filled += result as usize;
-            if !complete(&c.buf[..c.filled]) {
+            if support::response_length(&c.buf[..c.filled]).is_none_or(|len| c.filled < len) {
                 recv(&mut ring, &mut conns, i);
                 continue;
             }
@@ -189,13 +173,11 @@ fn main() {
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = loadtest::host::process_cpu_seconds() - cpu_before;
-    println!(
-        "{{\"tool\":\"bare-uring\",\"flags\":\"{flags}\",\"requests\":{},\"seconds\":{:.3},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{:.3},\"enters\":{enters}}}",
-        hist.len(),
+    support::print_result(
+        "bare-uring",
+        &format!("\"flags\":\"{flags}\",\"enters\":{enters},"),
+        &hist,
         wall,
-        hist.len() as f64 / wall,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        cpu
+        cpu,
     );
 }

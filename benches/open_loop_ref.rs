@@ -278,24 +278,6 @@ fn send_request(fd: &OwnedFd, request: &[u8]) -> bool {
     n == request.len() as isize
 }
 
-/// How many bytes the response in `buf` has in all, once its head is in.
-fn response_length(buf: &[u8]) -> Option<usize> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(buf).expect("response head") {
-        httparse::Status::Complete(head) => {
-            let length: usize = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                .expect("content-length");
-            Some(head + length)
-        }
-        httparse::Status::Partial => None,
-    }
-}
-
 /// Counts of the epoll pacer's run.
 #[derive(Default)]
 struct Counts {
@@ -511,7 +493,9 @@ fn epoll_pacer(args: &Args) {
             let Some((intended, begun)) = conn.in_flight else {
                 continue;
             };
-            if response_length(&conn.buf[..conn.filled]).is_some_and(|len| conn.filled >= len) {
+            if support::response_length(&conn.buf[..conn.filled])
+                .is_some_and(|len| conn.filled >= len)
+            {
                 let now = Instant::now();
                 if intended >= measure_from {
                     corrected.saturating_record((now - intended).as_micros() as u64);

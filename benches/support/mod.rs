@@ -96,3 +96,41 @@ impl LoopArgs {
         args
     }
 }
+
+/// How many bytes the response in `buf` has in all (head plus its
+/// Content-Length body), once its head is in; `None` before that.
+pub fn response_length(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(buf).expect("response head") {
+        httparse::Status::Complete(head) => {
+            let length: usize = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                .expect("content-length");
+            Some(head + length)
+        }
+        httparse::Status::Partial => None,
+    }
+}
+
+/// The one JSON line a bare loop prints (`benches/loopback.py` reads it):
+/// `fields` are extra `"key":value` pairs, each followed by a comma.
+#[allow(dead_code, reason = "open_loop_ref prints its own line")]
+pub fn print_result(
+    tool: &str,
+    fields: &str,
+    hist: &hdrhistogram::Histogram<u64>,
+    wall: f64,
+    cpu: f64,
+) {
+    println!(
+        "{{\"tool\":\"{tool}\",{fields}\"requests\":{},\"seconds\":{wall:.3},\"rps\":{:.1},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"cpu_s\":{cpu:.3}}}",
+        hist.len(),
+        hist.len() as f64 / wall,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+}
