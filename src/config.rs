@@ -40,6 +40,8 @@ pub struct Profile {
     pub think_time: Option<Value>,
     /// Most conversations in flight per open-loop stage (all shards).
     pub max_inflight: Option<u64>,
+    /// Open loop: the shortest sleep of a pacer between wake-ups (`100us`).
+    pub pacer_tick: Option<String>,
     /// `bust` (default), `shared-prefix` or `natural`.
     pub cache_mode: Option<String>,
     /// Length of the common preamble with `cache_mode: shared-prefix`.

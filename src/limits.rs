@@ -95,7 +95,8 @@ pub const USERS_MAX: u64 = 1_000_000;
 /// extra zero is caught instead of being attempted.
 pub const RATE_MAX: f64 = 10_000_000.0;
 
-/// How long an open-loop pacer sleeps at least between wake-ups, so at high
+/// How long an open-loop pacer sleeps at least between wake-ups by default
+/// (`pacer_tick` sets it per run), so at high
 /// rates it fires every arrival already due once per tick instead of one
 /// timer wake-up per arrival. The research notes priced a glommio timer
 /// wake-up at ~35 µs of CPU; the shard's own timers (`rt`) cost far less,
@@ -103,6 +104,16 @@ pub const RATE_MAX: f64 = 10_000_000.0;
 /// no clear gain in the lag p99, so the tick stays at 100 µs (10,000 pacer
 /// wake-ups/s at most).
 pub const PACER_TICK: Duration = Duration::from_micros(100);
+
+/// The range `pacer_tick` may be set to. Below 10 µs a tick is shorter
+/// than one wake-up's own cost; above 10 ms the arrivals go out in bursts
+/// so large (100 at 10,000/s) that the schedule no longer describes the
+/// traffic. Measured at 20,000 arrivals/s on one core (`benches/README.md`):
+/// 100 µs costs ~27 µs of CPU per request with a lag p99 of 0.14 ms,
+/// 500 µs ~15 µs with 0.55 ms, 1 ms ~12.5 µs with 1.03 ms.
+pub const PACER_TICK_MIN: Duration = Duration::from_micros(10);
+/// The longest `pacer_tick` (see `PACER_TICK_MIN`).
+pub const PACER_TICK_MAX: Duration = Duration::from_millis(10);
 
 /// Open loop: arrivals a pacer starts in one pass that will find no idle
 /// connection and must connect, before it lets the answers already in its
@@ -441,6 +452,8 @@ const _: () = assert!(TIMEOUT_TICK.as_millis() < REQUEST_TIMEOUT_DEFAULT.as_mill
 // forever; and a pass needs no more connects than a shard may have in
 // flight.
 const _: () = assert!(PACER_CONNECTS_PER_PASS >= 1);
+const _: () = assert!(PACER_TICK_MIN.as_micros() <= PACER_TICK.as_micros());
+const _: () = assert!(PACER_TICK.as_micros() <= PACER_TICK_MAX.as_micros());
 const _: () = assert!(PACER_CONNECTS_PER_PASS as u64 <= CONNECTS_IN_FLIGHT_PER_SHARD_MAX);
 // Every shard must see a stage command before the stage's start instant.
 const _: () = assert!(STAGE_START_LEAD.as_millis() > COMMAND_POLL.as_millis());

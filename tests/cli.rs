@@ -72,6 +72,13 @@ fn bad_stage_string_and_cpu_list() {
     let output = bin()
         .args(["run", "--config"])
         .arg(&p)
+        .args(["--stages", "@10:1s", "--pacer-tick", "5us"])
+        .output()
+        .unwrap();
+    assert_usage_error(output, "--pacer-tick: 5us is outside 10us..10000us");
+    let output = bin()
+        .args(["run", "--config"])
+        .arg(&p)
         .args(["--shards", "0"])
         .output()
         .unwrap();

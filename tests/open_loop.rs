@@ -130,6 +130,37 @@ fn mixed_closed_and_open_stages_make_one_report() {
     assert!(rows.contains("corrected"), "{rows}");
 }
 
+/// A pacer that sleeps at least 10 ms between wake-ups sends the arrivals
+/// due meanwhile together when it wakes: each is sent, none early, and the
+/// wait shows as scheduler lag (a sleep never ends before its instant, so
+/// the arrivals due in a tick's first half wait at least half a tick).
+#[test]
+fn a_longer_pacer_tick_sends_arrivals_together_and_shows_the_wait_as_lag() {
+    let mock = start_mock(|_| {});
+    let plan = plan(
+        r#"{"stages":"@1000:600ms","warmup":"0s","pacer_tick":"10ms","defaults":{"stream":false}}"#,
+        &mock,
+    );
+    let result = run(&plan);
+    let served = mock.stop().expect("the mock shut down cleanly");
+    let m = &result.stages[0].total.metrics;
+    assert_eq!(m.arrivals, 600);
+    assert_eq!(m.errors_total(), 0, "{:?}", m.error_counts());
+    assert_eq!(m.requests + m.missed_arrivals, m.arrivals);
+    assert_eq!(m.requests, served.chat_responses);
+    let p50 = m.sched_lag.percentile_ms(50.0).unwrap();
+    let max = m.sched_lag.max_ms().unwrap();
+    assert!(p50 >= 2.5, "lag p50 {p50} ms with a 10 ms tick");
+    assert!(max >= 7.5, "lag max {max} ms with a 10 ms tick");
+    let summary = RunSummary::new(PlanInfo::of(&plan), result, Host::default());
+    assert_eq!(summary.plan.pacer_tick_us, 10_000);
+    let header = loadtest::report::console::run_header(&summary.plan);
+    assert!(
+        header.contains("(open loop, pacer tick 10000us)"),
+        "{header}"
+    );
+}
+
 #[test]
 fn poisson_arrivals_with_a_seed_are_reproducible() {
     let arrivals = |seed: u64| {

@@ -129,6 +129,12 @@ pub struct OverrideArgs {
     /// file-descriptor limit.
     #[arg(long)]
     pub max_inflight: Option<u64>,
+    /// Open loop: the pacer's shortest sleep between wake-ups (default
+    /// 100us). Arrivals due within one tick are sent together at its end:
+    /// a longer tick costs less CPU per arrival and adds up to one tick of
+    /// scheduler lag (which the corrected latencies include).
+    #[arg(long, value_name = "DURATION")]
+    pub pacer_tick: Option<String>,
     /// Do not retry a request whose reused keep-alive connection turns out
     /// closed before any answer (by default it is retried once on a fresh
     /// connection and counted as `retried`; the server may then have

@@ -132,6 +132,7 @@ fn overrides(args: &OverrideArgs) -> Result<Overrides, Failure> {
             .collect::<Result<_, _>>()?,
         tls_roots: Vec::new(),
         max_inflight: args.max_inflight,
+        pacer_tick: args.pacer_tick.clone(),
         no_retry: args.no_retry,
         services: args
             .services

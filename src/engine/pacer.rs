@@ -18,7 +18,7 @@ use std::time::Instant;
 ///
 /// Arrivals are due at absolute instants (stage start + offset), so the
 /// pacer catches up after any delay instead of drifting. It sleeps until the
-/// next arrival but at least `limits::PACER_TICK`, and on each wake-up
+/// next arrival but at least `plan.pacer_tick`, and on each wake-up
 /// starts every arrival already due: at high rates that is one timer
 /// wake-up per tick instead of one per arrival. An arrival that finds
 /// `max_inflight` conversations in flight is counted as dropped, never
@@ -116,7 +116,7 @@ pub(super) async fn pacer(
                 now = Instant::now();
             }
         }
-        rt::sleep_until(due.max(now + limits::PACER_TICK).min(run.end.get())).await;
+        rt::sleep_until(due.max(now + plan.pacer_tick).min(run.end.get())).await;
     }
     // The stage's arrivals are all started; let them finish.
     while shard.open_inflight.get() > 0 {

@@ -90,6 +90,9 @@ pub struct Plan {
     /// Most conversations in flight in an open-loop stage, over all shards;
     /// an arrival beyond it is counted as dropped, never queued.
     pub max_inflight: u64,
+    /// Open loop: the shortest sleep of a pacer between two wake-ups; the
+    /// arrivals due meanwhile are sent together when it wakes.
+    pub pacer_tick: Duration,
     /// Reuse connections between requests.
     pub keep_alive: bool,
     /// Skip TLS verification (only meaningful for https targets).
@@ -151,6 +154,8 @@ pub struct Overrides {
     pub tls_roots: Vec<Vec<u8>>,
     /// `--max-inflight`.
     pub max_inflight: Option<u64>,
+    /// `--pacer-tick`.
+    pub pacer_tick: Option<String>,
     /// `--no-retry`.
     pub no_retry: bool,
     /// `--service`, in order (replaces the profile's `services`).
@@ -326,6 +331,7 @@ pub fn build(profile: &Profile, overrides: &Overrides, cpus: Vec<usize>) -> Resu
         correlation_header: cache.correlation_header,
         thresholds: thresholds(profile.thresholds.unwrap_or_default())?,
         max_inflight: max_inflight(profile, overrides)?,
+        pacer_tick: pacer_tick(profile, overrides)?,
         keep_alive: !profile.disable_keepalive.unwrap_or(false),
         insecure,
         cacert: overrides.cacert.clone(),
@@ -467,6 +473,27 @@ fn max_inflight(profile: &Profile, overrides: &Overrides) -> Result<u64, String>
         Some(n) => Ok(n),
         None => Ok(limits::MAX_INFLIGHT_DEFAULT),
     }
+}
+
+fn pacer_tick(profile: &Profile, overrides: &Overrides) -> Result<Duration, String> {
+    let text = overrides.pacer_tick.as_deref();
+    let pointer = if text.is_some() {
+        "--pacer-tick"
+    } else {
+        "pacer_tick"
+    };
+    let tick = duration_field(pointer, text.or(profile.pacer_tick.as_deref()))?
+        .unwrap_or(limits::PACER_TICK);
+    let (min, max) = (limits::PACER_TICK_MIN, limits::PACER_TICK_MAX);
+    if tick < min || tick > max {
+        return Err(format!(
+            "{pointer}: {}us is outside {}us..{}us",
+            tick.as_micros(),
+            min.as_micros(),
+            max.as_micros()
+        ));
+    }
+    Ok(tick)
 }
 
 /// The blend: each scenario resolved (once per service, when there are

@@ -486,3 +486,40 @@ fn plan_errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn the_pacer_tick_comes_from_the_flag_then_the_profile_and_is_bounded() {
+    let p = profile(
+        r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"@10:1s","pacer_tick":"500us"}"#,
+    );
+    let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+    assert_eq!(plan.pacer_tick, Duration::from_micros(500));
+    let over = Overrides {
+        pacer_tick: Some("2ms".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        build(&p, &over, vec![0]).unwrap().pacer_tick,
+        Duration::from_millis(2)
+    );
+    let p = profile(r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"@10:1s"}"#);
+    let plan = build(&p, &Overrides::default(), vec![0]).unwrap();
+    assert_eq!(plan.pacer_tick, limits::PACER_TICK);
+    for (text, want) in [
+        ("5us", "--pacer-tick: 5us is outside 10us..10000us"),
+        ("11ms", "--pacer-tick: 11000us is outside 10us..10000us"),
+        ("soon", "--pacer-tick: `soon` is not a duration"),
+    ] {
+        let over = Overrides {
+            pacer_tick: Some(text.into()),
+            ..Overrides::default()
+        };
+        let err = build(&p, &over, vec![0]).unwrap_err();
+        assert!(err.starts_with(want), "{text}: {err}");
+    }
+    let p = profile(
+        r#"{"defaults":{"target":"http://127.0.0.1:1"},"stages":"@10:1s","pacer_tick":"0"}"#,
+    );
+    let err = build(&p, &Overrides::default(), vec![0]).unwrap_err();
+    assert!(err.starts_with("pacer_tick: 0us is outside"), "{err}");
+}

@@ -64,9 +64,14 @@ pub fn run_header(plan: &PlanInfo) -> String {
         );
     }
     services_lines(&mut out, plan);
+    let pacer = if plan.loop_mode() == "closed" {
+        String::new()
+    } else {
+        format!(", pacer tick {}us", plan.pacer_tick_us)
+    };
     let _ = write!(
         out,
-        "stages {} ({} loop), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
+        "stages {} ({} loop{pacer}), warm-up {} per stage excluded; latency/TTFT/ITL percentiles from HDR histograms, 3 significant digits, of successful requests",
         plan.stages.join(","),
         plan.loop_mode(),
         crate::stage::format_duration(std::time::Duration::from_secs_f64(plan.warmup_s))

@@ -25,6 +25,7 @@ pub fn merge(summaries: Vec<(String, RunSummary)>) -> Result<RunSummary, String>
         }
         merged.hosts.extend(other.hosts);
         merged.plan.max_inflight += other.plan.max_inflight;
+        merged.plan.pacer_tick_us = merged.plan.pacer_tick_us.max(other.plan.pacer_tick_us);
         merged.plan.shards += other.plan.shards;
         merged.plan.cpus.extend(other.plan.cpus);
         merged.started_unix_ms = merged.started_unix_ms.min(other.started_unix_ms);

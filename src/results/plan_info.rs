@@ -115,6 +115,11 @@ pub struct PlanInfo {
     /// Open loop: most conversations in flight (summed over hosts when
     /// merged).
     pub max_inflight: u64,
+    /// Open loop: the pacer's shortest sleep between wake-ups, µs (the
+    /// largest of the hosts' when merged; summaries from before the
+    /// setting existed ran with 100).
+    #[serde(default = "default_pacer_tick_us")]
+    pub pacer_tick_us: u64,
     /// Warm-up at the start of each stage, seconds.
     pub warmup_s: f64,
     /// Connect timeout, seconds.
@@ -169,6 +174,10 @@ pub struct PlanInfo {
 
 fn one() -> u32 {
     1
+}
+
+fn default_pacer_tick_us() -> u64 {
+    100
 }
 
 fn epoll() -> String {
@@ -302,6 +311,7 @@ impl PlanInfo {
             scenarios,
             stages: plan.stages.iter().map(|s| s.label()).collect(),
             max_inflight: plan.max_inflight,
+            pacer_tick_us: plan.pacer_tick.as_micros() as u64,
             warmup_s: plan.warmup.as_secs_f64(),
             connect_timeout_s: plan.connect_timeout.as_secs_f64(),
             cache_mode: plan.cache_mode.name().to_string(),
