@@ -369,13 +369,26 @@ pub const URING_ENTRIES: u32 = 1024;
 /// as soon as it has read them, so what is held at once is about one per
 /// connection whose answer arrived since the driver's last turn. Running
 /// out is not a failure: the receive waits until buffers come back. Cost:
-/// `URING_BUFFERS × URING_BUFFER_BYTES` = 8 MiB per shard.
-pub const URING_BUFFERS: u16 = 2048;
+/// `URING_BUFFERS × URING_BUFFER_BYTES` = 16 MiB of address space per
+/// shard, of which only the buffers the load has needed are ever touched
+/// (`URING_BUFFERS_OFFERED_MIN`).
+pub const URING_BUFFERS: u16 = 512;
 
-/// io_uring reactor: bytes per receive buffer. A non-streamed 128-token
-/// answer (~1 KiB) or an SSE event fits in one; a larger answer takes
-/// several, one completion each.
-pub const URING_BUFFER_BYTES: usize = 4096;
+/// io_uring reactor: the fewest receive buffers the ring offers the kernel
+/// at once (`rt::uring::bufs`: the offered set doubles when the kernel
+/// wanted more in one turn and halves back when it stops). 32 × 32 KiB =
+/// 1 MiB, which stays in cache as it cycles; offering the whole pool made
+/// the kernel write every answer into memory the caches had lost.
+pub const URING_BUFFERS_OFFERED_MIN: usize = 32;
+
+/// io_uring reactor: bytes per receive buffer. Each receive takes one whole
+/// buffer whatever it carries, so a buffer is a completion (a task wake-up
+/// and a parse call): a 132-event SSE answer (23.6 KB) arrives in one 32 KiB
+/// buffer where 4 KiB buffers needed six, which measured 1.3–1.4× the
+/// streamed requests per CPU-second (`benches/history.md`). A small answer
+/// in a large buffer wastes its memory but not its cache: only the bytes
+/// written are touched.
+pub const URING_BUFFER_BYTES: usize = 32 * 1024;
 
 /// io_uring reactor: bytes a socket may have written but not yet taken by
 /// the kernel before a writer waits (a request is copied whole when less
@@ -461,3 +474,5 @@ const _: () = assert!(STAGE_START_LEAD.as_millis() > COMMAND_POLL.as_millis());
 const _: () = assert!(SINK_POLL.as_millis() < SINK_FLUSH_INTERVAL.as_millis());
 const _: () = assert!(EVENT_NAME_BYTES_MAX <= SSE_EVENT_BYTES_MAX);
 const _: () = assert!(CONTENT_LENGTH_MAX < u64::MAX / 2);
+const _: () = assert!(URING_BUFFERS.is_power_of_two());
+const _: () = assert!(URING_BUFFERS_OFFERED_MIN <= URING_BUFFERS as usize);

@@ -60,6 +60,7 @@ impl Reactor {
                     entries: limits::URING_ENTRIES,
                     buffers: limits::URING_BUFFERS,
                     buffer_bytes: limits::URING_BUFFER_BYTES,
+                    buffers_offered: limits::URING_BUFFERS_OFFERED_MIN,
                 },
             ),
             _ => Reactor::Epoll,

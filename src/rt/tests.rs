@@ -21,6 +21,7 @@ fn reactors() -> Vec<Reactor> {
                 entries: 256,
                 buffers: 256,
                 buffer_bytes: 4096,
+                buffers_offered: 16,
             },
         ));
     }

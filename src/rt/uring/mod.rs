@@ -55,6 +55,8 @@ pub struct Sizes {
     pub buffers: u16,
     /// Bytes per receive buffer.
     pub buffer_bytes: usize,
+    /// Receive buffers offered to the kernel at least (`bufs`).
+    pub buffers_offered: usize,
 }
 
 /// The executor's ring, its sockets and its receive buffers.
@@ -86,7 +88,12 @@ pub(super) struct State {
 /// Creates this executor's ring (`driver::install` starts its driver).
 pub fn create(flags: Flags, sizes: Sizes) -> io::Result<Rc<Ring>> {
     let uring = flags.build(sizes.entries)?;
-    let bufs = BufRing::new(&uring, sizes.buffers, sizes.buffer_bytes)?;
+    let bufs = BufRing::new(
+        &uring,
+        sizes.buffers,
+        sizes.buffer_bytes,
+        sizes.buffers_offered,
+    )?;
     Ok(Rc::new(Ring {
         uring: RefCell::new(uring),
         spilled: RefCell::new(Vec::new()),
@@ -170,6 +177,7 @@ impl Poller for Ring {
     fn poll(&self, timeout: Duration, wake: &mut Vec<Waker>) -> bool {
         let mut scratch = self.scratch.borrow_mut();
         let (done, again) = &mut *scratch;
+        self.state.borrow_mut().bufs.top_up();
         let more = self.enter(timeout, done);
         self.complete(done, wake, again);
         done.clear();

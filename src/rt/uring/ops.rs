@@ -344,7 +344,8 @@ fn received(
         errno if errno < 0 => {}
         0 => sock.end = Some(0),
         libc::ENOBUFS => {
-            // Every buffer is held; wait for some to come back.
+            // Every buffer offered is taken; wait for some to come back.
+            bufs.ran_dry();
             sock.starved = true;
             starved.push(at);
             return;

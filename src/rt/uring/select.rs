@@ -47,7 +47,7 @@ impl Flags {
 pub fn probe() -> Result<Flags, String> {
     let try_flags = |flags: Flags| -> io::Result<()> {
         let ring = flags.build(8)?;
-        BufRing::new(&ring, 8, 64).map(drop)
+        BufRing::new(&ring, 8, 64, 8).map(drop)
     };
     match try_flags(Flags::Defer) {
         Ok(()) => Ok(Flags::Defer),

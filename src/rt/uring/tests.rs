@@ -7,8 +7,18 @@ use crate::rt::{bind_reuseport, local_addr, sleep, spawn, TcpListener, TcpStream
 use std::time::Duration;
 
 /// Runs `body` on an executor whose ring has `buffers` receive buffers of
-/// `bytes` each; `None` where this kernel has no usable ring.
+/// `bytes` each, all offered; `None` where this kernel has no usable ring.
 fn on_small_ring<T, F, Fut>(buffers: u16, bytes: usize, body: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    on_ring(buffers, bytes, buffers as usize, body)
+}
+
+/// As `on_small_ring`, offering the kernel at least `offered` buffers.
+fn on_ring<T, F, Fut>(buffers: u16, bytes: usize, offered: usize, body: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -19,6 +29,7 @@ where
         entries: 64,
         buffers,
         buffer_bytes: bytes,
+        buffers_offered: offered,
     };
     let reactor = Reactor::Uring(flags, sizes);
     Some(
@@ -48,15 +59,17 @@ fn pattern(connection: usize, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + connection * 13) as u8).collect()
 }
 
-#[test]
-fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
-    // 4 buffers of 64 bytes for 16 connections each sent 1,000 bytes:
-    // the ring runs dry many times over. Every receive that finds no
-    // buffer must wait for buffers to come back and then go on, with
-    // nothing lost, duplicated or reordered.
-    const CONNECTIONS: usize = 16;
-    const BYTES: usize = 1000;
-    let outcome = on_small_ring(4, 64, || async {
+/// 16 connections each sent 1,000 bytes before anyone reads, through a
+/// ring of `buffers` buffers of 64 bytes offering at least `offered`:
+/// whether a receive ever found the ring empty, the offered set's size
+/// then, and each connection's bytes as read.
+type Answers = (u64, usize, Vec<(usize, Vec<u8>)>);
+
+const CONNECTIONS: usize = 16;
+const BYTES: usize = 1000;
+
+fn answers_through(buffers: u16, offered: usize) -> Option<Answers> {
+    on_ring(buffers, 64, offered, || async {
         let mut clients = Vec::new();
         for (i, (mut client, mut server)) in pairs(CONNECTIONS).await.into_iter().enumerate() {
             // Arm every receive before any answer is sent.
@@ -92,9 +105,17 @@ fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
         for reader in readers {
             all.push(reader.await);
         }
-        (starved, all)
-    });
-    let Some((starved, all)) = outcome else {
+        let target = current_ring().state.borrow().bufs.target();
+        (starved, target, all)
+    })
+}
+
+#[test]
+fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
+    // 4 buffers for 16,000 bytes: the ring runs dry many times over. Every
+    // receive that finds no buffer must wait for buffers to come back and
+    // then go on, with nothing lost, duplicated or reordered.
+    let Some((starved, _, all)) = answers_through(4, 4) else {
         eprintln!("no usable io_uring here; skipped");
         return;
     };
@@ -102,6 +123,25 @@ fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
         starved > 0,
         "the ring never ran dry: the test tests nothing"
     );
+    for (i, got) in all {
+        assert_eq!(got, pattern(i, BYTES), "connection {i}'s bytes");
+    }
+}
+
+#[test]
+fn a_ring_offering_few_buffers_offers_more_when_they_run_out_and_loses_nothing() {
+    // 64 buffers, 2 offered at first: the first turn's receives find the
+    // ring empty while 62 are spare, so the offer grows, and the answers
+    // still arrive whole and in order.
+    let Some((starved, target, all)) = answers_through(64, 2) else {
+        eprintln!("no usable io_uring here; skipped");
+        return;
+    };
+    assert!(
+        starved > 0,
+        "the ring never ran dry: the test tests nothing"
+    );
+    assert!(target > 2, "the offer stayed at {target}");
     for (i, got) in all {
         assert_eq!(got, pattern(i, BYTES), "connection {i}'s bytes");
     }
