@@ -368,11 +368,14 @@ pub const URING_ENTRIES: u32 = 1024;
 /// The kernel takes one only when bytes arrive and the task gives it back
 /// as soon as it has read them, so what is held at once is about one per
 /// connection whose answer arrived since the driver's last turn. Running
-/// out is not a failure: the receive waits until buffers come back. Cost:
-/// `URING_BUFFERS × URING_BUFFER_BYTES` = 16 MiB of address space per
-/// shard, of which only the buffers the load has needed are ever touched
-/// (`URING_BUFFERS_OFFERED_MIN`).
-pub const URING_BUFFERS: u16 = 512;
+/// out is not a failure: the receive waits until buffers come back, but
+/// behind the sockets still armed, so a pool smaller than the connections
+/// with answers pending lengthens the latency tail (512 buffers: p99 96 ms
+/// against 37 ms with 2,048 for 1,000 streams, `benches/history.md`). Cost:
+/// `URING_BUFFERS × URING_BUFFER_BYTES` = 64 MiB of address space per
+/// shard, of which only the pages answers were written into are ever
+/// touched (a small answer touches one page of its buffer).
+pub const URING_BUFFERS: u16 = 2048;
 
 /// io_uring reactor: the fewest receive buffers the ring offers the kernel
 /// at once (`rt::uring::bufs`: the offered set doubles when the kernel
