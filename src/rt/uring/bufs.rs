@@ -17,14 +17,14 @@
 //! Offered a small set, the same few buffers come round while still in
 //! cache. The set doubles whenever a receive finds the ring empty while
 //! spare buffers were left (the kernel wanted more in one turn than it was
-//! offered), and halves after `SHRINK_TURNS` turns without that, so it
-//! follows the load: a few hundred buffers for 64 connections, the whole
-//! pool for a thousand streams.
+//! offered), and halves after `SHRINK_TURNS` turns without that (never
+//! below its floor), so it follows the load: the floor for 64 connections,
+//! most of the pool for a thousand streams.
 //!
 //! Memory: `count` entries of 16 bytes (page-aligned, as the kernel asks)
-//! and `count × size` bytes of buffers, per shard; sized in `limits`.
-//! Buffers never offered are never touched, so they cost address space,
-//! not memory.
+//! and `count × size` bytes of buffers, per shard; sized in `limits`. Pages
+//! no answer was written into are never touched, so they cost address
+//! space, not memory.
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
