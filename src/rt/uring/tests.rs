@@ -110,6 +110,18 @@ fn answers_through(buffers: u16, offered: usize) -> Option<Answers> {
     })
 }
 
+/// Asserts that the ring ran dry (else the test tested nothing) and that
+/// every connection's bytes arrived whole and in order.
+fn ran_dry_and_arrived_whole(starved: u64, all: Vec<(usize, Vec<u8>)>) {
+    assert!(
+        starved > 0,
+        "the ring never ran dry: the test tests nothing"
+    );
+    for (i, got) in all {
+        assert_eq!(got, pattern(i, BYTES), "connection {i}'s bytes");
+    }
+}
+
 #[test]
 fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
     // 4 buffers for 16,000 bytes: the ring runs dry many times over. Every
@@ -119,13 +131,7 @@ fn more_answers_than_receive_buffers_wait_and_arrive_whole() {
         eprintln!("no usable io_uring here; skipped");
         return;
     };
-    assert!(
-        starved > 0,
-        "the ring never ran dry: the test tests nothing"
-    );
-    for (i, got) in all {
-        assert_eq!(got, pattern(i, BYTES), "connection {i}'s bytes");
-    }
+    ran_dry_and_arrived_whole(starved, all);
 }
 
 #[test]
@@ -137,14 +143,8 @@ fn a_ring_offering_few_buffers_offers_more_when_they_run_out_and_loses_nothing()
         eprintln!("no usable io_uring here; skipped");
         return;
     };
-    assert!(
-        starved > 0,
-        "the ring never ran dry: the test tests nothing"
-    );
     assert!(target > 2, "the offer stayed at {target}");
-    for (i, got) in all {
-        assert_eq!(got, pattern(i, BYTES), "connection {i}'s bytes");
-    }
+    ran_dry_and_arrived_whole(starved, all);
 }
 
 #[test]
